@@ -1,0 +1,1 @@
+"""reinforcement-loop: watch a deployed classifier's accuracy and fine-tune it when it degrades."""

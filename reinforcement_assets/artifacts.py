@@ -1,0 +1,142 @@
+"""Artifact storage (datasets, models, training logs) with a sha256 for every object written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import dagster as dg
+import joblib
+import pandas as pd
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """An artifact's bytes do not match the sha256 recorded when it was written."""
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    path: str
+    uri: str
+    size_bytes: int
+    sha256: str
+
+    def metadata(self) -> dict[str, Any]:
+        return {"path": self.path, "uri": self.uri, "size_bytes": self.size_bytes, "sha256": self.sha256}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def clean_path(path: str) -> str:
+    """A relative POSIX path that cannot climb out of the storage root."""
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or ".." in parts:
+        raise ValueError(f"invalid artifact path {path!r}")
+    return str(PurePosixPath(*parts))
+
+
+def encode(value: Any) -> tuple[bytes, str, str]:
+    """(bytes, file extension, content type): DataFrames as Parquet, anything else with joblib."""
+    buffer = io.BytesIO()
+    if isinstance(value, pd.DataFrame):
+        value.to_parquet(buffer, index=False)
+        return buffer.getvalue(), "parquet", "application/vnd.apache.parquet"
+    joblib.dump(value, buffer)
+    return buffer.getvalue(), "joblib", "application/octet-stream"
+
+
+def decode(data: bytes, path: str) -> Any:
+    """The value `encode` wrote to `path`. Only call on bytes whose sha256 was verified: joblib runs code."""
+    if path.endswith(".parquet"):
+        return pd.read_parquet(io.BytesIO(data))
+    return joblib.load(io.BytesIO(data))
+
+
+class ArtifactStorage(dg.ConfigurableResource):
+    """Where artifact bytes live; subclasses provide `_put`, `_get` and `uri`."""
+
+    def write(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> StoredArtifact:
+        path = clean_path(path)
+        self._put(path, data, content_type)
+        return StoredArtifact(path, self.uri(path), len(data), sha256_hex(data))
+
+    def read(self, path: str, sha256: str) -> bytes:
+        """The bytes at `path`, refused unless their sha256 is `sha256`."""
+        data = self._get(clean_path(path))
+        actual = sha256_hex(data)
+        if actual != sha256:
+            raise ArtifactIntegrityError(
+                f"refusing to load {path}: its sha256 is {actual}, but {sha256} was recorded when it was written"
+            )
+        return data
+
+    def write_value(self, path_without_extension: str, value: Any) -> StoredArtifact:
+        data, extension, content_type = encode(value)
+        return self.write(f"{path_without_extension}.{extension}", data, content_type)
+
+    def read_value(self, path: str, sha256: str) -> Any:
+        return decode(self.read(path, sha256), path)
+
+    def uri(self, path: str) -> str:
+        raise NotImplementedError
+
+    def _put(self, path: str, data: bytes, content_type: str) -> None:
+        raise NotImplementedError
+
+    def _get(self, path: str) -> bytes:
+        raise NotImplementedError
+
+
+class LocalArtifactStorage(ArtifactStorage):
+    """Artifacts as files under `base_dir` (the embedded default)."""
+
+    base_dir: str
+
+    def uri(self, path: str) -> str:
+        return (Path(self.base_dir).resolve() / path).as_uri()
+
+    def _put(self, path: str, data: bytes, content_type: str) -> None:
+        target = Path(self.base_dir) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)  # readers never see half a file
+
+    def _get(self, path: str) -> bytes:
+        try:
+            return (Path(self.base_dir) / path).read_bytes()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"artifact {path} not found under {self.base_dir}") from exc
+
+
+class ArtifactIOManager(dg.ConfigurableIOManager):
+    """Asset values in artifact storage, in the manner of `S3PickleIOManager`.
+
+    Each materialisation is written once, to `<prefix>/<asset key>/<run id>.<parquet|joblib>`, and
+    records path, uri, size and sha256 as output metadata. Loading reads the latest
+    materialisation's path and refuses bytes whose sha256 differs from the one recorded.
+    """
+
+    storage: ArtifactStorage
+    prefix: str = "assets"
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        key = "/".join(context.asset_key.path)
+        stored = self.storage.write_value(f"{self.prefix}/{key}/{context.run_id}", obj)
+        context.add_output_metadata(
+            {**stored.metadata(), "path": dg.MetadataValue.path(stored.path), "uri": dg.MetadataValue.url(stored.uri)}
+        )
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        event = context.instance.get_latest_materialization_event(context.asset_key)
+        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        if "path" not in metadata or "sha256" not in metadata:
+            raise ArtifactIntegrityError(
+                f"no recorded artifact for {context.asset_key.to_user_string()}: materialise it first"
+            )
+        return self.storage.read_value(metadata["path"].value, metadata["sha256"].value)

@@ -1,0 +1,346 @@
+"""The asset graph: evaluation_log -> error_samples -> finetune_dataset -> retrained_model -> run_metrics.
+
+Each asset is a thin shell: it reads through the store, calls the pure functions of `rows`,
+`dataset`, `model` and `evaluation`, and records what happened in `model_retraining_runs`.
+"""
+
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from . import settings
+from .artifacts import ArtifactStorage
+from .dataset import (
+    finetune_frame,
+    from_scratch_frame,
+    is_from_scratch,
+    leaked_rows,
+    replay_size,
+    sample_fraction,
+    split,
+)
+from .evaluation import classification_metrics, decide_promotion
+from .model import fine_tune, train_from_scratch
+from .rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
+from .store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
+
+GROUP = "reinforcement_loop"
+
+
+@dataclass(frozen=True)
+class EvaluatedWindow:
+    """The window a run works on: its bounds, feature schema and statistics (not its rows)."""
+
+    window: Window
+    feature_names: tuple[str, ...]
+    summary: WindowSummary
+
+
+class EvaluationLogConfig(dg.Config):
+    lookback_days: float = settings.DEFAULT_LOOKBACK_DAYS
+    holdout_share: float = settings.HOLDOUT_SHARE
+    window_end: Optional[str] = None  # ISO 8601; default: the run's logical time
+
+
+class ErrorSamplesConfig(dg.Config):
+    confidence_threshold: float = settings.ERROR_CONFIDENCE_THRESHOLD
+    max_errors: int = settings.MAX_ERROR_ROWS
+
+
+class FinetuneDatasetConfig(dg.Config):
+    min_error_samples: int = settings.MIN_ERROR_SAMPLES_FOR_RETRAINING
+    replay_ratio: float = settings.REPLAY_RATIO
+    max_training_rows: int = settings.MAX_TRAINING_ROWS
+    max_holdout_rows: int = settings.MAX_HOLDOUT_ROWS
+    from_scratch: bool = False
+    force: bool = False  # retrain even below min_error_samples
+
+
+class RetrainedModelConfig(dg.Config):
+    epochs: int = settings.DEFAULT_FINE_TUNE_EPOCHS
+    learning_rate: float = settings.DEFAULT_LEARNING_RATE
+    seed: int = 0
+
+
+class RunMetricsConfig(dg.Config):
+    significance_level: float = settings.SIGNIFICANCE_LEVEL
+    non_inferiority_margin: float = settings.NON_INFERIORITY_MARGIN
+
+
+@contextmanager
+def recorded_failure(context: dg.AssetExecutionContext, store: Store) -> Iterator[None]:
+    """Mark the run failed with the error's message if the body raises; the champion is untouched."""
+    try:
+        yield
+    except Exception as exc:
+        message = f"{context.asset_key.to_user_string()}: {type(exc).__name__}: {exc}"
+        try:
+            store.update_run(context.run.run_id, status="failed", error_message=message[:4000])
+        except Exception as write_error:  # the run-status sensor writes it back later
+            context.log.warning(f"could not record the failure: {write_error}")
+        raise
+
+
+def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> datetime:
+    """The end of the window: configured, else the schedule tick, else when the (root) run was created."""
+    if window_end:
+        end = datetime.fromisoformat(window_end)
+        return end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    tags = context.run.tags
+    if "dagster/scheduled_execution_time" in tags:
+        return datetime.fromisoformat(tags["dagster/scheduled_execution_time"])
+    record = context.instance.get_run_record_by_id(tags.get("dagster/root_run_id", context.run.run_id))
+    return record.create_timestamp if record else datetime.now(timezone.utc)
+
+
+def load_champion(store: Store, artifacts: ArtifactStorage) -> tuple[ModelVersion, Pipeline] | None:
+    """The champion's registry row and model, its bytes checked against the recorded sha256."""
+    champion = store.champion()
+    if champion is None:
+        return None
+    return champion, artifacts.read_value(champion.artifact_path, champion.sha256)
+
+
+def feature_columns(dataset: pd.DataFrame) -> list[str]:
+    return [c for c in dataset.columns if c not in RESERVED_COLUMNS]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"postgres", "sql"},
+    description="The evaluated predictions of the lookback window ending at the run's logical time: bounds, "
+    "feature schema, accuracy and rows set aside by reason. The rows stay in the database.",
+)
+def evaluation_log(
+    context: dg.AssetExecutionContext, config: EvaluationLogConfig, store: Store
+) -> dg.Output[EvaluatedWindow]:
+    tags = context.run.tags
+    source = tags.get("source", "manual")
+    if source not in RUN_SOURCES:
+        raise ValueError(f"run tag source={source!r} is not one of {RUN_SOURCES}")
+    store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
+                    request_id=tags.get("request_id"))
+    with recorded_failure(context, store):
+        window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
+                                  config.holdout_share)
+        champion = store.champion()
+        names = (check_feature_names(champion.feature_names) if champion
+                 else choose_feature_names(store.recent_feature_keys(window.start, window.end)))
+        summary = store.summarize_window(window, names)
+        store.update_run(context.run.run_id, metrics={"window_rows": summary.rows,
+                                                      "window_accuracy": summary.accuracy,
+                                                      "rows_rejected": summary.rows_rejected})
+    return dg.Output(
+        EvaluatedWindow(window, names, summary),
+        metadata={
+            "rows": summary.rows,
+            "rows_rejected": summary.rows_rejected,
+            "rejected_by_reason": dg.MetadataValue.json(summary.rejected),
+            "accuracy": summary.accuracy if summary.accuracy is not None else float("nan"),
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "holdout_start": window.holdout_start.isoformat(),
+            "feature_names": dg.MetadataValue.json(list(names)),
+            "store": dg.MetadataValue.json(store.describe()),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"postgres", "pandas"},
+    description="Confident mistakes: evaluated rows of the training part of the window where the prediction "
+    "was wrong with confidence above the threshold, newest first.",
+)
+def error_samples(
+    context: dg.AssetExecutionContext, config: ErrorSamplesConfig, evaluation_log: EvaluatedWindow,
+    store: Store,
+) -> dg.Output[pd.DataFrame]:
+    with recorded_failure(context, store):
+        query = period_query(evaluation_log.window.train, evaluation_log.feature_names, limit=config.max_errors,
+                             is_correct=False, min_confidence=config.confidence_threshold)
+        errors = store.load_rows(query)
+        total = store.count_rows(query) if len(errors) >= config.max_errors else len(errors)
+    per_class = errors["actual_label"].value_counts().sort_index()
+    return dg.Output(
+        errors,
+        metadata={
+            "count": len(errors),
+            "count_in_window": total,
+            "confidence_threshold": config.confidence_threshold,
+            "per_class": dg.MetadataValue.json({str(k): int(v) for k, v in per_class.items()}),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    output_required=False,
+    description="The training set (errors relabelled with the true label plus replayed correct rows, or a "
+    "uniform window sample when training from scratch) and the time-ordered holdout, in one frame "
+    "with `split` and `origin` columns. Skips the rest of the run when there are too few errors.",
+)
+def finetune_dataset(
+    context: dg.AssetExecutionContext, config: FinetuneDatasetConfig, evaluation_log: EvaluatedWindow,
+    error_samples: pd.DataFrame, store: Store,
+) -> Iterator[dg.Output[pd.DataFrame]]:
+    run_id = context.run.run_id
+    if len(error_samples) < config.min_error_samples and not config.force:
+        reason = (f"skipped: {len(error_samples)} high-confidence errors in the window, "
+                  f"fewer than the {config.min_error_samples} needed to retrain")
+        store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
+                         metrics={"skip_reason": reason})
+        context.log.info(reason)
+        return
+    with recorded_failure(context, store):
+        window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
+        holdout = store.load_rows(period_query(
+            window.holdout, names, limit=config.max_holdout_rows,
+            sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows)))
+        from_scratch = config.from_scratch or store.champion() is None
+        if from_scratch:
+            sample = store.load_rows(period_query(
+                window.train, names, limit=config.max_training_rows,
+                sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows)))
+            dataset = from_scratch_frame(sample, holdout)
+        else:
+            wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
+            replay = store.load_rows(period_query(
+                window.train, names, limit=wanted, is_correct=True,
+                sample_fraction=sample_fraction(wanted, summary.train_correct)))
+            dataset = finetune_frame(error_samples, replay, holdout)
+        train_rows = int((dataset["split"] == "train").sum())
+        store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=not from_scratch)
+    origins = dataset["origin"].value_counts()
+    yield dg.Output(
+        dataset,
+        metadata={
+            "mode": "from_scratch" if from_scratch else "fine_tune",
+            "train_rows": train_rows,
+            "holdout_rows": int(origins.get("holdout", 0)),
+            "error_rows": int(origins.get("error", 0)),
+            "replay_rows": int(origins.get("replay", 0)),
+            "window_sample_rows": int(origins.get("window", 0)),
+        },
+    )
+
+
+@dg.asset_check(asset=finetune_dataset, description="No training row comes from the holdout period.")
+def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
+    leaked = leaked_rows(finetune_dataset)
+    return dg.AssetCheckResult(passed=leaked == 0, metadata={"leaked_rows": leaked})
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"scikitlearn"},
+    description="The challenger: the champion fine-tuned by partial_fit passes on the fine-tuning set, or a new "
+    "model trained from scratch; registered in model_versions with the sha256 of its file.",
+)
+def retrained_model(
+    context: dg.AssetExecutionContext, config: RetrainedModelConfig, finetune_dataset: pd.DataFrame,
+    store: Store, artifacts: ArtifactStorage,
+) -> dg.Output[Pipeline]:
+    run_id = context.run.run_id
+    with recorded_failure(context, store):
+        names = feature_columns(finetune_dataset)
+        X, y, _, _ = split(finetune_dataset, names)
+        champion = None if is_from_scratch(finetune_dataset) else load_champion(store, artifacts)
+        if champion is None:
+            model, epochs = train_from_scratch(X, y, seed=config.seed), []
+        else:
+            model, epochs = fine_tune(champion[1], X, y, epochs=config.epochs,
+                                      learning_rate=config.learning_rate, seed=config.seed)
+        version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{run_id[:8]}"
+        stored = artifacts.write_value(f"models/{version}", model)
+        training_log = "\n".join(json.dumps(line) for line in [
+            {"version": version, "parent_version": champion[0].version if champion else None,
+             "fine_tuned": champion is not None, "train_rows": len(y), "epochs": config.epochs,
+             "learning_rate": config.learning_rate, "seed": config.seed, "sha256": stored.sha256},
+            *({"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds} for e in epochs),
+        ]) + "\n"
+        log = artifacts.write(f"logs/{run_id}.log", training_log.encode(), "text/plain")
+        run = store.get_run(run_id)
+        store.register_model_version(ModelVersion(
+            version=version, artifact_path=stored.path, sha256=stored.sha256, feature_names=tuple(names),
+            classes=tuple(str(c) for c in model.classes_),
+            parent_version=champion[0].version if champion else None,
+            training_run_id=str(run["id"]) if run else None, fine_tuned=champion is not None,
+        ))
+        store.update_run(run_id, fine_tune_flag=champion is not None, log_url=log.uri, model_version=version)
+    return dg.Output(
+        model,
+        metadata={
+            "version": version,
+            "fine_tuned": champion is not None,
+            "parent_version": champion[0].version if champion else "",
+            "train_rows": len(y),
+            "final_loss": epochs[-1].loss if epochs else float("nan"),
+            "model_sha256": stored.sha256,
+            "training_log": dg.MetadataValue.url(log.uri),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"scipy"},
+    check_specs=[dg.AssetCheckSpec("promotion_gate", asset="run_metrics",
+                                   description="The challenger is measurably not worse than the champion.")],
+    description="Accuracy, precision, recall and F1 of challenger and champion on the same holdout, and the "
+    "promotion decision (McNemar's exact test plus a non-inferiority margin).",
+)
+def run_metrics(
+    context: dg.AssetExecutionContext, config: RunMetricsConfig, finetune_dataset: pd.DataFrame,
+    retrained_model: Pipeline, store: Store, artifacts: ArtifactStorage,
+) -> dg.MaterializeResult:
+    run_id = context.run.run_id
+    with recorded_failure(context, store):
+        names = feature_columns(finetune_dataset)
+        _, _, X_holdout, holdout = split(finetune_dataset, names)
+        y_true = holdout["actual_label"].to_numpy(dtype=object)
+        champion = load_champion(store, artifacts)
+        # With no champion yet, the baseline is what the deployed model actually predicted.
+        champion_pred = (champion[1].predict(X_holdout) if champion and len(holdout)
+                         else holdout["predicted_label"].to_numpy(dtype=object))
+        challenger_pred = retrained_model.predict(X_holdout) if len(holdout) else champion_pred
+        challenger = classification_metrics(y_true, challenger_pred)
+        baseline = classification_metrics(y_true, champion_pred)
+        decision = decide_promotion(y_true, champion_pred, challenger_pred,
+                                    significance_level=config.significance_level,
+                                    non_inferiority_margin=config.non_inferiority_margin)
+        version = store.get_run(run_id)["model_version"]
+        metrics = {**challenger, "champion": baseline, "champion_version": champion[0].version if champion else None,
+                   "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict()}
+        store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
+        if decision.promote:
+            store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"])
+        store.update_run(run_id, status="completed", metrics=metrics)
+    numeric = {f"challenger_{k}": v for k, v in challenger.items()}
+    numeric.update({f"champion_{k}": v for k, v in baseline.items()})
+    return dg.MaterializeResult(
+        metadata={**numeric, "promoted": decision.promote, "p_value": decision.p_value,
+                  "accuracy_delta": decision.accuracy_delta, "challenger_version": version,
+                  "decision": decision.reason},
+        check_results=[dg.AssetCheckResult(
+            check_name="promotion_gate", passed=decision.promote, severity=dg.AssetCheckSeverity.WARN,
+            description=decision.reason,
+            metadata={"p_value": decision.p_value, "accuracy_delta": decision.accuracy_delta,
+                      "champion_only_correct": decision.champion_only_correct,
+                      "challenger_only_correct": decision.challenger_only_correct,
+                      "holdout_rows": decision.holdout_rows},
+        )],
+    )
+
+
+assets = [evaluation_log, error_samples, finetune_dataset, retrained_model, run_metrics]
+asset_checks = [holdout_is_disjoint]

@@ -1,0 +1,66 @@
+"""Building the fine-tuning set: relabelled errors, replayed correct rows, a time-ordered holdout."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+ORIGINS = ("error", "replay", "window", "holdout")
+
+
+def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:
+    """How many correctly predicted rows to replay beside `n_errors` errors."""
+    return min(cap, int(round(n_errors * replay_ratio)))
+
+
+def sample_fraction(wanted: int, available: int, slack: float = 1.25) -> float:
+    """The share of `available` rows to pre-select so that about `wanted` survive (capped at 1)."""
+    if available <= 0:
+        return 1.0
+    return min(1.0, wanted * slack / available)
+
+
+def labelled(rows: pd.DataFrame, origin: str, split: str) -> pd.DataFrame:
+    """`rows` with the training target (the true label) and where each row came from."""
+    return rows.assign(label=rows["actual_label"], origin=origin, split=split)
+
+
+def finetune_frame(errors: pd.DataFrame, replay: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """The fine-tuning set: errors relabelled with the truth, plus replay, plus the holdout."""
+    return _concat(labelled(errors, "error", "train"), labelled(replay, "replay", "train"),
+                   labelled(holdout, "holdout", "holdout"))
+
+
+def from_scratch_frame(window_sample: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """The training set for a model trained from scratch on a uniform sample of the window."""
+    return _concat(labelled(window_sample, "window", "train"), labelled(holdout, "holdout", "holdout"))
+
+
+def is_from_scratch(dataset: pd.DataFrame) -> bool:
+    """Whether `dataset` was built for training from scratch rather than fine-tuning."""
+    return bool((dataset["origin"] == "window").any())
+
+
+def split(dataset: pd.DataFrame, feature_names: list[str] | tuple[str, ...]):
+    """(X_train, y_train, X_holdout, holdout rows) of a dataset built here."""
+    train = dataset[dataset["split"] == "train"]
+    holdout = dataset[dataset["split"] == "holdout"]
+    names = list(feature_names)
+    return train[names], train["label"].to_numpy(dtype=object), holdout[names], holdout
+
+
+def leaked_rows(dataset: pd.DataFrame) -> int:
+    """Training rows that also appear in the holdout, or are newer than its oldest row (should be 0)."""
+    train = dataset[dataset["split"] == "train"]
+    holdout = dataset[dataset["split"] == "holdout"]
+    if holdout.empty or train.empty:
+        return 0
+    overlap = train["id"].isin(holdout["id"])
+    too_new = train["evaluated_at"] >= holdout["evaluated_at"].min()
+    return int((overlap | too_new).sum())
+
+
+def _concat(*frames: pd.DataFrame) -> pd.DataFrame:
+    kept = [f for f in frames if not f.empty]
+    if not kept:
+        return frames[0].iloc[0:0]
+    return pd.concat(kept, ignore_index=True)

@@ -1,0 +1,18 @@
+"""The Dagster code location: `dagster dev` loads `defs` from here."""
+
+import dagster as dg
+
+from . import settings
+from .assets import asset_checks, assets
+from .automation import auto_daily, retraining_job
+from .resources import default_resources
+
+settings.configure_logging()
+
+defs = dg.Definitions(
+    assets=assets,
+    asset_checks=asset_checks,
+    jobs=[retraining_job],
+    schedules=[auto_daily],
+    resources=default_resources(),
+)

