@@ -1,0 +1,71 @@
+import pandas as pd
+
+from reinforcement_assets.dataset import (
+    finetune_frame,
+    from_scratch_frame,
+    is_from_scratch,
+    leaked_rows,
+    replay_size,
+    sample_fraction,
+    split,
+)
+
+
+def rows(ids, start, predicted, actual):
+    n = len(ids)
+    return pd.DataFrame({
+        "id": ids, "prediction_id": [f"p{i}" for i in ids],
+        "evaluated_at": pd.date_range(start, periods=n, freq="h", tz="UTC"),
+        "predicted_label": predicted, "actual_label": actual, "confidence": [0.9] * n,
+        "x0": [float(i) for i in ids], "x1": [1.0] * n,
+    })
+
+
+ERRORS = rows([1, 2], "2026-11-01", ["a", "a"], ["b", "c"])
+REPLAY = rows([3, 4, 5], "2026-11-02", ["a", "b", "c"], ["a", "b", "c"])
+HOLDOUT = rows([6, 7], "2026-11-06", ["a", "b"], ["a", "c"])
+
+
+def test_replay_size_follows_the_ratio_up_to_the_cap():
+    assert replay_size(10, 4.0, 1000) == 40
+    assert replay_size(10, 4.0, 25) == 25
+    assert replay_size(10, 0.0, 25) == 0
+
+
+def test_sample_fraction_preselects_a_little_more_than_wanted():
+    assert sample_fraction(100, 1000) == 0.125
+    assert sample_fraction(1000, 100) == 1.0
+    assert sample_fraction(10, 0) == 1.0
+
+
+def test_errors_are_relabelled_with_the_true_label():
+    dataset = finetune_frame(ERRORS, REPLAY, HOLDOUT)
+    errors = dataset[dataset["origin"] == "error"]
+    assert errors["label"].tolist() == ["b", "c"]
+    assert (errors["label"] != errors["predicted_label"]).all()
+    assert dataset.groupby("origin").size().to_dict() == {"error": 2, "replay": 3, "holdout": 2}
+    assert not is_from_scratch(dataset)
+
+
+def test_split_keeps_holdout_out_of_training():
+    dataset = finetune_frame(ERRORS, REPLAY, HOLDOUT)
+    X, y, X_holdout, holdout = split(dataset, ["x0", "x1"])
+    assert list(X.columns) == ["x0", "x1"] and len(X) == len(y) == 5
+    assert holdout["id"].tolist() == [6, 7] and len(X_holdout) == 2
+    assert leaked_rows(dataset) == 0
+
+
+def test_leaked_rows_finds_training_rows_from_the_holdout_period():
+    late = rows([8], "2026-11-07", ["a"], ["b"])
+    assert leaked_rows(finetune_frame(late, REPLAY, HOLDOUT)) == 1
+
+
+def test_from_scratch_dataset():
+    dataset = from_scratch_frame(REPLAY, HOLDOUT)
+    assert is_from_scratch(dataset)
+    assert set(dataset["split"]) == {"train", "holdout"}
+
+
+def test_empty_parts_are_fine():
+    dataset = finetune_frame(ERRORS, REPLAY.iloc[0:0], HOLDOUT.iloc[0:0])
+    assert len(dataset) == 2 and set(dataset["origin"]) == {"error"}

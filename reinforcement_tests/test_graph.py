@@ -1,0 +1,155 @@
+"""The whole asset graph materialised on the embedded PostgreSQL, with real models."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from reinforcement_assets.assets import asset_checks, assets
+from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
+
+END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
+START = END - pd.Timedelta(days=7)
+
+
+def materialize(resources, *, tags=None, **config):
+    run_config = {"evaluation_log": {"config": {"window_end": END.isoformat()}}}
+    for asset, values in config.items():
+        run_config.setdefault(asset, {"config": {}})["config"].update(values)
+    return dg.materialize(assets + asset_checks, resources=resources, run_config=dg.RunConfig(run_config),
+                          tags=tags or {"source": "auto_daily"}, raise_on_error=False)
+
+
+def materialized(result, key):
+    events = [e for e in result.get_asset_materialization_events()
+              if e.materialization.asset_key.to_user_string() == key]
+    return {k: v.value for k, v in events[0].materialization.metadata.items()} if events else None
+
+
+def check(result, name):
+    (evaluation,) = [c for c in result.get_asset_check_evaluations() if c.check_name == name]
+    return evaluation
+
+
+@pytest.fixture
+def drifted(store, artifacts):
+    """A champion trained before an abrupt drift, and a week of its predictions across the drift."""
+    scenario = drift_scenario(6_000, seed=11)
+    champion = deploy_initial_model(store, artifacts, scenario)
+    log, _ = log_traffic(champion, *scenario.window, START, END, model_version="v0", seed=11)
+    store.insert_evaluations(log)
+    return scenario, champion
+
+
+def test_a_drift_is_repaired_and_the_better_model_promoted(store, artifacts, resources, drifted):
+    scenario, old = drifted
+    result = materialize(resources)
+    assert result.success
+
+    window = materialized(result, "evaluation_log")
+    assert window["rows"] + window["rows_rejected"] == 6_000 and window["rows_rejected"] == 120
+    assert materialized(result, "error_samples")["count"] >= 10
+    dataset = materialized(result, "finetune_dataset")
+    assert dataset["mode"] == "fine_tune" and dataset["replay_rows"] == 4 * dataset["error_rows"]
+    metrics = materialized(result, "run_metrics")
+    assert metrics["promoted"] and metrics["challenger_accuracy"] > metrics["champion_accuracy"] + 0.05
+    assert check(result, "promotion_gate").passed and check(result, "holdout_is_disjoint").passed
+
+    run = store.get_run(result.run_id)
+    assert (run["status"], run["source"], run["fine_tune_flag"]) == ("completed", "auto_daily", True)
+    assert run["dataset_size"] == dataset["train_rows"]
+    assert run["metrics"]["accuracy"] == pytest.approx(metrics["challenger_accuracy"])
+    assert run["metrics"]["gate"]["promote"] is True
+    assert run["log_url"].startswith("file://") and '"epoch": 5' in open(run["log_url"][7:]).read()
+
+    champion = store.champion()
+    assert champion.version == run["model_version"] and champion.parent_version == "v0"
+    assert champion.reference_accuracy == pytest.approx(metrics["challenger_accuracy"])
+    new = artifacts.read_value(champion.artifact_path, champion.sha256)
+    assert accuracy(new, *scenario.after) > accuracy(old, *scenario.after) + 0.05
+
+
+def test_a_worse_challenger_is_kept_out(store, artifacts, resources):
+    scenario = drift_scenario(6_000, drift="none", seed=12)
+    deploy_initial_model(store, artifacts, scenario)
+    champion = store.champion()
+    model = artifacts.read_value(champion.artifact_path, champion.sha256)
+    log, _ = log_traffic(model, *scenario.window, START, END, model_version="v0", seed=12)
+    store.insert_evaluations(log)
+
+    # Errors only, a huge step: the collapse the promotion gate exists for.
+    result = materialize(resources, finetune_dataset={"replay_ratio": 0.0},
+                         retrained_model={"learning_rate": 1.0, "epochs": 5})
+    assert result.success
+    metrics = materialized(result, "run_metrics")
+    assert not metrics["promoted"] and metrics["challenger_accuracy"] < metrics["champion_accuracy"]
+    gate = check(result, "promotion_gate")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert store.champion().version == champion.version
+    run = store.get_run(result.run_id)
+    assert run["status"] == "completed" and run["metrics"]["promoted"] is False
+    assert len(store.model_versions()) == 2  # the challenger is registered, not promoted
+
+
+def test_too_few_errors_skips_the_run(store, artifacts, resources):
+    scenario = drift_scenario(400, drift="none", seed=13)
+    deploy_initial_model(store, artifacts, scenario)
+    log, _ = log_traffic(artifacts.read_value(store.champion().artifact_path, store.champion().sha256),
+                         *scenario.window, START, END, model_version="v0", bad_row_share=0.0, seed=13)
+    wrong = np.flatnonzero(log["predicted_label"] != log["actual_label"])
+    log.loc[log.index[wrong[5:]], "predicted_label"] = log["actual_label"].iloc[wrong[5:]]
+    store.insert_evaluations(log)
+
+    result = materialize(resources)
+    assert result.success
+    assert materialized(result, "finetune_dataset") is None
+    assert materialized(result, "retrained_model") is None and materialized(result, "run_metrics") is None
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped" and run["completed_at"] is not None
+    assert "fewer than the 10 needed" in run["error_message"]
+    assert len(store.model_versions()) == 1
+
+
+def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resources, drifted, tmp_path):
+    champion = store.champion()
+    path = tmp_path / "artifacts" / champion.artifact_path
+    path.write_bytes(path.read_bytes()[:-1] + b"!")  # a corrupted (or swapped) model file
+
+    result = materialize(resources, tags={"source": "manual"})
+    assert not result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "failed" and run["completed_at"] is not None
+    assert run["error_message"].startswith("retrained_model: ArtifactIntegrityError: refusing to load")
+    assert store.champion().version == champion.version
+    assert len(store.model_versions()) == 1
+
+
+def test_training_from_scratch_when_asked(store, artifacts, resources, drifted):
+    result = materialize(resources, finetune_dataset={"from_scratch": True})
+    assert result.success
+    assert materialized(result, "finetune_dataset")["mode"] == "from_scratch"
+    run = store.get_run(result.run_id)
+    assert run["fine_tune_flag"] is False
+    version = next(v for v in store.model_versions() if v.version == run["model_version"])
+    assert version.fine_tuned is False and version.parent_version is None
+
+
+def test_with_no_champion_the_baseline_is_what_was_deployed(store, artifacts, resources):
+    """A user's first run: their model logged predictions, the loop has no champion of its own yet."""
+    scenario = drift_scenario(6_000, seed=14)
+    external = deploy_initial_model(store, artifacts, scenario)
+    with store.connect("test") as conn:
+        conn.execute("delete from model_versions")
+    log, _ = log_traffic(external, *scenario.window, START, END, model_version="external", seed=14)
+    store.insert_evaluations(log)
+
+    result = materialize(resources)
+    assert result.success
+    metrics = materialized(result, "run_metrics")
+    holdout = log[log["evaluated_at"] >= END - pd.Timedelta(days=7 * 0.2)]
+    logged = holdout.dropna(subset=["confidence"])
+    assert metrics["champion_accuracy"] == pytest.approx(
+        float((logged["predicted_label"] == logged["actual_label"]).mean()), abs=0.02)
+    assert metrics["promoted"] and store.champion().fine_tuned is False
