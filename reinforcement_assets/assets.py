@@ -29,6 +29,7 @@ from .dataset import (
 )
 from .evaluation import classification_metrics, decide_promotion
 from .model import fine_tune, train_from_scratch
+from .request_queue import check_request_run
 from .rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
 from .store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 
@@ -129,6 +130,11 @@ def evaluation_log(
     store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
                     request_id=tags.get("request_id"))
     with recorded_failure(context, store):
+        if tags.get("request_id"):
+            note = check_request_run(store.attach_request_run(tags["request_id"], context.run.run_id),
+                                     context.run.run_id)
+            if note:
+                context.log.warning(note)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
                                   config.holdout_share)
         champion = store.champion()
@@ -287,6 +293,7 @@ def retrained_model(
             "final_loss": epochs[-1].loss if epochs else float("nan"),
             "model_sha256": stored.sha256,
             "training_log": dg.MetadataValue.url(log.uri),
+            "training_log_sha256": log.sha256,
         },
     )
 

@@ -38,9 +38,13 @@ def run_retraining(tags: dict[str, str], window_end: pd.Timestamp | None = None,
     config = {"evaluation_log": {"config": {"window_end": window_end.isoformat()}}} if window_end is not None else {}
     for asset, values in asset_config.items():
         config.setdefault(asset, {"config": {}})["config"].update(values)
+    from . import settings
+
     job = _definitions().resolve_job_def("retraining_job")
-    return job.execute_in_process(instance=_instance(), tags=tags, run_config=dg.RunConfig(config),
-                                  raise_on_error=False)
+    return job.execute_in_process(
+        instance=_instance(), tags=tags, raise_on_error=False,
+        run_config=dg.RunConfig(config, loggers={"console": {"config": {"log_level": settings.LOG_LEVEL}}}),
+    )
 
 
 def _resource(key: str):

@@ -40,6 +40,19 @@ MAX_ERROR_ROWS = _from_env("MAX_ERROR_ROWS", 50_000, int)
 MAX_TRAINING_ROWS = _from_env("MAX_TRAINING_ROWS", 200_000, int)
 MAX_HOLDOUT_ROWS = _from_env("MAX_HOLDOUT_ROWS", 50_000, int)
 
+# Triggers (see docs/triggers.md).
+REQUEST_SENSOR_INTERVAL_SECONDS = _from_env("REQUEST_SENSOR_INTERVAL_SECONDS", 30, int)
+REQUESTS_PER_TICK = _from_env("REQUESTS_PER_TICK", 25, int)
+REQUEST_STALE_AFTER_MINUTES = _from_env("REQUEST_STALE_AFTER_MINUTES", 15.0, float)
+REQUEST_MAX_CLAIMS = _from_env("REQUEST_MAX_CLAIMS", 3, int)
+WRITE_BACK_ATTEMPTS = _from_env("WRITE_BACK_ATTEMPTS", 6, int)
+DECAY_SENSOR_INTERVAL_SECONDS = _from_env("DECAY_SENSOR_INTERVAL_SECONDS", 300, int)
+DECAY_WINDOW_HOURS = _from_env("DECAY_WINDOW_HOURS", 24.0, float)
+DECAY_MIN_SAMPLES = _from_env("DECAY_MIN_SAMPLES", 200, int)
+DECAY_MIN_DROP = _from_env("DECAY_MIN_DROP", 0.05, float)
+DECAY_SIGNIFICANCE_LEVEL = _from_env("DECAY_SIGNIFICANCE_LEVEL", 0.01, float)
+DECAY_COOLDOWN_HOURS = _from_env("DECAY_COOLDOWN_HOURS", 24.0, float)
+
 DEBUG = _from_env("DEBUG", False, _flag)
 LOG_LEVEL = "DEBUG" if DEBUG else _from_env("LOG_LEVEL", "INFO", str).upper()
 
@@ -47,5 +60,10 @@ DATA_DIR = _from_env("REINFORCEMENT_DATA_DIR", ".reinforcement", str)
 
 
 def configure_logging() -> None:
-    """Apply LOG_LEVEL (or DEBUG) to this package's loggers."""
-    logging.getLogger("reinforcement_assets").setLevel(LOG_LEVEL)
+    """Send this package's log records at LOG_LEVEL (DEBUG when DEBUG is set) to stderr."""
+    logger = logging.getLogger("reinforcement_assets")
+    logger.setLevel(LOG_LEVEL)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
