@@ -1,4 +1,4 @@
-"""The `reinforcement` command: run the demo, and (later) queue requests, show status, roll back."""
+"""The `reinforcement` command: run the demo, queue retraining requests, show status, roll back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import pandas as pd
 
@@ -48,7 +49,11 @@ def run_retraining(tags: dict[str, str], window_end: pd.Timestamp | None = None,
 
 
 def _resource(key: str):
-    return _definitions().resources[key]
+    """A resource of the code location, its `dg.EnvVar` settings (a Supabase key, a database URL) resolved."""
+    import dagster as dg
+
+    with dg.build_resources({key: _definitions().resources[key]}) as resources:
+        return getattr(resources, key)
 
 
 @command("demo")
@@ -127,6 +132,108 @@ def report(result, run: dict) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _store() -> Iterator:
+    """The store the environment selects now, `dg.EnvVar`s resolved; without loading the code location."""
+    import dagster as dg
+
+    from .resources import default_resources
+
+    with dg.build_resources({"store": default_resources()["store"]}) as resources:
+        yield resources.store
+
+
+@command("request")
+def request(args: argparse.Namespace) -> int:
+    """Queue a retraining request, as a user would from the web UI; the request sensor starts its run."""
+    from .request_queue import OPTION_NAMES, InvalidRequest
+
+    if not args.reason.strip():
+        print("refused: --reason must say why the model should be retrained", file=sys.stderr)
+        return 2
+    with _store() as store:
+        try:
+            queued = store.create_request(args.reason.strip(), priority=args.priority, requested_by=args.requested_by,
+                                          options={"from_scratch": args.from_scratch, "force": args.force})
+        except InvalidRequest as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+    options = ", ".join(name for name in OPTION_NAMES if queued.options.get(name)) or "none"
+    print(f"queued request {queued.id}: priority {queued.priority}, options {options}")
+    return 0
+
+
+@command("status")
+def status(args: argparse.Namespace) -> int:
+    """Print the champion, the latest retraining runs and the latest requests."""
+    with _store() as store:
+        champion, runs, requests = store.champion(), store.latest_runs(args.limit), store.latest_requests(args.limit)
+    print(f"store: {store.describe()}")
+    print(champion_line(champion))
+    print()
+    print(table("latest runs", runs, ["created_at", "source", "status", "model_version", "dataset_size",
+                                      "dagster_run_id", "error_message"]))
+    print()
+    print(table("latest requests", [vars(r) for r in requests],
+                ["created_at", "priority", "status", "reason", "dagster_run_id", "error_message", "id"]))
+    return 0
+
+
+def champion_line(champion) -> str:
+    if champion is None:
+        return "champion: none yet"
+    reference = "n/a" if champion.reference_accuracy is None else f"{champion.reference_accuracy:.3f}"
+    return (f"champion: {champion.version} since {champion.promoted_at:%Y-%m-%d %H:%M} UTC, reference accuracy "
+            f"{reference}: {champion.promotion_reason}")
+
+
+def table(title: str, rows: list[dict], columns: list[str], width: int = 48) -> str:
+    """`rows` as a fixed-width text table of `columns`, long values cut to `width` characters."""
+    if not rows:
+        return f"{title}: none"
+
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if hasattr(value, "strftime"):
+            return f"{value:%Y-%m-%d %H:%M:%S}"
+        text = " ".join(str(value).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    frame = pd.DataFrame([[cell(row.get(c)) for c in columns] for row in rows], columns=columns)
+    return f"{title}:\n{frame.to_string(index=False)}"
+
+
+def previous_champion(versions, champion) -> str | None:
+    """The most recently promoted version other than the champion: where a rollback goes by default."""
+    earlier = [v for v in versions if v.promoted_at is not None and (champion is None or v.version != champion.version)]
+    return max(earlier, key=lambda v: v.promoted_at).version if earlier else None
+
+
+@command("rollback")
+def rollback(args: argparse.Namespace) -> int:
+    """Make an earlier model version champion again, recording why."""
+    from .store import StoreError
+
+    with _store() as store:
+        champion = store.champion()
+        target = args.version or previous_champion(store.model_versions(limit=1000), champion)
+        if target is None:
+            print("refused: no earlier champion to roll back to; name a VERSION", file=sys.stderr)
+            return 2
+        if champion is not None and target == champion.version:
+            print(f"refused: {target} is already the champion", file=sys.stderr)
+            return 2
+        was = champion.version if champion else "none"
+        try:
+            promoted = store.promote(target, f"rollback from {was}: {args.reason}")
+        except StoreError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+    print(f"rolled back: {promoted.version} is the champion again (was {was}); reason recorded: {args.reason}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reinforcement", description=__doc__)
     root.add_argument("--data-dir", help="folder of the embedded database and artifacts (default .reinforcement)")
@@ -135,6 +242,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=20_000, help="predictions in the window (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lookback-days", type=float, default=7.0)
+    p = sub.add_parser("request", help="queue a retraining request (run by the retraining_requests sensor)")
+    p.add_argument("--reason", required=True, help="why the model should be retrained")
+    p.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
+    p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
+    p.add_argument("--force", action="store_true", help="retrain even with fewer errors than the minimum")
+    p.add_argument("--requested-by", help="the requesting user's id (UUID)")
+    p = sub.add_parser("status", help="print the champion, the latest runs and the latest requests")
+    p.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")
+    p = sub.add_parser("rollback", help="make an earlier model version champion again")
+    p.add_argument("version", nargs="?", help="the version to restore (default: the previous champion)")
+    p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
     return root
 
 

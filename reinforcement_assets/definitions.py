@@ -6,6 +6,7 @@ from . import settings
 from .assets import asset_checks, assets
 from .automation import auto_daily, retraining_job
 from .resources import default_resources
+from .sensors import sensors
 
 settings.configure_logging()
 
@@ -14,5 +15,6 @@ defs = dg.Definitions(
     asset_checks=asset_checks,
     jobs=[retraining_job],
     schedules=[auto_daily],
+    sensors=sensors,
     resources=default_resources(),
 )

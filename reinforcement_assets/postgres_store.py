@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
+import logging
 import os
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -20,10 +20,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
+from .request_queue import check_new_request
 from .store import (
     ROW_COLUMNS,
     TERMINAL_RUN_STATUSES,
+    AccuracyCount,
     ModelVersion,
+    RetrainingRequest,
     RowQuery,
     Store,
     StoreError,
@@ -31,10 +34,12 @@ from .store import (
     WindowSummary,
     json_safe,
 )
+from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
 
 MIGRATIONS_DIR = Path(
     os.environ.get("REINFORCEMENT_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "supabase" / "migrations")
 )
+logger = logging.getLogger(__name__)
 _MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
@@ -62,7 +67,7 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
 
     Recorded in `supabase_migrations.schema_migrations`, the table the Supabase CLI uses, so
     `supabase db push` and this function agree on what ran. Concurrent callers serialise on an
-    advisory lock.
+    advisory lock. What Supabase provides (roles, `auth.uid()`) is created first where missing.
     """
     files = sorted(migrations_dir.glob("*.sql"))
     if not files:
@@ -70,6 +75,7 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
     applied = []
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(SUPABASE_ENVIRONMENT_SQL)
         conn.execute("create schema if not exists supabase_migrations")
         conn.execute(
             "create table if not exists supabase_migrations.schema_migrations"
@@ -126,6 +132,7 @@ class PostgresStore(Store):
     @contextmanager
     def connect(self, operation: str) -> Iterator[psycopg.Connection]:
         """A connection in UTC; database errors become a `StoreError` naming `operation`."""
+        logger.debug("%s", operation)
         try:
             with psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC") as conn:
                 yield conn
@@ -167,14 +174,22 @@ class PostgresStore(Store):
         return [tuple(keys) for (keys,) in rows]
 
     def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+        # Counted per (reject reason, feature-key set) first; the features of one row per key set
+        # then decide which sets lack a feature, so no jsonb is read per row.
         query = """
-            select coalesce(reject_reason, case when not features ?& %(names)s then 'feature_missing' end) as reason,
-                   count(*) as n,
-                   count(*) filter (where is_correct) as correct,
-                   count(*) filter (where evaluated_at < %(holdout_start)s) as train,
-                   count(*) filter (where evaluated_at < %(holdout_start)s and is_correct) as train_correct
-            from public.prediction_evaluations
-            where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null
+            with key_sets as (
+                select reject_reason, feature_keys_hash, min(id) as example,
+                       count(*) as n,
+                       count(*) filter (where is_correct) as correct,
+                       count(*) filter (where evaluated_at < %(holdout_start)s) as train,
+                       count(*) filter (where evaluated_at < %(holdout_start)s and is_correct) as train_correct
+                from public.prediction_evaluations
+                where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null
+                group by 1, 2
+            )
+            select coalesce(k.reject_reason, case when not e.features ?& %(names)s then 'feature_missing' end),
+                   sum(k.n)::bigint, sum(k.correct)::bigint, sum(k.train)::bigint, sum(k.train_correct)::bigint
+            from key_sets k join public.prediction_evaluations e on e.id = k.example
             group by 1
         """
         params = {"names": list(feature_names), "start": window.start, "end": window.end,
@@ -204,7 +219,8 @@ class PostgresStore(Store):
             params["sample_key_below"] = query.sample_key_below
         return sql.SQL(" and ".join(clauses)), params
 
-    def load_rows(self, query: RowQuery) -> pd.DataFrame:
+    def copy_rows_statement(self, query: RowQuery) -> tuple[sql.Composed, dict[str, Any]]:
+        """The `COPY (select ...) TO STDOUT` that `load_rows` runs, and its parameters."""
         where, params = self._row_filter(query)
         features = [
             sql.SQL("(features ->> {})::float8 as {}").format(sql.Literal(name), sql.Identifier(name))
@@ -218,6 +234,10 @@ class PostgresStore(Store):
             columns=sql.SQL(", ").join([*map(sql.Identifier, ROW_COLUMNS), *features]),
             where=where, order=sql.SQL(order), limit=sql.Literal(int(query.limit)),
         )
+        return select, params
+
+    def load_rows(self, query: RowQuery) -> pd.DataFrame:
+        select, params = self.copy_rows_statement(query)
         buffer = io.BytesIO()
         with self.connect("read prediction_evaluations") as conn, conn.cursor() as cur:
             with cur.copy(select, params) as copy:
@@ -332,6 +352,98 @@ class PostgresStore(Store):
             ).fetchall()
         return [_model_version(r) for r in rows]
 
+
+    # Retraining requests: state changes go through the SQL functions of 20261126000200_retraining_triggers.sql.
+    def _requests(self, operation: str, query: str, params: tuple | dict) -> list[RetrainingRequest]:
+        with self.connect(operation) as conn, conn.cursor(row_factory=dict_row) as cur:
+            return [RetrainingRequest.from_row(row) for row in cur.execute(query, params).fetchall()]
+
+    def create_request(
+        self, reason: str, *, priority: str = "normal", options: dict[str, Any] | None = None,
+        requested_by: str | None = None,
+    ) -> RetrainingRequest:
+        priority, parsed, requested_by = check_new_request(priority, options, requested_by)
+        (request,) = self._requests(
+            "insert into model_retraining_requests",
+            "insert into public.model_retraining_requests (reason, priority, options, requested_by)"
+            " values (%s, %s, %s, %s) returning *",
+            (reason, priority, Jsonb(parsed.as_json()), requested_by),
+        )
+        return request
+
+    def get_request(self, request_id: str) -> RetrainingRequest | None:
+        found = self._requests("read model_retraining_requests",
+                               "select * from public.model_retraining_requests where id = %s", (request_id,))
+        return found[0] if found else None
+
+    def latest_requests(self, limit: int = 10) -> list[RetrainingRequest]:
+        return self._requests(
+            "read model_retraining_requests",
+            "select * from public.model_retraining_requests order by created_at desc, id limit %s", (limit,),
+        )
+
+    def claim_requests(self, limit: int, claimed_by: str) -> list[RetrainingRequest]:
+        return self._requests(
+            "claim model_retraining_requests",
+            "select * from public.claim_retraining_requests(%s, %s)"
+            " order by case priority when 'high' then 0 when 'normal' then 1 else 2 end, created_at, id",
+            (limit, claimed_by),
+        )
+
+    def release_requests(self, request_ids: list[str], claimed_by: str) -> int:
+        with self.connect("release model_retraining_requests") as conn:
+            (released,) = conn.execute("select public.release_retraining_requests(%s::uuid[], %s)",
+                                       (list(request_ids), claimed_by)).fetchone()
+        return released
+
+    def stale_requests(self, claimed_before: datetime, limit: int = 100) -> list[RetrainingRequest]:
+        return self._requests(
+            "read stale model_retraining_requests",
+            "select * from public.model_retraining_requests where status = 'processing' and claimed_at < %s"
+            " order by claimed_at limit %s",
+            (claimed_before, limit),
+        )
+
+    def recover_requests(
+        self, request_ids: list[str], stale_after: timedelta, max_claims: int
+    ) -> list[RetrainingRequest]:
+        return self._requests(
+            "recover model_retraining_requests",
+            "select * from public.recover_stale_retraining_requests(%s::uuid[], %s, %s)",
+            (list(request_ids), stale_after, max_claims),
+        )
+
+    def attach_request_run(self, request_id: str, dagster_run_id: str) -> RetrainingRequest:
+        (request,) = self._requests("link model_retraining_requests to its run",
+                                    "select * from public.attach_retraining_run(%s, %s)", (request_id, dagster_run_id))
+        return request
+
+    def finish_request(
+        self, request_id: str, status: str, error_message: str | None = None, dagster_run_id: str | None = None
+    ) -> RetrainingRequest:
+        (request,) = self._requests(
+            "finish model_retraining_requests",
+            "select * from public.finish_retraining_request(%s, %s, %s, %s)",
+            (request_id, status, error_message, dagster_run_id),
+        )
+        return request
+
+    def record_run_end(
+        self, dagster_run_id: str, status: str, error_message: str | None, *, source: str,
+        request_id: str | None = None, triggered_by: str | None = None, request_status: str | None = None,
+    ) -> None:
+        with self.connect("record run end in model_retraining_runs") as conn:
+            conn.execute(
+                "select public.record_retraining_run_end(%s, %s, %s, %s, %s, %s, %s)",
+                (dagster_run_id, status, error_message, source, request_id, triggered_by, request_status),
+            )
+
+    def count_correct(self, start: datetime, end: datetime, model_version: str | None = None) -> AccuracyCount:
+        with self.connect("count prediction_evaluations") as conn:
+            evaluated, correct = conn.execute(
+                "select * from public.evaluation_accuracy(%s, %s, %s)", (start, end, model_version)
+            ).fetchone()
+        return AccuracyCount(evaluated=evaluated, correct=correct)
 
 def _jsonb(value: Any) -> Jsonb:
     return Jsonb(json_safe(value))

@@ -31,8 +31,9 @@ DEFAULT_LOOKBACK_DAYS = _from_env("DEFAULT_LOOKBACK_DAYS", 7.0, float)
 MIN_ERROR_SAMPLES_FOR_RETRAINING = _from_env("MIN_ERROR_SAMPLES_FOR_RETRAINING", 10, int)
 ERROR_CONFIDENCE_THRESHOLD = _from_env("ERROR_CONFIDENCE_THRESHOLD", 0.7, float)
 DEFAULT_FINE_TUNE_EPOCHS = _from_env("DEFAULT_FINE_TUNE_EPOCHS", 5, int)
-DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.001, float)
-REPLAY_RATIO = _from_env("REPLAY_RATIO", 4.0, float)
+# Replay 1:1 at learning rate 0.01: the drift benchmark's evidence, docs/benchmarks.md.
+DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.01, float)
+REPLAY_RATIO = _from_env("REPLAY_RATIO", 1.0, float)
 HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)
 SIGNIFICANCE_LEVEL = _from_env("SIGNIFICANCE_LEVEL", 0.05, float)
 NON_INFERIORITY_MARGIN = _from_env("NON_INFERIORITY_MARGIN", 0.0, float)
@@ -57,6 +58,10 @@ DEBUG = _from_env("DEBUG", False, _flag)
 LOG_LEVEL = "DEBUG" if DEBUG else _from_env("LOG_LEVEL", "INFO", str).upper()
 
 DATA_DIR = _from_env("REINFORCEMENT_DATA_DIR", ".reinforcement", str)
+
+# The Supabase backend, chosen when SUPABASE_URL and SUPABASE_SERVICE_KEY are set (see README).
+SUPABASE_BUCKET = _from_env("SUPABASE_BUCKET", "reinforcement-artifacts", str)
+SUPABASE_TIMEOUT_SECONDS = _from_env("SUPABASE_TIMEOUT_SECONDS", 60.0, float)
 
 
 def configure_logging() -> None:

@@ -19,6 +19,9 @@ import pandas as pd
 RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
 RUN_STATUSES = ("pending", "running", "completed", "failed", "skipped")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped")
+REQUEST_PRIORITIES = ("high", "normal", "low")  # queue order
+REQUEST_STATUSES = ("pending", "processing", "completed", "cancelled", "failed")
+TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
 
 # Columns every loaded sample has besides one float column per feature.
 ROW_COLUMNS = ("id", "prediction_id", "evaluated_at", "predicted_label", "actual_label", "confidence")
@@ -117,6 +120,61 @@ class ModelVersion:
     created_at: datetime | None = None
 
 
+
+@dataclass(frozen=True)
+class RetrainingRequest:
+    """A row of `model_retraining_requests`: a user's (or the CLI's) ask for a retraining run.
+
+    `options` is the raw jsonb value, which a web client may have filled with anything; the
+    request sensor validates it.
+    """
+
+    id: str
+    status: str
+    priority: str = "normal"
+    reason: str | None = None
+    requested_by: str | None = None
+    options: Any = field(default_factory=dict)
+    created_at: datetime | None = None
+    claimed_at: datetime | None = None
+    claimed_by: str | None = None
+    claim_count: int = 0
+    processed_at: datetime | None = None
+    retraining_run_id: str | None = None
+    dagster_run_id: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RetrainingRequest:
+        """From a database row (psycopg values, or PostgREST JSON with ISO 8601 timestamps)."""
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in row.items() if k in names}
+        for key in ("id", "requested_by", "retraining_run_id"):
+            if values.get(key) is not None:
+                values[key] = str(values[key])
+        for key in ("created_at", "claimed_at", "processed_at"):
+            if isinstance(values.get(key), str):
+                values[key] = datetime.fromisoformat(values[key])
+        values["options"] = {} if values.get("options") is None else values["options"]
+        values["claim_count"] = values.get("claim_count") or 0
+        return cls(**values)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_REQUEST_STATUSES
+
+
+@dataclass(frozen=True)
+class AccuracyCount:
+    """Usable evaluated predictions in a period and how many were right (counted in the database)."""
+
+    evaluated: int = 0
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.evaluated if self.evaluated else None
+
 class Store(dg.ConfigurableResource):
     """What the loop needs from its database: a Dagster resource, also usable on its own."""
 
@@ -182,6 +240,73 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def model_versions(self, limit: int = 20) -> list[ModelVersion]:
         """The newest registered versions."""
+
+    # Retraining requests: the queue the request sensor drains. Every state change is atomic.
+    @abc.abstractmethod
+    def create_request(
+        self, reason: str, *, priority: str = "normal", options: dict[str, Any] | None = None,
+        requested_by: str | None = None,
+    ) -> RetrainingRequest:
+        """Queue a request as `pending` (what the web UI does); a bad priority or option raises `ValueError`."""
+
+    @abc.abstractmethod
+    def get_request(self, request_id: str) -> RetrainingRequest | None:
+        """The request, or None."""
+
+    @abc.abstractmethod
+    def latest_requests(self, limit: int = 10) -> list[RetrainingRequest]:
+        """The newest requests, newest first."""
+
+    @abc.abstractmethod
+    def claim_requests(self, limit: int, claimed_by: str) -> list[RetrainingRequest]:
+        """Move up to `limit` pending requests to `processing` (SQL `claim_retraining_requests`).
+
+        Highest priority first, then oldest; rows being claimed elsewhere are skipped, so
+        concurrent callers never get the same request. Returned in queue order.
+        """
+
+    @abc.abstractmethod
+    def release_requests(self, request_ids: list[str], claimed_by: str) -> int:
+        """Put this claimant's claims without a started run back to `pending`; returns how many."""
+
+    @abc.abstractmethod
+    def stale_requests(self, claimed_before: datetime, limit: int = 100) -> list[RetrainingRequest]:
+        """`processing` requests claimed before `claimed_before`, oldest claim first."""
+
+    @abc.abstractmethod
+    def recover_requests(
+        self, request_ids: list[str], stale_after: timedelta, max_claims: int
+    ) -> list[RetrainingRequest]:
+        """Re-queue (or, after `max_claims` claims, fail) stale claims with no run attached.
+
+        SQL `recover_stale_retraining_requests`; returns the requests changed.
+        """
+
+    @abc.abstractmethod
+    def attach_request_run(self, request_id: str, dagster_run_id: str) -> RetrainingRequest:
+        """Link a pending or processing request to the run carrying it (SQL `attach_retraining_run`).
+
+        Sets `dagster_run_id`, `retraining_run_id` and `processed_at` and makes it `processing`.
+        Returns the request as it stands; one that has ended or belongs to another run is left unchanged.
+        """
+
+    @abc.abstractmethod
+    def finish_request(
+        self, request_id: str, status: str, error_message: str | None = None, dagster_run_id: str | None = None
+    ) -> RetrainingRequest:
+        """End a request as `completed`, `failed` or `cancelled`; a request already ended is left as it is."""
+
+    @abc.abstractmethod
+    def record_run_end(
+        self, dagster_run_id: str, status: str, error_message: str | None, *, source: str,
+        request_id: str | None = None, triggered_by: str | None = None, request_status: str | None = None,
+    ) -> None:
+        """Write a run's bad end into its row (created if missing) and end its request, in one transaction."""
+
+    # The decay trigger.
+    @abc.abstractmethod
+    def count_correct(self, start: datetime, end: datetime, model_version: str | None = None) -> AccuracyCount:
+        """Usable evaluated predictions of [start, end) (of `model_version` only, if given) and how many were right."""
 
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""

@@ -48,8 +48,8 @@ def test_the_daily_schedule():
     assert auto_daily.default_status == dg.DefaultScheduleStatus.RUNNING
     assert auto_daily.job_name == retraining_job.name
     tick = datetime(2026, 11, 27, 2, tzinfo=timezone.utc)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    with dg.instance_for_test() as instance, \
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
         (request,) = auto_daily.evaluate_tick(context).run_requests
     assert request.tags["source"] == "auto_daily"
     assert defs.resolve_job_def("retraining_job").name == "retraining_job"

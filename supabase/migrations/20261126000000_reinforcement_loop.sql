@@ -22,6 +22,16 @@ as $$
   end
 $$;
 
+-- A hash of the sorted top-level keys of a feature object (null for anything else). Rows with the
+-- same hash have the same keys, so a window summary checks the features of one row per key set
+-- instead of every row's jsonb. Immutable so it can back a stored generated column.
+create or replace function public.evaluation_feature_keys_hash(features jsonb) returns bigint
+language sql immutable parallel safe
+as $$
+  select case when jsonb_typeof(features) = 'object'
+              then hashtextextended(array(select jsonb_object_keys(features) order by 1)::text, 0) end
+$$;
+
 create table if not exists public.prediction_evaluations (
   id              bigint generated always as identity primary key,
   prediction_id   text unique,
@@ -38,20 +48,27 @@ create table if not exists public.prediction_evaluations (
                     (public.evaluation_reject_reason(features, predicted_label, actual_label, confidence)) stored,
   is_correct      boolean generated always as (predicted_label = actual_label) stored,
   -- A fixed pseudo-random key in [0, 2^20): reproducible uniform samples are `sample_key < k`.
-  sample_key      integer generated always as (hashint8(id) & 1048575) stored
+  sample_key      integer generated always as (hashint8(id) & 1048575) stored,
+  feature_keys_hash bigint generated always as (public.evaluation_feature_keys_hash(features)) stored
 );
 
 comment on table public.prediction_evaluations is
   'One row per prediction of the deployed classifier; actual_label and evaluated_at are filled when the outcome is known.';
 
+-- Window summaries can be index-only scans of this index: they never read the jsonb.
 create index if not exists prediction_evaluations_window_idx
   on public.prediction_evaluations (evaluated_at)
-  include (is_correct, reject_reason, sample_key)
+  include (is_correct, reject_reason, feature_keys_hash, id)
   where actual_label is not null;
 
 create index if not exists prediction_evaluations_errors_idx
   on public.prediction_evaluations (evaluated_at)
   where actual_label is not null and is_correct is false and reject_reason is null;
+
+-- Uniform samples (`sample_key < k`, in sample-key order) visit only the sampled rows, not the window.
+create index if not exists prediction_evaluations_sample_idx
+  on public.prediction_evaluations (sample_key, evaluated_at)
+  where actual_label is not null and reject_reason is null;
 
 create table if not exists public.model_retraining_requests (
   id                uuid primary key default gen_random_uuid(),

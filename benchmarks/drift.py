@@ -1,0 +1,544 @@
+"""Drift recovery: does the loop do its job? Days of traffic, five strategies, the same streams and seeds.
+
+    python -m benchmarks.drift --days 60 --rows-per-day 2000 --seeds 0 1 2
+
+Each day the deployed model predicts that day's rows, the outcomes are logged (with 1 % broken
+rows), then each strategy's daily step runs and may replace the model for the next day:
+
+1. never     never retrain;
+2. naive     fine-tune on the window's confident errors only, always promote;
+3. default   this project's cycle: confident errors + replayed correct rows, fine-tuned, and promoted
+             only through the gate. With `--real` (the reported run) it is the real `retraining_job`
+             on embedded PostgreSQL, one Dagster run per day; otherwise the same pure functions the
+             assets call, in the same order, on the log held in memory (used for the sweeps);
+4. scratch   retrain from scratch on the whole window every day and deploy it (the ceiling);
+5. river     river's StandardScaler | OneVsRest(LogisticRegression), predicting then learning every
+             row as it arrives (it sees each outcome at once, which no batch strategy does).
+
+Streams: `abrupt`, `gradual` (over 10 days) and `stable` from `reinforcement_assets.drift_data`,
+`hyperplane` (river `Hyperplane`, the plane starts rotating on the drift day) and `rbf` (river
+`RandomRBFDrift`, centroids start moving on the drift day); all generated on the fly.
+Results: `benchmarks/results/<output>.json`, `docs/drift_accuracy.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reinforcement_assets import settings
+from reinforcement_assets.dataset import finetune_frame, replay_size, split
+from reinforcement_assets.demo import log_traffic
+from reinforcement_assets.drift_data import make_stream
+from reinforcement_assets.evaluation import decide_promotion
+from reinforcement_assets.model import UnseenClassError, fine_tune, train_from_scratch
+from reinforcement_assets.rows import rows_from_records
+from reinforcement_assets.store import Window
+
+from .machine import DOCS_DIR, embedded_server, exit_on_sigterm, machine, machine_line, save
+
+STREAMS = ("abrupt", "gradual", "stable", "hyperplane", "rbf")
+STRATEGIES = ("never", "naive", "default", "scratch", "river")
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BAD_ROW_SHARE = 0.01
+GRADUAL_DAYS = 10
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Rows to train the first model on, then one (X, y) per day; `drift_day` is the first drifted day (1-based)."""
+
+    name: str
+    pretrain: tuple[pd.DataFrame, np.ndarray]
+    days: list[tuple[pd.DataFrame, np.ndarray]]
+    drift_day: int | None
+
+
+@dataclass(frozen=True)
+class Params:
+    """The knobs of the default strategy (defaults: `reinforcement_assets.settings`)."""
+
+    replay_ratio: float = settings.REPLAY_RATIO
+    epochs: int = settings.DEFAULT_FINE_TUNE_EPOCHS
+    learning_rate: float = settings.DEFAULT_LEARNING_RATE
+    significance_level: float = settings.SIGNIFICANCE_LEVEL
+    non_inferiority_margin: float = settings.NON_INFERIORITY_MARGIN
+    confidence_threshold: float = settings.ERROR_CONFIDENCE_THRESHOLD
+    min_error_samples: int = settings.MIN_ERROR_SAMPLES_FOR_RETRAINING
+    lookback_days: float = settings.DEFAULT_LOOKBACK_DAYS
+    holdout_share: float = settings.HOLDOUT_SHARE
+
+    def label(self) -> str:
+        return (f"replay {self.replay_ratio:g}, epochs {self.epochs}, lr {self.learning_rate:g}, "
+                f"margin {self.non_inferiority_margin:g}, alpha {self.significance_level:g}")
+
+
+@dataclass
+class Trace:
+    """What one strategy did on one stream."""
+
+    accuracy: list[float] = field(default_factory=list)  # per day, of the model deployed that day
+    promotions: int = 0
+    bad_promotions: int = 0
+    retrains: int = 0
+    train_seconds: float = 0.0   # fitting only
+    cycle_seconds: float = 0.0   # the whole daily step (loading, fitting, gating, recording)
+    promoted_on: list[int] = field(default_factory=list)  # the days whose cycle promoted
+
+
+# Streams.
+
+def project_stream(kind: str, days: int, rows_per_day: int, pretrain_rows: int, drift_day: int,
+                   seed: int) -> Stream:
+    """`abrupt`, `gradual` or `stable` from the project's generator (10 features, 3 classes)."""
+    total = pretrain_rows + days * rows_per_day
+    drift_at = (pretrain_rows + (drift_day - 1) * rows_per_day) / total
+    drift = {"abrupt": "abrupt", "gradual": "gradual", "stable": "none"}[kind]
+    X, y, _ = make_stream(total, drift=drift, drift_at=drift_at,
+                          drift_width=GRADUAL_DAYS * rows_per_day / total, seed=seed)
+    return _cut(kind, X, y, pretrain_rows, rows_per_day, None if kind == "stable" else drift_day)
+
+
+def river_stream(kind: str, days: int, rows_per_day: int, pretrain_rows: int, drift_day: int,
+                 seed: int) -> Stream:
+    """`hyperplane` or `rbf` from river's synthetic generators, drifting from `drift_day` on."""
+    from river.datasets import synth
+
+    if kind == "hyperplane":
+        generator = synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, noise_percentage=0.02)
+        attribute, speed = "mag_change", 0.001
+    else:
+        generator = synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=4, n_features=10,
+                                         n_centroids=20, n_drift_centroids=20)
+        attribute, speed = "change_speed", 0.0001
+    setattr(generator, attribute, 0.0)
+    drift_start = pretrain_rows + (drift_day - 1) * rows_per_day
+    total = pretrain_rows + days * rows_per_day
+    rows, labels = [], []
+    for i, (x, label) in enumerate(generator.take(total)):
+        if i == drift_start:
+            setattr(generator, attribute, speed)
+        rows.append([x[k] for k in sorted(x)])
+        labels.append(f"class_{label}")
+    X = pd.DataFrame(rows, columns=[f"x{j}" for j in range(len(rows[0]))])
+    return _cut(kind, X, np.asarray(labels, dtype=object), pretrain_rows, rows_per_day, drift_day)
+
+
+def _cut(name: str, X: pd.DataFrame, y: np.ndarray, pretrain_rows: int, rows_per_day: int,
+         drift_day: int | None) -> Stream:
+    days = []
+    for start in range(pretrain_rows, len(X), rows_per_day):
+        days.append((X.iloc[start:start + rows_per_day].reset_index(drop=True), y[start:start + rows_per_day]))
+    return Stream(name, (X.iloc[:pretrain_rows].reset_index(drop=True), y[:pretrain_rows]), days, drift_day)
+
+
+def make_streams(names: Iterable[str], days: int, rows_per_day: int, pretrain_rows: int, drift_day: int,
+                 seed: int) -> list[Stream]:
+    made = []
+    for name in names:
+        build = river_stream if name in ("hyperplane", "rbf") else project_stream
+        made.append(build(name, days, rows_per_day, pretrain_rows, drift_day, seed))
+    return made
+
+
+# The log, held in memory for the strategies that do not run on the database.
+
+def day_bounds(day: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of simulated day `day` (1-based)."""
+    start = pd.Timestamp(START) + pd.Timedelta(days=day - 1)
+    return start, start + pd.Timedelta(days=1)
+
+
+def logged_day(model, X: pd.DataFrame, y: np.ndarray, day: int, version: str, seed: int) -> pd.DataFrame:
+    """What the deployed `model` logged on `day`, outcomes included, with `BAD_ROW_SHARE` broken rows."""
+    start, end = day_bounds(day)
+    log, _ = log_traffic(model, X, y, start, end, model_version=version, bad_row_share=BAD_ROW_SHARE,
+                         seed=seed * 1000 + day, prefix=f"day{day}")
+    return log
+
+
+def usable_rows(log: pd.DataFrame, names: Sequence[str], first_id: int) -> pd.DataFrame:
+    """The usable rows of a day's log, as `load_rows` returns them (bad rows set aside by `rows_from_records`)."""
+    rows, _ = rows_from_records(log.assign(id=np.arange(len(log)) + first_id).to_dict("records"), names)
+    return rows
+
+
+def window_rows(days: list[pd.DataFrame], window: Window) -> pd.DataFrame:
+    """The usable rows of `days` that fall in the window."""
+    frame = pd.concat(days, ignore_index=True)
+    return frame[(frame["evaluated_at"] >= window.start) & (frame["evaluated_at"] < window.end)]
+
+
+def pure_cycle(champion, rows: pd.DataFrame, window: Window, params: Params, names: Sequence[str],
+               rng: np.random.Generator, naive: bool = False):
+    """The assets' steps on in-memory rows: errors, replay, holdout, fine-tune, gate.
+
+    Returns (model to deploy or None, seconds spent fitting, retrained?). Sampling is uniform like
+    the store's `sample_key` (but not the same rows). `naive`: errors only, always promoted.
+    """
+    train = rows[rows["evaluated_at"] < window.holdout_start]
+    holdout = rows[rows["evaluated_at"] >= window.holdout_start]
+    wrong = train["predicted_label"] != train["actual_label"]
+    errors = train[wrong & (train["confidence"] > params.confidence_threshold)]
+    errors = errors.sort_values(["evaluated_at", "id"], ascending=False).head(settings.MAX_ERROR_ROWS)
+    if len(errors) < params.min_error_samples:
+        return None, 0.0, False
+    if naive:
+        replay = errors.iloc[0:0]
+    else:
+        correct = train[~wrong]
+        wanted = min(replay_size(len(errors), params.replay_ratio, settings.MAX_TRAINING_ROWS), len(correct))
+        replay = correct.iloc[np.sort(rng.choice(len(correct), size=wanted, replace=False))]
+    holdout = holdout if len(holdout) <= settings.MAX_HOLDOUT_ROWS else holdout.sample(
+        settings.MAX_HOLDOUT_ROWS, random_state=int(rng.integers(2**31)))
+    dataset = finetune_frame(errors, replay, holdout)
+    X, y, X_holdout, holdout_rows = split(dataset, list(names))
+    started = time.perf_counter()
+    try:
+        challenger, _ = fine_tune(champion, X, y, epochs=params.epochs, learning_rate=params.learning_rate)
+    except UnseenClassError:
+        return None, time.perf_counter() - started, False
+    seconds = time.perf_counter() - started
+    if naive:
+        return challenger, seconds, True
+    y_true = holdout_rows["actual_label"].to_numpy(dtype=object)
+    decision = decide_promotion(y_true, champion.predict(X_holdout), challenger.predict(X_holdout),
+                                significance_level=params.significance_level,
+                                non_inferiority_margin=params.non_inferiority_margin)
+    return (challenger if decision.promote else None), seconds, True
+
+
+def accuracy(model, X: pd.DataFrame, y: np.ndarray) -> float:
+    return float(np.mean(model.predict(X) == y))
+
+
+def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:
+    """Record a promotion at the end of `day`; bad if worse than the replaced model on the next day's rows."""
+    trace.promotions += 1
+    trace.promoted_on.append(day)
+    if day < len(stream.days):
+        X_next, y_next = stream.days[day]
+        if accuracy(promoted, X_next, y_next) < accuracy(previous, X_next, y_next):
+            trace.bad_promotions += 1
+
+
+def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> Trace:
+    """Strategies never, naive, scratch and the default on the pure functions, over every day of `stream`."""
+    names = list(stream.pretrain[0].columns)
+    model = train_from_scratch(*stream.pretrain, seed=seed)
+    rng = np.random.default_rng(seed)
+    trace, log = Trace(), []
+    for day, (X, y) in enumerate(stream.days, start=1):
+        trace.accuracy.append(accuracy(model, X, y))
+        if strategy == "never":
+            continue
+        started = time.perf_counter()
+        log.append(usable_rows(logged_day(model, X, y, day, "current", seed), names, first_id=day * len(y)))
+        window = Window.ending_at(day_bounds(day)[1].to_pydatetime(), params.lookback_days, params.holdout_share)
+        log = [frame for frame in log if len(frame) and frame["evaluated_at"].max() >= window.start]
+        rows = window_rows(log, window)
+        if strategy == "scratch":
+            fit_started = time.perf_counter()
+            new_model = train_from_scratch(rows[names], rows["actual_label"].to_numpy(dtype=object), seed=seed)
+            trace.train_seconds += time.perf_counter() - fit_started
+            retrained = True
+        else:
+            new_model, seconds, retrained = pure_cycle(model, rows, window, params, names, rng,
+                                                       naive=strategy == "naive")
+            trace.train_seconds += seconds
+        trace.retrains += retrained
+        if new_model is not None:
+            _count_promotion(trace, model, new_model, stream, day)
+            model = new_model
+        trace.cycle_seconds += time.perf_counter() - started
+    return trace
+
+
+def simulate_river(stream: Stream, seed: int) -> Trace:
+    """river's online logistic regression: predict each row, then learn its outcome at once."""
+    from river import linear_model, multiclass, preprocessing
+
+    model = preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
+    started = time.perf_counter()
+    for x, label in zip(stream.pretrain[0].to_dict("records"), stream.pretrain[1]):
+        model.learn_one(x, label)
+    trace = Trace()
+    for X, y in stream.days:
+        right = 0
+        for x, label in zip(X.to_dict("records"), y):
+            right += model.predict_one(x) == label
+            model.learn_one(x, label)
+        trace.accuracy.append(right / len(y))
+    trace.train_seconds = trace.cycle_seconds = time.perf_counter() - started
+    return trace
+
+
+def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, work_dir) -> Trace:
+    """The default strategy through the real `retraining_job` on embedded PostgreSQL, one run per day."""
+    import dagster as dg
+    import psycopg
+    from psycopg import conninfo
+
+    from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
+    from reinforcement_assets.assets import asset_checks, assets
+    from reinforcement_assets.automation import retraining_job
+    from reinforcement_assets.demo import register_champion
+    from reinforcement_assets.postgres_store import PostgresStore
+
+    from .scale import step_times
+
+    name = f"bench_drift_{stream.name}_{seed}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+        conn.execute(f"create database {name}")
+    try:
+        store = PostgresStore(database_url=conninfo.make_conninfo(server_url, dbname=name))
+        artifacts = LocalArtifactStorage(base_dir=str(work_dir / name))
+        resources = {"store": store, "artifacts": artifacts, "io_manager": ArtifactIOManager(storage=artifacts)}
+        job = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],
+                             resources=resources).resolve_job_def("retraining_job")
+        instance = dg.DagsterInstance.ephemeral()
+        model = train_from_scratch(*stream.pretrain, seed=seed)
+        version = register_champion(store, artifacts, model, "initial", "trained before day 1").version
+        trace = Trace()
+        config = {
+            "error_samples": {"config": {"confidence_threshold": params.confidence_threshold}},
+            "finetune_dataset": {"config": {"replay_ratio": params.replay_ratio,
+                                            "min_error_samples": params.min_error_samples}},
+            "retrained_model": {"config": {"epochs": params.epochs, "learning_rate": params.learning_rate}},
+            "run_metrics": {"config": {"significance_level": params.significance_level,
+                                       "non_inferiority_margin": params.non_inferiority_margin}},
+        }
+        for day, (X, y) in enumerate(stream.days, start=1):
+            trace.accuracy.append(accuracy(model, X, y))
+            store.insert_evaluations(logged_day(model, X, y, day, version, seed))
+            run_config = copy.deepcopy(config)
+            run_config["evaluation_log"] = {"config": {
+                "window_end": day_bounds(day)[1].isoformat(), "lookback_days": params.lookback_days,
+                "holdout_share": params.holdout_share}}
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance, tags={"source": "auto_daily"}, raise_on_error=False,
+                run_config=dg.RunConfig(run_config, loggers={"console": {"config": {"log_level": "ERROR"}}}))
+            trace.cycle_seconds += time.perf_counter() - started
+            if not result.success:
+                raise RuntimeError(f"retraining_job failed on day {day} of {stream.name}")
+            spans = step_times(instance, result.run_id)
+            if "retrained_model" in spans:
+                trace.retrains += 1
+                trace.train_seconds += spans["retrained_model"]["end"] - spans["retrained_model"]["start"]
+            champion = store.champion()
+            if champion.version != version:
+                promoted = artifacts.read_value(champion.artifact_path, champion.sha256)
+                _count_promotion(trace, model, promoted, stream, day)
+                model, version = promoted, champion.version
+        return trace
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+# Summaries.
+
+def ceiling_level(scratch: list[float], last_days: int = 10) -> float:
+    """The level the ceiling (retrain from scratch daily) settles at: its mean over the last `last_days` days."""
+    return float(np.mean(scratch[-last_days:]))
+
+
+def days_to_recover(trace: list[float], level: float, drift_day: int, tolerance: float = 0.05) -> int | None:
+    """Daily cycles after the first drifted day until accuracy is within `tolerance` (relative) of `level`.
+
+    0: the strategy never left that range; 2: back on the second day after the first drifted day
+    (two cycles ran on drifted data); None: never back.
+    """
+    for offset, day in enumerate(range(drift_day, len(trace) + 1)):
+        if trace[day - 1] >= (1 - tolerance) * level:
+            return offset
+    return None
+
+
+def days_to_track(trace: list[float], ceiling: list[float], drift_day: int, tolerance: float = 0.05) -> int | None:
+    """Daily cycles after the first drifted day until accuracy is within `tolerance` of the ceiling's on that day."""
+    for offset, day in enumerate(range(drift_day, len(trace) + 1)):
+        if trace[day - 1] >= (1 - tolerance) * ceiling[day - 1]:
+            return offset
+    return None
+
+
+def summarise(traces: dict[str, Trace], stream: Stream) -> dict[str, dict[str, Any]]:
+    """Per strategy: mean accuracy after the drift, days to recover, promotions, bad ones, compute time."""
+    after = slice((stream.drift_day or 1) - 1, None)
+    scratch = traces["scratch"].accuracy if "scratch" in traces else None
+    ceiling = ceiling_level(scratch) if scratch else None
+    out = {}
+    for strategy, trace in traces.items():
+        out[strategy] = {
+            "mean_accuracy_after_drift": float(np.mean(trace.accuracy[after])),
+            "mean_accuracy": float(np.mean(trace.accuracy)),
+            "days_to_within_5pct_of_scratch": (days_to_recover(trace.accuracy, ceiling, stream.drift_day)
+                                               if ceiling and stream.drift_day else None),
+            "days_to_within_5pct_of_scratch_same_day": (days_to_track(trace.accuracy, scratch, stream.drift_day)
+                                                        if scratch and stream.drift_day else None),
+            "ceiling_level": ceiling,
+            "promotions": trace.promotions,
+            "bad_promotions": trace.bad_promotions,
+            "retrains": trace.retrains,
+            "train_seconds": trace.train_seconds,
+            "cycle_seconds": trace.cycle_seconds,
+            "accuracy": trace.accuracy,
+            "promoted_on": trace.promoted_on,
+        }
+    return out
+
+
+def run(streams: Sequence[str], days: int, rows_per_day: int, pretrain_rows: int, drift_day: int,
+        seeds: Sequence[int], strategies: Sequence[str] = STRATEGIES, params: Params = Params(),
+        server_url: str | None = None, work_dir=None) -> dict[str, Any]:
+    """Every strategy on every stream and seed; results keyed by seed, then stream, then strategy.
+
+    With `server_url` (an embedded PostgreSQL) the default strategy runs the real `retraining_job`.
+    """
+    results: dict[str, Any] = {}
+    for seed in seeds:
+        for stream in make_streams(streams, days, rows_per_day, pretrain_rows, drift_day, seed):
+            traces = {}
+            for strategy in strategies:
+                if strategy == "river":
+                    traces[strategy] = simulate_river(stream, seed)
+                elif strategy == "default" and server_url:
+                    traces[strategy] = simulate_real(stream, params, seed, server_url, work_dir)
+                else:
+                    traces[strategy] = simulate_batch(stream, strategy, params, seed)
+            results.setdefault(str(seed), {})[stream.name] = {
+                "drift_day": stream.drift_day, "strategies": summarise(traces, stream)}
+    return results
+
+
+def aggregate(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Medians over seeds of each summary figure (accuracy curves: mean per day); stream -> strategy -> figure."""
+    seeds = list(results)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for stream in results[seeds[0]]:
+        out[stream] = {}
+        for strategy in results[seeds[0]][stream]["strategies"]:
+            per_seed = [results[s][stream]["strategies"][strategy] for s in seeds]
+            recover = [p["days_to_within_5pct_of_scratch"] for p in per_seed]
+            track = [p.get("days_to_within_5pct_of_scratch_same_day") for p in per_seed]
+            out[stream][strategy] = {
+                "mean_accuracy_after_drift": statistics.median(p["mean_accuracy_after_drift"] for p in per_seed),
+                "days_to_within_5pct_of_scratch": (None if any(r is None for r in recover)
+                                                   else statistics.median(recover)),
+                "days_to_recover_per_seed": recover,
+                "days_to_track_scratch": (None if any(t is None for t in track) else statistics.median(track)),
+                "days_to_track_per_seed": track,
+                "promotions": statistics.median(p["promotions"] for p in per_seed),
+                "bad_promotions": sum(p["bad_promotions"] for p in per_seed),
+                "train_seconds": statistics.median(p["train_seconds"] for p in per_seed),
+                "cycle_seconds": statistics.median(p["cycle_seconds"] for p in per_seed),
+                "accuracy": np.mean([p["accuracy"] for p in per_seed], axis=0).tolist(),
+                "drift_day": results[seeds[0]][stream]["drift_day"],
+            }
+    return out
+
+
+def table(agg: dict[str, dict[str, dict[str, Any]]], n_seeds: int) -> str:
+    lines = [f"| stream | strategy | mean accuracy after drift | days to within 5 % of scratch's settled level | "
+             f"days to within 5 % of scratch that day | promotions | bad promotions (sum of {n_seeds} seeds) | "
+             f"training s | whole daily steps s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def days(value, drifted):
+        return "never" if value is None and drifted else ("n/a" if value is None else f"{value:g}")
+
+    for stream, strategies in agg.items():
+        for strategy, s in strategies.items():
+            lines.append(
+                f"| {stream} | {strategy} | {s['mean_accuracy_after_drift']:.3f} | "
+                f"{days(s['days_to_within_5pct_of_scratch'], s['drift_day'])} | "
+                f"{days(s['days_to_track_scratch'], s['drift_day'])} | {s['promotions']:g} | "
+                f"{s['bad_promotions']} | {s['train_seconds']:.1f} | {s['cycle_seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(agg: dict[str, dict[str, dict[str, Any]]], path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streams = list(agg)
+    fig, axes = plt.subplots(len(streams), 1, figsize=(9, 2.6 * len(streams)), sharex=True, squeeze=False)
+    styles = {"never": ("grey", ":"), "naive": ("tab:red", "-"), "default": ("tab:blue", "-"),
+              "scratch": ("black", "--"), "river": ("tab:green", "-")}
+    for ax, stream in zip(axes[:, 0], streams):
+        for strategy, s in agg[stream].items():
+            color, line = styles.get(strategy, (None, "-"))
+            ax.plot(range(1, len(s["accuracy"]) + 1), s["accuracy"], color=color, linestyle=line, label=strategy,
+                    linewidth=1.4)
+        drift_day = next(iter(agg[stream].values()))["drift_day"]
+        if drift_day:
+            ax.axvline(drift_day, color="orange", alpha=0.6, linewidth=1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(stream, fontsize=10, loc="left")
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].legend(ncol=5, fontsize=8, loc="lower left")
+    axes[-1, 0].set_xlabel("day (orange: first drifted day)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.drift", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--drift-day", type=int, default=31, help="first drifted day (default 31)")
+    parser.add_argument("--rows-per-day", type=int, default=2000)
+    parser.add_argument("--pretrain-rows", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--real", action="store_true",
+                        help="run the default strategy through the real retraining_job on embedded PostgreSQL")
+    parser.add_argument("--data-dir", help="embedded PostgreSQL folder for --real (default: temporary)")
+    for name in ("replay_ratio", "learning_rate", "significance_level", "non_inferiority_margin"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(Params(), name))
+    parser.add_argument("--epochs", type=int, default=Params().epochs)
+    parser.add_argument("--output", default="drift")
+    parser.add_argument("--plot", default="drift_accuracy.png", help="file name in docs/ ('' for none)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    exit_on_sigterm()
+
+    params = Params(replay_ratio=args.replay_ratio, epochs=args.epochs, learning_rate=args.learning_rate,
+                    significance_level=args.significance_level, non_inferiority_margin=args.non_inferiority_margin)
+    print(machine_line(machine()))
+    print(f"default strategy: {params.label()}{' (real retraining_job)' if args.real else ''}")
+    started = time.perf_counter()
+    with (embedded_server(args.data_dir) if args.real else nullcontext((None, None))) as (server_url, work_dir):
+        results = run(args.streams, args.days, args.rows_per_day, args.pretrain_rows, args.drift_day, args.seeds,
+                      args.strategies, params, server_url=server_url, work_dir=work_dir)
+    agg = aggregate(results)
+    print(table(agg, len(args.seeds)))
+    print(f"\n{time.perf_counter() - started:.0f} s")
+    path = save(args.output, {"config": {**{k: v for k, v in vars(args).items()}, "params": vars(params)},
+                              "aggregate": agg, "per_seed": results})
+    print(f"results: {path}")
+    if args.plot:
+        plot(agg, DOCS_DIR / args.plot)
+        print(f"plot: {DOCS_DIR / args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

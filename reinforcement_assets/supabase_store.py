@@ -1,0 +1,471 @@
+"""The store in a Supabase project: its tables through PostgREST with the `supabase` client.
+
+Hosted PostgREST returns at most 1,000 rows per request and truncates silently, so every
+multi-row read is paginated by keyset (never offsets, never a bare select) with its filters
+pushed down onto the stored generated columns `reject_reason`, `is_correct` and `sample_key`
+(PostgREST cannot compare two columns, so the comparisons are stored). Aggregates and state
+changes that must be atomic are SQL functions of the migrations, called with `.rpc()`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, ClassVar, Optional
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pandas as pd
+from postgrest.types import CountMethod, ReturnMethod
+from pydantic import Field, PrivateAttr
+from supabase import Client
+
+from .request_queue import check_new_request, queue_order
+from .store import (
+    ROW_COLUMNS,
+    AccuracyCount,
+    ModelVersion,
+    RetrainingRequest,
+    RowQuery,
+    Store,
+    StoreError,
+    Window,
+    WindowSummary,
+)
+from .supabase_client import RetryPolicy, call, connect, http_client
+
+EVALUATIONS = "prediction_evaluations"
+RUNS = "model_retraining_runs"
+REQUESTS = "model_retraining_requests"
+VERSIONS = "model_versions"
+
+INCOMING_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
+                    "confidence", "predicted_at", "evaluated_at")
+# A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning there.
+FEATURE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+RUN_UUIDS = ("id", "triggered_by", "request_id")
+RUN_TIMESTAMPS = ("started_at", "completed_at", "created_at")
+
+Order = tuple[tuple[str, bool], tuple[str, bool]]  # (column, descending) twice: a key, then a unique tiebreak
+
+
+class SupabaseStore(Store):
+    """`Store` on a Supabase project through its REST API (PostgREST) with the service_role key.
+
+    The project needs the migrations of `supabase/migrations` (`supabase db push`). Reads are
+    retried with backoff on transient failures; writes only when they are idempotent or
+    provably did not run. Every failure is a `StoreError` naming the operation and the table.
+    """
+
+    backend: ClassVar[str] = "supabase"
+
+    url: str = Field(description="The project URL, https://<project-ref>.supabase.co.")
+    service_key: str = Field(
+        repr=False, description="The project's service_role key: set SUPABASE_SERVICE_KEY, never inline it."
+    )
+    timeout_seconds: float = Field(default=30.0, description="Timeout for connecting and for each read and write.")
+    max_attempts: int = Field(default=4, description="Attempts per request when a failure may be retried.")
+    backoff_seconds: float = Field(default=0.5, description="First pause between attempts; doubles each time.")
+    page_size: int = Field(default=1000, description="Rows asked for per request (hosted Supabase caps at 1,000).")
+    insert_batch_size: int = Field(default=1000, description="Rows per insert request.")
+    _client: Optional[Client] = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = connect(self.url, self.service_key, self._http_client())
+        return self._client
+
+    def _http_client(self) -> httpx.Client:
+        """The HTTP client every request goes through (tests substitute a transport here)."""
+        return http_client(self.timeout_seconds)
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.backend, "project": urlsplit(self.url).netloc, "api": "PostgREST via supabase-py"}
+
+    def _call(self, operation: str, table: str, fn: Callable[[], Any], *, idempotent: bool) -> Any:
+        return call(fn, operation=operation, target=table, idempotent=idempotent,
+                    policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
+                    timeout_seconds=self.timeout_seconds, secret=self.service_key)
+
+    def _rpc(self, function: str, params: dict[str, Any], *, operation: str, idempotent: bool) -> Any:
+        params = to_json(params)
+        return self._call(operation, f"rpc/{function}", lambda: self.client.rpc(function, params).execute().data,
+                          idempotent=idempotent)
+
+    def _read_pages(
+        self, operation: str, table: str, select: Callable[[], Any], order: Order, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` rows of the filtered select `select()` in `order`, a page at a time.
+
+        Each page starts after the last row of the one before (keyset pagination), so rows
+        cannot be skipped or repeated. Reading stops at `limit` or at an empty page: a page
+        shorter than asked may be the server's row cap, not the end.
+        """
+        rows: list[dict[str, Any]] = []
+        last: tuple[Any, Any] | None = None
+        while len(rows) < limit:
+            size = min(self.page_size, limit - len(rows))
+
+            def fetch(after=last, size=size):
+                query = select()
+                for column, descending in order:
+                    query = query.order(column, desc=descending)
+                if after is not None:
+                    query = query.or_(keyset_after(order, after))
+                return query.limit(size).execute().data
+
+            page = self._call(operation, table, fetch, idempotent=True)
+            if not page:
+                break
+            rows.extend(page)
+            last = tuple(page[-1][column] for column, _ in order)
+        return rows
+
+    # The prediction log.
+    def insert_evaluations(self, log: pd.DataFrame) -> int:
+        records = evaluation_records(log)
+        inserted = 0
+        for start in range(0, len(records), self.insert_batch_size):
+            batch = records[start:start + self.insert_batch_size]
+            # Skipping existing prediction_ids makes a batch safe to repeat, unless a row has none.
+            repeatable = all(r["prediction_id"] is not None for r in batch)
+            try:
+                response = self._call(
+                    "insert", EVALUATIONS,
+                    lambda batch=batch: self.client.table(EVALUATIONS).upsert(
+                        batch, on_conflict="prediction_id", ignore_duplicates=True,
+                        returning=ReturnMethod.minimal, count=CountMethod.exact,
+                    ).execute(),
+                    idempotent=repeatable,
+                )
+            except StoreError as exc:
+                raise StoreError(f"{exc}; rows {start:,} to {start + len(batch) - 1:,} of {len(records):,} were "
+                                 f"not confirmed, the {start:,} before them were written") from exc.__cause__
+            inserted += response.count or 0
+        return inserted
+
+    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
+        rows = self._rpc("evaluation_feature_key_sets", {"p_start": start, "p_end": end, "p_limit": limit},
+                         operation="read feature keys", idempotent=True)
+        return [tuple(r["feature_names"]) for r in rows for _ in range(r["row_count"])]
+
+    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+        rows = self._rpc(
+            "summarize_evaluation_window",
+            {"p_start": window.start, "p_end": window.end, "p_holdout_start": window.holdout_start,
+             "p_feature_names": list(feature_names)},
+            operation="summarise window", idempotent=True,
+        )
+        return window_summary(rows)
+
+    def _rows_select(self, query: RowQuery, columns: str, **select: Any) -> Any:
+        """`select` on the log with every filter of `query` pushed down as a PostgREST filter."""
+        check_feature_names(query.feature_names)
+        request = (self.client.table(EVALUATIONS).select(columns, **select)
+                   .gte("evaluated_at", query.start.isoformat()).lt("evaluated_at", query.end.isoformat())
+                   .not_.is_("actual_label", None).is_("reject_reason", None))
+        for name in query.feature_names:
+            # With reject_reason null every feature value is a number, so a null here means a missing key.
+            request = request.not_.is_(f"features->>{name}", None)
+        if query.is_correct is not None:
+            request = request.is_("is_correct", query.is_correct)
+        if query.min_confidence is not None:
+            request = request.gt("confidence", query.min_confidence)
+        if query.sample_key_below is not None:
+            request = request.lt("sample_key", query.sample_key_below)
+        return request
+
+    def load_rows(self, query: RowQuery) -> pd.DataFrame:
+        sampled = query.sample_key_below is not None
+        order: Order = (("sample_key", False), ("id", False)) if sampled else (("evaluated_at", True), ("id", True))
+        columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []),
+                            *(f"f{i}:features->{name}" for i, name in enumerate(query.feature_names))])
+        rows = self._read_pages("read", EVALUATIONS, lambda: self._rows_select(query, columns), order,
+                                int(query.limit))
+        return rows_frame(rows, query.feature_names)
+
+    def count_rows(self, query: RowQuery) -> int:
+        response = self._call(
+            "count", EVALUATIONS,
+            lambda: self._rows_select(query, "id", count=CountMethod.exact, head=True).execute(),
+            idempotent=True,
+        )
+        if response.count is None:
+            raise StoreError(f"count ({EVALUATIONS}) failed: the response carried no Content-Range total")
+        return response.count
+
+    # Retraining runs.
+    def start_run(
+        self, dagster_run_id: str, source: str, *, triggered_by: str | None = None, request_id: str | None = None
+    ) -> str:
+        run_id = self._rpc(
+            "start_retraining_run",
+            {"p_dagster_run_id": dagster_run_id, "p_source": source, "p_triggered_by": triggered_by,
+             "p_request_id": request_id},
+            operation="start run", idempotent=True,
+        )
+        return str(run_id)
+
+    def update_run(self, dagster_run_id: str, *, status: str | None = None, **fields: Any) -> None:
+        metrics = fields.pop("metrics", None)
+        if status is not None:
+            fields["status"] = status
+        if not fields and metrics is None:
+            return
+        # Setting values and merging metrics give the same row when repeated.
+        self._rpc("update_retraining_run",
+                  {"p_dagster_run_id": dagster_run_id, "p_fields": fields, "p_metrics": metrics},
+                  operation="update run", idempotent=True)
+
+    def get_run(self, dagster_run_id: str) -> dict[str, Any] | None:
+        rows = self._call("read", RUNS, lambda: self.client.table(RUNS).select("*")
+                          .eq("dagster_run_id", dagster_run_id).limit(1).execute().data, idempotent=True)
+        return run_row(rows[0]) if rows else None
+
+    def latest_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self._read_pages("read", RUNS, lambda: self.client.table(RUNS).select("*"),
+                                (("created_at", True), ("id", True)), limit)
+        return [run_row(r) for r in rows]
+
+    # The model registry.
+    def register_model_version(self, version: ModelVersion) -> None:
+        row = to_json({
+            "version": version.version, "artifact_path": version.artifact_path, "sha256": version.sha256,
+            "parent_version": version.parent_version, "training_run_id": version.training_run_id,
+            "fine_tuned": version.fine_tuned, "feature_names": list(version.feature_names),
+            "classes": list(version.classes), "metrics": version.metrics,
+        })
+        self._call("insert", VERSIONS,
+                   lambda: self.client.table(VERSIONS).insert(row, returning=ReturnMethod.minimal).execute(),
+                   idempotent=False)
+
+    def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        self._rpc("merge_model_metrics", {"p_version": version, "p_metrics": metrics},
+                  operation="record metrics", idempotent=True)
+
+    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
+        row = self._rpc("promote_model_version",
+                        {"p_version": version, "p_reason": reason,
+                         "p_reference_accuracy": reference_accuracy},
+                        operation="promote", idempotent=False)
+        return model_version(row[0] if isinstance(row, list) else row)
+
+    def champion(self) -> ModelVersion | None:
+        rows = self._call("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*")
+                          .is_("is_champion", True).limit(1).execute().data, idempotent=True)
+        return model_version(rows[0]) if rows else None
+
+    def model_versions(self, limit: int = 20) -> list[ModelVersion]:
+        rows = self._read_pages("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*"),
+                                (("created_at", True), ("version", True)), limit)
+        return [model_version(r) for r in rows]
+
+    # Retraining requests: state changes through the SQL functions of 20261126000200_retraining_triggers.sql.
+    def create_request(
+        self, reason: str, *, priority: str = "normal", options: dict[str, Any] | None = None,
+        requested_by: str | None = None,
+    ) -> RetrainingRequest:
+        priority, parsed, requested_by = check_new_request(priority, options, requested_by)
+        # The id is chosen here so that a repeated insert is a no-op: the request is queued once.
+        row = {"id": str(uuid.uuid4()), "reason": reason, "priority": priority, "options": parsed.as_json(),
+               "requested_by": requested_by}
+        self._call("insert", REQUESTS, lambda: self.client.table(REQUESTS).upsert(
+            row, on_conflict="id", ignore_duplicates=True, returning=ReturnMethod.minimal).execute(),
+            idempotent=True)
+        request = self.get_request(row["id"])
+        if request is None:
+            raise StoreError(f"insert ({REQUESTS}) failed: request {row['id']} is missing after its insert")
+        return request
+
+    def get_request(self, request_id: str) -> RetrainingRequest | None:
+        rows = self._call("read", REQUESTS, lambda: self.client.table(REQUESTS).select("*")
+                          .eq("id", request_id).limit(1).execute().data, idempotent=True)
+        return RetrainingRequest.from_row(rows[0]) if rows else None
+
+    def latest_requests(self, limit: int = 10) -> list[RetrainingRequest]:
+        rows = self._read_pages("read", REQUESTS, lambda: self.client.table(REQUESTS).select("*"),
+                                (("created_at", True), ("id", False)), limit)
+        return [RetrainingRequest.from_row(r) for r in rows]
+
+    def claim_requests(self, limit: int, claimed_by: str) -> list[RetrainingRequest]:
+        claimed: list[RetrainingRequest] = []
+        while len(claimed) < limit:
+            # At most a page per call: rows claimed beyond the server's row cap would vanish from the answer.
+            size = min(self.page_size, limit - len(claimed))
+            rows = self._rpc("claim_retraining_requests", {"p_limit": size, "p_claimed_by": claimed_by},
+                             operation="claim", idempotent=False)
+            claimed.extend(RetrainingRequest.from_row(r) for r in rows)
+            if len(rows) < size:
+                break
+        return queue_order(claimed)
+
+    def release_requests(self, request_ids: list[str], claimed_by: str) -> int:
+        return self._rpc("release_retraining_requests", {"p_ids": list(request_ids), "p_claimed_by": claimed_by},
+                         operation="release", idempotent=True)
+
+    def stale_requests(self, claimed_before: datetime, limit: int = 100) -> list[RetrainingRequest]:
+        rows = self._read_pages(
+            "read stale", REQUESTS,
+            lambda: self.client.table(REQUESTS).select("*").eq("status", "processing")
+            .lt("claimed_at", claimed_before.isoformat()),
+            (("claimed_at", False), ("id", False)), limit)
+        return [RetrainingRequest.from_row(r) for r in rows]
+
+    def recover_requests(
+        self, request_ids: list[str], stale_after: timedelta, max_claims: int
+    ) -> list[RetrainingRequest]:
+        rows = self._rpc("recover_stale_retraining_requests",
+                         {"p_ids": list(request_ids), "p_stale_after": stale_after, "p_max_claims": max_claims},
+                         operation="recover", idempotent=False)
+        return [RetrainingRequest.from_row(r) for r in rows]
+
+    def attach_request_run(self, request_id: str, dagster_run_id: str) -> RetrainingRequest:
+        row = self._rpc("attach_retraining_run", {"p_request_id": request_id, "p_dagster_run_id": dagster_run_id},
+                        operation="link to its run", idempotent=True)
+        return RetrainingRequest.from_row(row)
+
+    def finish_request(
+        self, request_id: str, status: str, error_message: str | None = None, dagster_run_id: str | None = None
+    ) -> RetrainingRequest:
+        # An ended request never changes again, so repeating the call is harmless.
+        row = self._rpc("finish_retraining_request",
+                        {"p_request_id": request_id, "p_status": status, "p_error_message": error_message,
+                         "p_dagster_run_id": dagster_run_id},
+                        operation="finish", idempotent=True)
+        return RetrainingRequest.from_row(row)
+
+    def record_run_end(
+        self, dagster_run_id: str, status: str, error_message: str | None, *, source: str,
+        request_id: str | None = None, triggered_by: str | None = None, request_status: str | None = None,
+    ) -> None:
+        self._rpc("record_retraining_run_end",
+                  {"p_dagster_run_id": dagster_run_id, "p_run_status": status, "p_error_message": error_message,
+                   "p_source": source, "p_request_id": request_id, "p_triggered_by": triggered_by,
+                   "p_request_status": request_status},
+                  operation="record run end", idempotent=True)
+
+    def count_correct(self, start: datetime, end: datetime, model_version: str | None = None) -> AccuracyCount:
+        rows = self._rpc("evaluation_accuracy", {"p_start": start, "p_end": end, "p_model_version": model_version},
+                         operation="count correct", idempotent=True)
+        return AccuracyCount(evaluated=rows[0]["evaluated"], correct=rows[0]["correct"])
+
+
+def check_feature_names(names: tuple[str, ...]) -> None:
+    bad = [name for name in names if not FEATURE_NAME.match(name)]
+    if bad:
+        raise StoreError(f"feature names {bad} cannot be used in PostgREST filters: use letters, digits and _")
+
+
+def postgrest_value(value: Any) -> str:
+    """`value` as an operand inside a PostgREST logic tree (`or=(...)`): strings double-quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def keyset_after(order: Order, last: tuple[Any, Any]) -> str:
+    """The PostgREST `or` filter for the rows after `last` in `order` (key, then unique tiebreak)."""
+    (key, key_desc), (tiebreak, tiebreak_desc) = order
+    key_value, tiebreak_value = postgrest_value(last[0]), postgrest_value(last[1])
+    return (f"{key}.{'lt' if key_desc else 'gt'}.{key_value},"
+            f"and({key}.eq.{key_value},{tiebreak}.{'lt' if tiebreak_desc else 'gt'}.{tiebreak_value})")
+
+
+def to_json(value: Any) -> Any:
+    """`value` as plain JSON: numpy scalars unwrapped, NaN and infinities as null, times in ISO 8601."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_json(v) for v in value]
+    if value is pd.NaT:
+        return None
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
+    return value
+
+
+def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows to insert into `prediction_evaluations`, completed as the Postgres backend completes them.
+
+    A missing feature object or predicted label is kept (and set aside by `reject_reason`), not lost.
+    """
+    frame = log.reindex(columns=list(INCOMING_COLUMNS))
+    frame = frame.astype(object).where(frame.notna(), None)
+    now = datetime.now(timezone.utc).isoformat()
+    records = []
+    for row in frame.to_dict(orient="records"):
+        record = to_json(row)
+        record["features"] = {} if record["features"] is None else record["features"]
+        record["predicted_label"] = "" if record["predicted_label"] is None else record["predicted_label"]
+        record["predicted_at"] = record["predicted_at"] or now
+        records.append(record)
+    return records
+
+
+def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
+    """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason, null: usable)."""
+    usable = next((r for r in rows if r["reason"] is None), None) or {}
+    n = usable.get("row_count", 0)
+    train = usable.get("train_rows", 0)
+    return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
+                         train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
+                         rejected={r["reason"]: r["row_count"] for r in rows if r["reason"] is not None})
+
+
+def rows_frame(rows: list[dict[str, Any]], feature_names: tuple[str, ...]) -> pd.DataFrame:
+    """The loaded rows as the Postgres backend returns them: `ROW_COLUMNS`, then a float column per feature."""
+    frame = pd.DataFrame({
+        "id": pd.array([r["id"] for r in rows], dtype="int64"),
+        "prediction_id": pd.array(["" if r["prediction_id"] is None else r["prediction_id"] for r in rows],
+                                  dtype="str"),
+        "evaluated_at": pd.to_datetime([r["evaluated_at"] for r in rows], utc=True, format="ISO8601"),
+        "predicted_label": pd.array([r["predicted_label"] for r in rows], dtype="str"),
+        "actual_label": pd.array([r["actual_label"] for r in rows], dtype="str"),
+        "confidence": np.array([r["confidence"] for r in rows], dtype="float64"),
+    }, columns=list(ROW_COLUMNS))
+    for i, name in enumerate(feature_names):
+        frame[name] = np.array([r[f"f{i}"] for r in rows], dtype="float64")
+    return frame
+
+
+def _timestamp(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def run_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A `model_retraining_runs` row with the Python types the Postgres backend gives (UUID, datetime)."""
+    values = dict(row)
+    for key in RUN_UUIDS:
+        if values.get(key) is not None:
+            values[key] = uuid.UUID(values[key])
+    for key in RUN_TIMESTAMPS:
+        values[key] = _timestamp(values.get(key))
+    return values
+
+
+def model_version(row: dict[str, Any]) -> ModelVersion:
+    """A registry row (PostgREST JSON) as a `ModelVersion`."""
+    names = ModelVersion.__dataclass_fields__
+    values = {k: v for k, v in row.items() if k in names}
+    values["feature_names"] = tuple(values["feature_names"])
+    values["classes"] = tuple(values["classes"])
+    for key in ("promoted_at", "created_at"):
+        values[key] = _timestamp(values.get(key))
+    return ModelVersion(**values)
+

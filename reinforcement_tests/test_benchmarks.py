@@ -1,0 +1,99 @@
+"""Small-size runs of every benchmark in `benchmarks/`: they run end to end and report sane figures.
+
+No timing is asserted (the machine is shared); the real runs and their figures are in
+docs/benchmarks.md. The Supabase benchmark talks to the test emulator of Supabase's HTTP APIs
+(`supabase_transport.py`, an `httpx.MockTransport` over the embedded PostgreSQL), since Supabase's
+servers cannot run here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import drift, scale, sensor_tick, supabase_pages
+from benchmarks.machine import PeakMemory, machine, save
+
+
+def needs_bench_extra():
+    """river and matplotlib come with the `bench` extra: `pip install -e ".[test,bench]"`."""
+    pytest.importorskip("river")
+    pytest.importorskip("matplotlib")
+
+
+def test_machine_is_recorded_with_every_result(tmp_path, monkeypatch):
+    info = machine()
+    assert info["cores"] >= 1 and info["memory_gib"] > 0 and info["cpu_model"]
+    monkeypatch.setattr("benchmarks.machine.RESULTS_DIR", tmp_path)
+    path = save("probe", {"value": 1})
+    assert path.parent == tmp_path and '"cores"' in path.read_text() and '"value": 1' in path.read_text()
+
+
+def test_peak_memory_sees_a_short_spike():
+    with PeakMemory() as memory:
+        before = memory.peak()
+        spike = np.ones(40_000_000)  # 320 MB, freed at once
+        spike[::4096] = 2.0
+        del spike
+    assert memory.peak() - before > 250 * 2**20
+
+
+def test_scale_cycle_and_floor(server_url, tmp_path):
+    result = scale.bench_size(server_url, 4_000, repeats=1, work_dir=tmp_path)
+    assert result["mode"] == "fine_tune"
+    assert 0.95 * 4_000 < result["steps"]["evaluation_log"]["rows"] < 4_000  # ~1.2 % broken rows set aside
+    assert result["steps"]["error_samples"]["rows"] > 0
+    assert result["floor_seconds"] > 0 and result["to_dataset_seconds"] > 0
+    assert all(step["peak_rss"] > 0 for step in result["steps"].values())
+    assert "| 4,000 |" in scale.tables([result])
+    pytest.importorskip("matplotlib")
+    assert all(png.stat().st_size > 0 for png in scale.plot([result], out_dir=tmp_path))
+
+
+def test_drift_strategies_on_every_stream(tmp_path):
+    needs_bench_extra()
+    results = drift.run(drift.STREAMS, days=5, rows_per_day=300, pretrain_rows=1_500, drift_day=3, seeds=[0])
+    agg = drift.aggregate(results)
+    assert set(agg) == set(drift.STREAMS)
+    for stream, strategies in agg.items():
+        assert set(strategies) == set(drift.STRATEGIES)
+        for name, figures in strategies.items():
+            assert len(figures["accuracy"]) == 5 and all(0 <= a <= 1 for a in figures["accuracy"])
+        assert strategies["never"]["promotions"] == 0
+        assert strategies["scratch"]["promotions"] == 5  # deployed every day
+    # The abrupt drift on day 3 hurts the model that never retrains.
+    never = agg["abrupt"]["never"]["accuracy"]
+    assert never[3] < never[0] - 0.1
+    drift.plot(agg, tmp_path / "drift.png")
+    assert (tmp_path / "drift.png").stat().st_size > 0
+    assert "| abrupt | default |" in drift.table(agg, 1)
+
+
+def test_drift_default_through_the_real_job(server_url, tmp_path):
+    results = drift.run(["abrupt"], days=3, rows_per_day=300, pretrain_rows=1_500, drift_day=2, seeds=[0],
+                        strategies=["never", "default"], server_url=server_url, work_dir=tmp_path)
+    default = results["0"]["abrupt"]["strategies"]["default"]
+    assert len(default["accuracy"]) == 3 and default["retrains"] >= 1
+    assert default["cycle_seconds"] > default["train_seconds"] > 0
+
+
+def test_days_to_recover():
+    assert drift.days_to_recover([0.9, 0.5, 0.7, 0.88], level=0.9, drift_day=2) == 2
+    assert drift.days_to_recover([0.9, 0.5, 0.6], level=0.9, drift_day=2) is None
+    assert drift.days_to_recover([0.9, 0.89], level=0.9, drift_day=2) == 0
+
+
+def test_supabase_pagination(server_url):
+    result = supabase_pages.bench(server_url, 3_000, repeats=1, page_size=1000)
+    reads = {r["read"]: r for r in result["reads"]}
+    assert all(r["same_rows"] for r in result["reads"])
+    holdout = reads["holdout"]
+    assert holdout["rows"] > 0 and holdout["requests"] >= holdout["rows"] // 1000 + 1
+    assert "| holdout |" in supabase_pages.table(result)
+
+
+def test_sensor_tick_against_history(server_url):
+    results = sensor_tick.bench(server_url, [0, 500], repeats=2)
+    assert [r["history"] for r in results] == [0, 500]
+    assert all(r["tick_with_pending_seconds"] > 0 and r["idle_tick_seconds"] > 0 for r in results)
+    assert "| 500 |" in sensor_tick.table(results)

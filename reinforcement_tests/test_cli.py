@@ -1,0 +1,114 @@
+"""`reinforcement request | status | rollback` end to end on the embedded PostgreSQL.
+
+`main([...])` runs in this process with `REINFORCEMENT_DATABASE_URL` pointing at the test
+database; one test runs the installed `reinforcement` script in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from reinforcement_assets.cli import main
+from reinforcement_assets.sensors import make_request_sensor
+from reinforcement_assets.store import ModelVersion
+
+USER = "3b9d6c1e-0f4a-4e8b-b2d7-5a1c9e8f6d20"
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch, database_url):
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", database_url)
+
+
+def register(store, version: str, promote: str | None = None, reference: float | None = None) -> None:
+    store.register_model_version(ModelVersion(version=version, artifact_path=f"models/{version}.joblib",
+                                              sha256="0" * 64, feature_names=("x0", "x1"), classes=("a", "b")))
+    if promote:
+        store.promote(version, promote, reference_accuracy=reference)
+
+
+def test_request_queues_what_the_sensor_then_runs(store, capsys):
+    code = main(["request", "--reason", "accuracy looks off since Monday", "--priority", "high", "--from-scratch",
+                 "--force", "--requested-by", USER])
+    out = capsys.readouterr().out
+    assert code == 0 and "priority high, options from_scratch, force" in out
+    (request,) = store.latest_requests()
+    assert request.id in out
+    assert (request.status, request.priority, request.reason, request.requested_by) == (
+        "pending", "high", "accuracy looks off since Monday", USER)
+    assert request.options == {"from_scratch": True, "force": True}
+
+    with dg.instance_for_test() as instance, \
+            dg.build_sensor_context(instance=instance, resources={"store": store}) as context:
+        (run_request,) = make_request_sensor()(context).run_requests
+    assert run_request.run_key == request.id and run_request.tags["triggered_by"] == USER
+    assert run_request.run_config["ops"]["finetune_dataset"]["config"] == {"from_scratch": True, "force": True}
+
+
+def test_bad_requests_are_refused_and_nothing_is_queued(store, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["request", "--reason", "x", "--priority", "urgent"])
+    assert exit_info.value.code == 2 and "invalid choice: 'urgent'" in capsys.readouterr().err
+    assert main(["request", "--reason", "x", "--requested-by", "alice"]) == 2
+    assert "requested_by must be a user id (UUID), got 'alice'" in capsys.readouterr().err
+    assert main(["request", "--reason", "  "]) == 2
+    assert "--reason must say why" in capsys.readouterr().err
+    assert store.latest_requests() == []
+
+
+def test_status_shows_champion_runs_and_requests(store, capsys):
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "champion: none yet" in out and "latest runs: none" in out and "latest requests: none" in out
+
+    register(store, "v0", promote="initial model", reference=0.9312)
+    store.start_run("dagster-run-1", "manual")
+    store.update_run("dagster-run-1", status="failed", error_message="evaluation_log: boom")
+    store.create_request("please retrain", priority="low")
+    assert main(["status", "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "champion: v0 since" in out and "reference accuracy 0.931: initial model" in out
+    assert "dagster-run-1" in out and "evaluation_log: boom" in out
+    assert "please retrain" in out and "pending" in out and "low" in out
+
+
+def test_rollback_restores_the_previous_champion_and_records_why(store, capsys):
+    register(store, "v0", promote="initial model", reference=0.93)
+    register(store, "v1", promote="challenger not worse", reference=0.95)
+    register(store, "v2")  # never promoted: not a rollback target
+
+    assert main(["rollback", "--reason", "v1 misclassifies the new product line"]) == 0
+    assert "v0 is the champion again (was v1)" in capsys.readouterr().out
+    champion = store.champion()
+    assert champion.version == "v0" and champion.reference_accuracy == 0.93
+    assert champion.promotion_reason == "rollback from v1: v1 misclassifies the new product line"
+
+    assert main(["rollback", "v1", "--reason", "false alarm"]) == 0
+    assert store.champion().version == "v1"
+    capsys.readouterr()
+
+
+def test_rollback_refuses_what_it_cannot_do(store, capsys):
+    assert main(["rollback", "--reason", "x"]) == 2
+    assert "no earlier champion" in capsys.readouterr().err
+    register(store, "v0", promote="initial model")
+    assert main(["rollback", "v0", "--reason", "x"]) == 2
+    assert "v0 is already the champion" in capsys.readouterr().err
+    assert main(["rollback", "v9", "--reason", "x"]) == 1
+    assert "unknown model version v9" in capsys.readouterr().err
+    assert store.champion().version == "v0"
+
+
+def test_the_installed_command_runs_in_a_subprocess(store, database_url, tmp_path):
+    store.create_request("from the web UI", priority="high")
+    script = Path(sys.executable).with_name("reinforcement")
+    done = subprocess.run([str(script), "status"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "REINFORCEMENT_DATABASE_URL": database_url})
+    assert done.returncode == 0, done.stderr
+    assert "from the web UI" in done.stdout and "champion: none yet" in done.stdout

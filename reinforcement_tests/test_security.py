@@ -1,0 +1,284 @@
+"""Roles, row level security and function privileges, on the real embedded PostgreSQL.
+
+The database is made to look like Supabase's: `apply_migrations` first creates the roles `anon`,
+`authenticated` and `service_role` and `auth.uid()` where missing, and one test adds Supabase's
+`storage.buckets`/`storage.objects` tables. A request is imitated as PostgREST makes it: in a
+transaction, `set local role <role>` plus the JWT claims in `request.jwt.claims`.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from postgrest import APIError
+from psycopg import conninfo, errors, sql
+from supabase import ClientOptions, create_client
+
+from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.supabase_environment import SUPABASE_ENVIRONMENT_SQL
+from reinforcement_tests.supabase_transport import ANON_KEY, URL, SupabaseEmulator
+
+TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraining_runs", "model_versions")
+SHA = "0" * 64
+_numbers = itertools.count()
+
+# Supabase's storage schema, as its storage-api migrations create it (the columns used here).
+STORAGE_SCHEMA = """
+create schema storage;
+create table storage.buckets (
+  id text primary key, name text not null unique, owner uuid, owner_id text,
+  created_at timestamptz default now(), updated_at timestamptz default now(),
+  public boolean default false, avif_autodetection boolean default false,
+  file_size_limit bigint, allowed_mime_types text[]
+);
+create table storage.objects (
+  id uuid primary key default gen_random_uuid(), bucket_id text references storage.buckets (id),
+  name text, owner uuid, owner_id text, created_at timestamptz default now(),
+  updated_at timestamptz default now(), last_accessed_at timestamptz default now(),
+  metadata jsonb, version text, user_metadata jsonb,
+  path_tokens text[] generated always as (string_to_array(name, '/')) stored
+);
+alter table storage.objects enable row level security;
+"""
+
+
+@contextmanager
+def acting_as(url: str, role: str, user: uuid.UUID | None = None):
+    """A connection inside one transaction acting as `role` (and as user `user`), as PostgREST does."""
+    claims = {"role": role, **({"sub": str(user)} if user else {})}
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+        yield conn
+
+
+def fresh_database(server_url: str, setup: str | None = None) -> str:
+    name = f"security_{next(_numbers)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    url = conninfo.make_conninfo(server_url, dbname=name)
+    if setup:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(setup)
+    return url
+
+
+@pytest.fixture
+def seeded(database_url):
+    """Two users, a request of each, a run, a version and a logged prediction, written as service_role."""
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    with acting_as(database_url, "service_role") as conn:
+        requests = {user: conn.execute("insert into model_retraining_requests (requested_by, reason)"
+                                       " values (%s, 'drift') returning id", (user,)).fetchone()[0]
+                    for user in (alice, bob)}
+        conn.execute("insert into model_retraining_runs (source, dagster_run_id) values ('manual', 'run-1')")
+        conn.execute("insert into model_versions (version, artifact_path, sha256) values ('v1', 'models/v1', %s)",
+                     (SHA,))
+        conn.execute("insert into prediction_evaluations (prediction_id, features, predicted_label)"
+                     " values ('p1', '{\"x\": 1}', 'a')")
+    return alice, bob, requests
+
+
+def test_migrations_apply_cleanly_twice(server_url):
+    url = fresh_database(server_url)
+    versions = sorted(p.stem.split("_")[0] for p in MIGRATIONS_DIR.glob("*.sql"))
+    assert apply_migrations(url) == versions
+    assert apply_migrations(url) == []
+    # Each file on its own is safe to run again (pasting it into Supabase's SQL editor twice).
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            conn.cursor().execute(Path(path).read_text().encode(), prepare=False)
+        recorded = [v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations order by 1")]
+    assert recorded == versions
+
+
+def test_the_supabase_environment_is_created_where_missing_and_left_alone_where_present(server_url, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        roles = {name: flags for name, *flags in conn.execute(
+            "select rolname, rolcanlogin, rolinherit, rolbypassrls from pg_roles"
+            " where rolname in ('anon', 'authenticated', 'service_role')")}
+        assert roles == {"anon": [False, False, False], "authenticated": [False, False, False],
+                         "service_role": [False, False, True]}
+    user = uuid.uuid4()
+    with acting_as(database_url, "authenticated", user) as conn:
+        assert conn.execute("select auth.uid()").fetchone()[0] == user
+
+    # A database that already has auth.uid() (Supabase's own) keeps its definition.
+    url = fresh_database(server_url, "create schema auth; create function auth.uid() returns uuid"
+                                     " language sql as $$ select '00000000-0000-0000-0000-000000000001'::uuid $$")
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SUPABASE_ENVIRONMENT_SQL)
+        assert str(conn.execute("select auth.uid()").fetchone()[0]) == "00000000-0000-0000-0000-000000000001"
+
+
+def test_every_table_has_row_level_security(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = dict(conn.execute("select relname, relrowsecurity from pg_class"
+                                   " where relnamespace = 'public'::regnamespace and relkind in ('r', 'p')"))
+    assert set(TABLES) <= set(tables)
+    assert all(tables.values()), tables
+
+
+def test_service_role_does_everything(database_url, seeded):
+    alice, _, requests = seeded
+    with acting_as(database_url, "service_role") as conn:
+        for table in TABLES:
+            assert conn.execute(f"select count(*) from {table}").fetchone()[0] >= 1
+        conn.execute("insert into model_versions (version, artifact_path, sha256) values ('v2', 'm/v2', %s)", (SHA,))
+        assert conn.execute("select is_champion from promote_model_version('v2', 'test')").fetchone()[0] is True
+        conn.execute("update model_retraining_requests set status = 'cancelled' where id = %s", (requests[alice],))
+        conn.execute("delete from prediction_evaluations where prediction_id = 'p1'")
+
+
+def test_authenticated_users_queue_and_read_only_their_own_requests(database_url, seeded):
+    alice, bob, requests = seeded
+    with acting_as(database_url, "authenticated", alice) as conn:
+        (new_id, status) = conn.execute(
+            "insert into model_retraining_requests (requested_by, reason, priority, options)"
+            " values (%s, 'please', 'high', '{\"force\": true}') returning id, status", (alice,)).fetchone()
+        assert status == "pending"
+        visible = {r for (r,) in conn.execute("select id from model_retraining_requests")}
+    assert visible == {requests[alice], new_id}
+
+    denied = [
+        ("insert into model_retraining_requests (requested_by, reason) values (%s, 'as bob')", (bob,)),
+        ("insert into model_retraining_requests (requested_by, reason) values (null, 'anonymous')", ()),
+        ("insert into model_retraining_requests (requested_by, reason, status) values (%s, 'done', 'completed')",
+         (alice,)),
+        ("update model_retraining_requests set priority = 'high' where id = %s", (requests[alice],)),
+        ("delete from model_retraining_requests where id = %s", (requests[alice],)),
+    ]
+    for statement, params in denied:
+        with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", alice) as conn:
+            conn.execute(statement, params)
+    with acting_as(database_url, "service_role") as conn:
+        assert conn.execute("select count(*) from model_retraining_requests").fetchone()[0] == 3
+
+
+def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_url, seeded):
+    alice, _, _ = seeded
+    with acting_as(database_url, "authenticated", alice) as conn:
+        assert conn.execute("select dagster_run_id from model_retraining_runs").fetchall() == [("run-1",)]
+        assert conn.execute("select version from model_versions").fetchall() == [("v1",)]
+    denied = [
+        "select * from prediction_evaluations",
+        "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
+        "insert into model_retraining_runs (source) values ('manual')",
+        "update model_retraining_runs set status = 'failed'",
+        "update model_versions set is_champion = true",
+        "delete from model_versions",
+    ]
+    for statement in denied:
+        with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", alice) as conn:
+            conn.execute(statement)
+
+
+@pytest.mark.parametrize("statement", [
+    *(f"select * from {table}" for table in TABLES),
+    "insert into model_retraining_requests (reason) values ('anonymous')",
+    "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
+    "select * from promote_model_version('v1', 'anon')",
+])
+def test_anon_gets_nothing(database_url, seeded, statement):
+    with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "anon") as conn:
+        conn.execute(statement)
+
+
+def test_only_service_role_may_execute_the_functions(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        privileges = conn.execute(
+            "select p.oid::regprocedure::text, has_function_privilege('anon', p.oid, 'execute'),"
+            " has_function_privilege('authenticated', p.oid, 'execute'),"
+            " has_function_privilege('service_role', p.oid, 'execute')"
+            " from pg_proc p where p.pronamespace = 'public'::regnamespace").fetchall()
+    names = {name.split("(")[0] for name, *_ in privileges}
+    assert {"promote_model_version", "claim_retraining_requests", "summarize_evaluation_window",
+            "update_retraining_run"} <= names
+    assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == []
+    assert all(service for *_, service in privileges)
+    for call in ("select * from claim_retraining_requests(1, 'me')", "select * from promote_model_version('v', 'r')",
+                 "select * from summarize_evaluation_window(now(), now(), now(), '{}')"):
+        with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", uuid.uuid4()) \
+                as conn:
+            conn.execute(call)
+
+
+def test_a_claim_hands_each_pending_request_to_exactly_one_of_many_callers(database_url):
+    with acting_as(database_url, "service_role") as conn:
+        with conn.cursor() as cur:
+            cur.executemany("insert into model_retraining_requests (reason, priority) values (%s, %s)",
+                            [(f"r{i}", ("high", "normal", "low")[i % 3]) for i in range(300)])
+    claimed: dict[str, list[uuid.UUID]] = {}
+    start = threading.Barrier(8)
+
+    def worker(name: str) -> None:
+        mine = claimed.setdefault(name, [])
+        start.wait()
+        while True:
+            with acting_as(database_url, "service_role") as conn:
+                rows = conn.execute("select id from claim_retraining_requests(3, %s)", (name,)).fetchall()
+            if not rows:
+                return
+            mine.extend(r for (r,) in rows)
+
+    threads = [threading.Thread(target=worker, args=(f"sensor-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    every = [r for ids in claimed.values() for r in ids]
+    assert len(every) == len(set(every)) == 300
+    assert sum(1 for ids in claimed.values() if ids) > 1  # the callers really competed
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("select id, status, claimed_by, claim_count from model_retraining_requests").fetchall()
+    owner = {r: name for name, ids in claimed.items() for r in ids}
+    assert all(status == "processing" and claimed_by == owner[r] and count == 1
+               for r, status, claimed_by, count in rows)
+
+
+def test_the_private_bucket_is_created_where_supabase_storage_exists(server_url):
+    with_storage = fresh_database(server_url, STORAGE_SCHEMA)
+    apply_migrations(with_storage)
+    with psycopg.connect(with_storage, autocommit=True) as conn:
+        conn.cursor().execute((MIGRATIONS_DIR / "20261126000900_security.sql").read_text().encode(), prepare=False)
+        buckets = conn.execute("select id, public, file_size_limit from storage.buckets").fetchall()
+    assert buckets == [("reinforcement-artifacts", False, 50 * 1024 * 1024)]
+
+    without_storage = fresh_database(server_url)
+    apply_migrations(without_storage)
+    with psycopg.connect(without_storage, autocommit=True) as conn:
+        assert conn.execute("select to_regnamespace('storage')").fetchone()[0] is None
+
+
+def test_over_http_a_signed_in_user_queues_a_request_and_reads_no_predictions(database_url):
+    """The same rules through supabase-py with a user's JWT, against the PostgREST stand-in of
+    supabase_transport.py (Supabase's servers cannot run here), which runs each request as the
+    JWT's role with its claims."""
+    user = uuid.uuid4()
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": str(user), "role": "authenticated"}).encode()).decode()
+    project = SupabaseEmulator(database_url)
+    try:
+        client = create_client(URL, ANON_KEY, ClientOptions(
+            httpx_client=project.http_client(), headers={"Authorization": f"Bearer header.{claims}.signature"}))
+        requests = client.table("model_retraining_requests")
+        (queued,) = requests.insert({"requested_by": str(user), "reason": "drift"}).execute().data
+        assert queued["status"] == "pending" and queued["requested_by"] == str(user)
+        for refused in (lambda: requests.insert({"requested_by": str(uuid.uuid4()), "reason": "as someone else"}),
+                        lambda: client.table("prediction_evaluations").select("*"),
+                        lambda: client.rpc("promote_model_version", {"p_version": "v1", "p_reason": "mine"})):
+            with pytest.raises(APIError) as raised:
+                refused().execute()
+            assert raised.value.code == "42501"
+        assert [r["id"] for r in requests.select("id").execute().data] == [queued["id"]]
+    finally:
+        project.close()
