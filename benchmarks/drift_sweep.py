@@ -13,6 +13,7 @@ import multiprocessing
 import statistics
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -54,8 +55,8 @@ def sweep(streams: Sequence[str], seeds: Sequence[int], days: int, rows_per_day:
     """Per setting and stream: the default strategy's figures, medians (bad promotions: sums) over seeds."""
     tasks = [(stream, seed, days, rows_per_day, pretrain_rows, drift_day, grid) for seed in seeds for stream in streams]
     if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            done = pool.map(_one_stream, tasks, chunksize=1)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_one_stream, tasks))
     else:
         done = [_one_stream(task) for task in tasks]
     per: dict[str, dict[str, list[dict[str, Any]]]] = {name: {s: [] for s in streams} for name in grid}

@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def champion_model(seed: int = 0, rows: int = 20_000):
     return train_from_scratch(pd.DataFrame(Z * scale + offset * scale, columns=list(FEATURE_NAMES)), y, seed=seed)
 
 
-def cycle_queries(store: PostgresStore, window: Window):
+def cycle_queries(store: PostgresStore, window: Window, replay_ratio: float = settings.REPLAY_RATIO):
     """The row queries the cycle's assets run, with the same configuration defaults, in the same order."""
     summary = store.summarize_window(window, FEATURE_NAMES)
     errors = period_query(window.train, FEATURE_NAMES, limit=settings.MAX_ERROR_ROWS, is_correct=False,
@@ -149,7 +150,7 @@ def cycle_queries(store: PostgresStore, window: Window):
     n_errors = min(store.count_rows(errors), settings.MAX_ERROR_ROWS)
     holdout = period_query(window.holdout, FEATURE_NAMES, limit=settings.MAX_HOLDOUT_ROWS,
                            sample_fraction=sample_fraction(settings.MAX_HOLDOUT_ROWS, summary.holdout_rows))
-    wanted = replay_size(n_errors, settings.REPLAY_RATIO, settings.MAX_TRAINING_ROWS)
+    wanted = replay_size(n_errors, replay_ratio, settings.MAX_TRAINING_ROWS)
     replay = period_query(window.train, FEATURE_NAMES, limit=wanted, is_correct=True,
                           sample_fraction=sample_fraction(wanted, summary.train_correct))
     return {"errors": errors, "holdout": holdout, "replay": replay}
@@ -170,6 +171,15 @@ def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:
     return result
 
 
+def window_count(store: PostgresStore, window: Window) -> float:
+    """Seconds of the least any cycle must do over the whole window: count its evaluated rows."""
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("select count(*) from public.prediction_evaluations where evaluated_at >= %s"
+                     " and evaluated_at < %s and actual_label is not null", (window.start, window.end)).fetchone()
+        return time.perf_counter() - started
+
+
 def step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, float]]:
     """Start and end (`time.time()` stamps) of each step of a run, from its event log."""
     steps: dict[str, dict[str, float]] = {}
@@ -184,28 +194,29 @@ def step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str,
     return steps
 
 
-def run_cycle_in_child(url: str, artifacts_dir: str, window: Window) -> dict[str, Any]:
+def run_cycle_in_child(url: str, artifacts_dir: str, window: Window, replay_ratio: float) -> dict[str, Any]:
     """`run_cycle` in a fresh process, so its peak RSS is the cycle's alone (not what earlier runs left)."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(_cycle_child, (url, artifacts_dir, window))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_cycle_child, url, artifacts_dir, window, replay_ratio).result()
 
 
-def _cycle_child(url: str, artifacts_dir: str, window: Window) -> dict[str, Any]:
+def _cycle_child(url: str, artifacts_dir: str, window: Window,
+                 replay_ratio: float = settings.REPLAY_RATIO) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     artifacts = LocalArtifactStorage(base_dir=artifacts_dir)
     resources = {"store": PostgresStore(database_url=url), "artifacts": artifacts,
                  "io_manager": ArtifactIOManager(storage=artifacts)}
-    return run_cycle(resources, window)
+    return run_cycle(resources, window, replay_ratio)
 
 
-def run_cycle(resources: dict, window: Window) -> dict[str, Any]:
+def run_cycle(resources: dict, window: Window, replay_ratio: float = settings.REPLAY_RATIO) -> dict[str, Any]:
     """One `retraining_job` run in process; per-step seconds and peak RSS, and what each step handled."""
     rss_before = current_rss()
     defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job], resources=resources)
     job = defs.resolve_job_def("retraining_job")
     instance = dg.DagsterInstance.ephemeral()
-    config = dg.RunConfig({"evaluation_log": {"config": {"window_end": window.end.isoformat()}}},
+    config = dg.RunConfig({"evaluation_log": {"config": {"window_end": window.end.isoformat()}},
+                           "finetune_dataset": {"config": {"replay_ratio": replay_ratio}}},
                           loggers={"console": {"config": {"log_level": "WARNING"}}})
     with PeakMemory() as memory:
         started, wall_start = time.perf_counter(), time.time()
@@ -272,7 +283,8 @@ def prepare_database(server_url: str, name: str, rows: int, window: Window, reus
     return url, fill(url, rows, window)
 
 
-def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: bool = False) -> dict[str, Any]:
+def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: bool = False,
+               replay_ratio: float = settings.REPLAY_RATIO) -> dict[str, Any]:
     """Fill a fresh database with `rows` rows and time the floor and the cycle, interleaved."""
     name = f"bench_scale_{rows}"
     end = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
@@ -284,19 +296,21 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
         register_champion(store, artifacts, champion_model(), "bench-v0", "benchmark champion")
         with psycopg.connect(url) as conn:
             (db_bytes,) = conn.execute("select pg_database_size(current_database())").fetchone()
-        queries = cycle_queries(store, window)
-        summary_seconds = []
+        queries = cycle_queries(store, window, replay_ratio)
+        summary_seconds, count_seconds = [], []
         floors, cycles = [], []
         for _ in range(repeats):
+            count_seconds.append(window_count(store, window))
             started = time.perf_counter()
             store.summarize_window(window, FEATURE_NAMES)
             summary_seconds.append(time.perf_counter() - started)
             floors.append(copy_floor(store, queries))
-            cycles.append(run_cycle_in_child(url, artifacts.base_dir, window))
+            cycles.append(run_cycle_in_child(url, artifacts.base_dir, window, replay_ratio))
         floor = median_of(floors, "total_seconds")
         to_dataset = median_of(cycles, "to_dataset_seconds")
         return {
             "rows": rows,
+            "replay_ratio": replay_ratio,
             "fill_seconds": fill_seconds,
             "database_bytes": db_bytes,
             "repeats": repeats,
@@ -305,6 +319,8 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
             "floor_bytes": sum(floors[-1][k]["bytes"] for k in queries),
             "floor_parts": {k: median_of(floors, k, "seconds") for k in queries},
             "summary_query_seconds": statistics.median(summary_seconds),
+            "window_count_seconds": statistics.median(count_seconds),
+            "to_dataset_over_floor_and_count": to_dataset / (floor + statistics.median(count_seconds)),
             "cycle_seconds": median_of(cycles, "seconds"),
             "to_dataset_seconds": to_dataset,
             "to_dataset_over_floor": to_dataset / floor,
@@ -327,13 +343,16 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
 def tables(results: list[dict[str, Any]]) -> str:
     """Markdown tables of the results."""
     mib = 2**20
-    lines = ["| rows in window | fill (s) | database | floor: bare COPY (s) | cycle to finetune_dataset (s) | "
-             "ratio to floor | whole cycle (s) | window rows/s | peak RSS (MiB) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| rows in window | database | floor: bare COPY (s) | cycle to finetune_dataset (s) | "
+             "ratio to floor | bare count(*) of the window (s) | ratio to floor + count | whole cycle (s) | "
+             "window rows/s | peak RSS (MiB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['rows']:,} | {r['fill_seconds']:.0f} | {r['database_bytes'] / 2**30:.2f} GiB | "
+        count = r.get("window_count_seconds")
+        lines.append(f"| {r['rows']:,} | {r['database_bytes'] / 2**30:.2f} GiB | "
                      f"{r['floor_seconds']:.2f} | {r['to_dataset_seconds']:.2f} | {r['to_dataset_over_floor']:.2f}x | "
-                     f"{r['cycle_seconds']:.2f} | {r['rows'] / r['cycle_seconds']:,.0f} | {r['peak_rss'] / mib:.0f} |")
+                     + (f"{count:.2f} | {r['to_dataset_over_floor_and_count']:.2f}x | " if count is not None else " | | ")
+                     + f"{r['cycle_seconds']:.2f} | {r['rows'] / r['cycle_seconds']:,.0f} | {r['peak_rss'] / mib:.0f} |")
     lines += ["", "| rows in window | asset | seconds | rows handled | rows/s | peak RSS (MiB) |",
               "|---:|---|---:|---:|---:|---:|"]
     for r in results:
@@ -385,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", help="embedded PostgreSQL folder (default: a temporary one, removed after)")
+    parser.add_argument("--replay-ratio", type=float, default=settings.REPLAY_RATIO,
+                        help=f"correct rows replayed per error (default {settings.REPLAY_RATIO:g})")
     parser.add_argument("--keep", action="store_true",
                         help="keep each filled database in --data-dir, and reuse it on the next run")
     parser.add_argument("--output", default="scale", help="results name (benchmarks/results/<name>.json)")
@@ -397,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with embedded_server(args.data_dir) as (server_url, work_dir):
         results = []
         for rows in args.rows:
-            result = bench_size(server_url, rows, args.repeats, work_dir, keep=args.keep)
+            result = bench_size(server_url, rows, args.repeats, work_dir, keep=args.keep,
+                                replay_ratio=args.replay_ratio)
             results.append(result)
             print(f"{rows:>11,} rows: floor {result['floor_seconds']:.2f} s, to finetune_dataset "
                   f"{result['to_dataset_seconds']:.2f} s ({result['to_dataset_over_floor']:.2f}x), cycle "
@@ -408,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = save(args.output, {"settings": {"max_error_rows": settings.MAX_ERROR_ROWS,
                                            "max_training_rows": settings.MAX_TRAINING_ROWS,
                                            "max_holdout_rows": settings.MAX_HOLDOUT_ROWS,
-                                           "replay_ratio": settings.REPLAY_RATIO},
+                                           "replay_ratio": args.replay_ratio},
                               "results": results})
     print(f"\nresults: {path}")
     if not args.no_plots:

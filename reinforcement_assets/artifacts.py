@@ -118,8 +118,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     """Asset values in artifact storage, in the manner of `S3PickleIOManager`.
 
     Each materialisation is written once, to `<prefix>/<asset key>/<run id>.<parquet|joblib>`, and
-    records path, uri, size and sha256 as output metadata. Loading reads the latest
-    materialisation's path and refuses bytes whose sha256 differs from the one recorded.
+    records path, uri, size and sha256 as output metadata. Loading reads the path recorded by the
+    run that produced the input and refuses bytes whose sha256 differs from the one recorded.
     """
 
     storage: ArtifactStorage
@@ -133,10 +133,24 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> Any:
-        event = context.instance.get_latest_materialization_event(context.asset_key)
-        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        metadata = recorded_output(context.instance, context.asset_key, context.upstream_output.run_id)
         if "path" not in metadata or "sha256" not in metadata:
             raise ArtifactIntegrityError(
                 f"no recorded artifact for {context.asset_key.to_user_string()}: materialise it first"
             )
         return self.storage.read_value(metadata["path"].value, metadata["sha256"].value)
+
+
+def recorded_output(instance: dg.DagsterInstance, asset_key: dg.AssetKey, run_id: str) -> dict[str, Any]:
+    """The metadata of `asset_key`'s materialisation in `run_id`, else of its latest one.
+
+    Runs overlap (the schedule, requests and the decay trigger), so an input is read from the run
+    that produced it; only an asset materialised outside the current run falls back to the latest.
+    """
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in reversed(records):
+        materialization = record.event_log_entry.asset_materialization
+        if materialization and materialization.asset_key == asset_key:
+            return dict(materialization.metadata)
+    event = instance.get_latest_materialization_event(asset_key)
+    return dict(event.asset_materialization.metadata) if event and event.asset_materialization else {}

@@ -8,7 +8,7 @@ Each asset is a thin shell: it reads through the store, calls the pure functions
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -38,11 +38,22 @@ GROUP = "reinforcement_loop"
 
 @dataclass(frozen=True)
 class EvaluatedWindow:
-    """The window a run works on: its bounds, feature schema and statistics (not its rows)."""
+    """The window a run works on: bounds, feature schema and statistics (not its rows), and the
+    champion when the run started — the model every later step fine-tunes and must beat."""
 
     window: Window
     feature_names: tuple[str, ...]
     summary: WindowSummary
+    champion: ModelVersion | None
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """A retrained model, its registry version, and the champion it has to beat (None: none yet)."""
+
+    version: str
+    model: Pipeline
+    baseline: ModelVersion | None
 
 
 class EvaluationLogConfig(dg.Config):
@@ -77,15 +88,25 @@ class RunMetricsConfig(dg.Config):
 
 
 @contextmanager
-def recorded_failure(context: dg.AssetExecutionContext, store: Store) -> Iterator[None]:
-    """Mark the run failed with the error's message if the body raises; the champion is untouched."""
+def run_record(context: dg.AssetExecutionContext, store: Store) -> Iterator[str]:
+    """The run's row in `model_retraining_runs`, created or resumed as `running`; yields its id.
+
+    Every asset enters it, so a run re-executed from any step has its row. If the body raises,
+    the row is marked failed with the error; the champion is untouched.
+    """
+    tags = context.run.tags
+    source = tags.get("source", "manual")
+    if source not in RUN_SOURCES:
+        raise ValueError(f"run tag source={source!r} is not one of {RUN_SOURCES}")
+    row_id = store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
+                             request_id=tags.get("request_id"))
     try:
-        yield
+        yield row_id
     except Exception as exc:
         message = f"{context.asset_key.to_user_string()}: {type(exc).__name__}: {exc}"
         try:
             store.update_run(context.run.run_id, status="failed", error_message=message[:4000])
-        except Exception as write_error:  # the run-status sensor writes it back later
+        except Exception as write_error:  # the run-failure sensor writes it back later
             context.log.warning(f"could not record the failure: {write_error}")
         raise
 
@@ -102,16 +123,20 @@ def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> d
     return record.create_timestamp if record else datetime.now(timezone.utc)
 
 
-def load_champion(store: Store, artifacts: ArtifactStorage) -> tuple[ModelVersion, Pipeline] | None:
-    """The champion's registry row and model, its bytes checked against the recorded sha256."""
-    champion = store.champion()
-    if champion is None:
-        return None
-    return champion, artifacts.read_value(champion.artifact_path, champion.sha256)
-
-
 def feature_columns(dataset: pd.DataFrame) -> list[str]:
     return [c for c in dataset.columns if c not in RESERVED_COLUMNS]
+
+
+def training_mode(champion: ModelVersion | None, error_labels: pd.Series, from_scratch: bool) -> tuple[bool, str]:
+    """(train from scratch?, why): fine-tuning needs a champion that knows every label to learn."""
+    if from_scratch:
+        return True, "from scratch, as asked"
+    if champion is None:
+        return True, "from scratch: no champion yet"
+    unseen = sorted(set(error_labels) - set(champion.classes))
+    if unseen:
+        return True, f"from scratch: labels {unseen} are new to the champion {champion.version}"
+    return False, f"fine-tuning the champion {champion.version}"
 
 
 @dg.asset(
@@ -123,16 +148,10 @@ def feature_columns(dataset: pd.DataFrame) -> list[str]:
 def evaluation_log(
     context: dg.AssetExecutionContext, config: EvaluationLogConfig, store: Store
 ) -> dg.Output[EvaluatedWindow]:
-    tags = context.run.tags
-    source = tags.get("source", "manual")
-    if source not in RUN_SOURCES:
-        raise ValueError(f"run tag source={source!r} is not one of {RUN_SOURCES}")
-    store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
-                    request_id=tags.get("request_id"))
-    with recorded_failure(context, store):
-        if tags.get("request_id"):
-            note = check_request_run(store.attach_request_run(tags["request_id"], context.run.run_id),
-                                     context.run.run_id)
+    run_id = context.run.run_id
+    with run_record(context, store):
+        if request_id := context.run.tags.get("request_id"):
+            note = check_request_run(store.attach_request_run(request_id, run_id), run_id)
             if note:
                 context.log.warning(note)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
@@ -141,11 +160,10 @@ def evaluation_log(
         names = (check_feature_names(champion.feature_names) if champion
                  else choose_feature_names(store.recent_feature_keys(window.start, window.end)))
         summary = store.summarize_window(window, names)
-        store.update_run(context.run.run_id, metrics={"window_rows": summary.rows,
-                                                      "window_accuracy": summary.accuracy,
-                                                      "rows_rejected": summary.rows_rejected})
+        store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
+                                          "rows_rejected": summary.rows_rejected})
     return dg.Output(
-        EvaluatedWindow(window, names, summary),
+        EvaluatedWindow(window, names, summary, champion),
         metadata={
             "rows": summary.rows,
             "rows_rejected": summary.rows_rejected,
@@ -155,6 +173,7 @@ def evaluation_log(
             "window_end": window.end.isoformat(),
             "holdout_start": window.holdout_start.isoformat(),
             "feature_names": dg.MetadataValue.json(list(names)),
+            "champion": champion.version if champion else "",
             "store": dg.MetadataValue.json(store.describe()),
         },
     )
@@ -170,7 +189,7 @@ def error_samples(
     context: dg.AssetExecutionContext, config: ErrorSamplesConfig, evaluation_log: EvaluatedWindow,
     store: Store,
 ) -> dg.Output[pd.DataFrame]:
-    with recorded_failure(context, store):
+    with run_record(context, store):
         query = period_query(evaluation_log.window.train, evaluation_log.feature_names, limit=config.max_errors,
                              is_correct=False, min_confidence=config.confidence_threshold)
         errors = store.load_rows(query)
@@ -200,19 +219,20 @@ def finetune_dataset(
     error_samples: pd.DataFrame, store: Store,
 ) -> Iterator[dg.Output[pd.DataFrame]]:
     run_id = context.run.run_id
-    if len(error_samples) < config.min_error_samples and not config.force:
-        reason = (f"skipped: {len(error_samples)} high-confidence errors in the window, "
-                  f"fewer than the {config.min_error_samples} needed to retrain")
-        store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
-                         metrics={"skip_reason": reason})
-        context.log.info(reason)
-        return
-    with recorded_failure(context, store):
+    with run_record(context, store):
+        if len(error_samples) < config.min_error_samples and not config.force:
+            reason = (f"skipped: {len(error_samples)} high-confidence errors in the window, "
+                      f"fewer than the {config.min_error_samples} needed to retrain")
+            store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
+                             metrics={"skip_reason": reason})
+            context.log.info(reason)
+            return
         window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
+        from_scratch, mode = training_mode(evaluation_log.champion, error_samples["actual_label"],
+                                           config.from_scratch)
         holdout = store.load_rows(period_query(
             window.holdout, names, limit=config.max_holdout_rows,
             sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows)))
-        from_scratch = config.from_scratch or store.champion() is None
         if from_scratch:
             sample = store.load_rows(period_query(
                 window.train, names, limit=config.max_training_rows,
@@ -226,11 +246,13 @@ def finetune_dataset(
             dataset = finetune_frame(error_samples, replay, holdout)
         train_rows = int((dataset["split"] == "train").sum())
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=not from_scratch)
+    context.log.info(mode)
     origins = dataset["origin"].value_counts()
     yield dg.Output(
         dataset,
         metadata={
             "mode": "from_scratch" if from_scratch else "fine_tune",
+            "mode_reason": mode,
             "train_rows": train_rows,
             "holdout_rows": int(origins.get("holdout", 0)),
             "error_rows": int(origins.get("error", 0)),
@@ -240,6 +262,7 @@ def finetune_dataset(
     )
 
 
+# A separate check, not a check spec: an asset that may skip its output cannot promise check results.
 @dg.asset_check(asset=finetune_dataset, description="No training row comes from the holdout period.")
 def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
     leaked = leaked_rows(finetune_dataset)
@@ -249,46 +272,45 @@ def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
 @dg.asset(
     group_name=GROUP,
     kinds={"scikitlearn"},
-    description="The challenger: the champion fine-tuned by partial_fit passes on the fine-tuning set, or a new "
-    "model trained from scratch; registered in model_versions with the sha256 of its file.",
+    description="The challenger: the run's champion fine-tuned by partial_fit passes on the fine-tuning set, or "
+    "a new model trained from scratch; registered in model_versions with the sha256 of its file.",
 )
 def retrained_model(
-    context: dg.AssetExecutionContext, config: RetrainedModelConfig, finetune_dataset: pd.DataFrame,
-    store: Store, artifacts: ArtifactStorage,
-) -> dg.Output[Pipeline]:
+    context: dg.AssetExecutionContext, config: RetrainedModelConfig, evaluation_log: EvaluatedWindow,
+    finetune_dataset: pd.DataFrame, store: Store, artifacts: ArtifactStorage,
+) -> dg.Output[Challenger]:
     run_id = context.run.run_id
-    with recorded_failure(context, store):
+    with run_record(context, store) as row_id:
         names = feature_columns(finetune_dataset)
         X, y, _, _ = split(finetune_dataset, names)
-        champion = None if is_from_scratch(finetune_dataset) else load_champion(store, artifacts)
-        if champion is None:
+        baseline = evaluation_log.champion
+        parent = None if is_from_scratch(finetune_dataset) else baseline
+        if parent is None:
             model, epochs = train_from_scratch(X, y, seed=config.seed), []
         else:
-            model, epochs = fine_tune(champion[1], X, y, epochs=config.epochs,
-                                      learning_rate=config.learning_rate, seed=config.seed)
+            model, epochs = fine_tune(artifacts.read_value(parent.artifact_path, parent.sha256), X, y,
+                                      epochs=config.epochs, learning_rate=config.learning_rate, seed=config.seed)
         version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{run_id[:8]}"
         stored = artifacts.write_value(f"models/{version}", model)
         training_log = "\n".join(json.dumps(line) for line in [
-            {"version": version, "parent_version": champion[0].version if champion else None,
-             "fine_tuned": champion is not None, "train_rows": len(y), "epochs": config.epochs,
+            {"version": version, "parent_version": parent.version if parent else None,
+             "fine_tuned": parent is not None, "train_rows": len(y), "epochs": config.epochs,
              "learning_rate": config.learning_rate, "seed": config.seed, "sha256": stored.sha256},
             *({"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds} for e in epochs),
         ]) + "\n"
         log = artifacts.write(f"logs/{run_id}.log", training_log.encode(), "text/plain")
-        run = store.get_run(run_id)
         store.register_model_version(ModelVersion(
             version=version, artifact_path=stored.path, sha256=stored.sha256, feature_names=tuple(names),
-            classes=tuple(str(c) for c in model.classes_),
-            parent_version=champion[0].version if champion else None,
-            training_run_id=str(run["id"]) if run else None, fine_tuned=champion is not None,
+            classes=tuple(str(c) for c in model.classes_), parent_version=parent.version if parent else None,
+            training_run_id=row_id, fine_tuned=parent is not None,
         ))
-        store.update_run(run_id, fine_tune_flag=champion is not None, log_url=log.uri, model_version=version)
+        store.update_run(run_id, fine_tune_flag=parent is not None, log_url=log.uri, model_version=version)
     return dg.Output(
-        model,
+        Challenger(version, model, baseline),
         metadata={
             "version": version,
-            "fine_tuned": champion is not None,
-            "parent_version": champion[0].version if champion else "",
+            "fine_tuned": parent is not None,
+            "parent_version": parent.version if parent else "",
             "train_rows": len(y),
             "final_loss": epochs[-1].loss if epochs else float("nan"),
             "model_sha256": stored.sha256,
@@ -308,32 +330,34 @@ def retrained_model(
 )
 def run_metrics(
     context: dg.AssetExecutionContext, config: RunMetricsConfig, finetune_dataset: pd.DataFrame,
-    retrained_model: Pipeline, store: Store, artifacts: ArtifactStorage,
+    retrained_model: Challenger, store: Store, artifacts: ArtifactStorage,
 ) -> dg.MaterializeResult:
-    run_id = context.run.run_id
-    with recorded_failure(context, store):
-        names = feature_columns(finetune_dataset)
-        _, _, X_holdout, holdout = split(finetune_dataset, names)
+    baseline, version = retrained_model.baseline, retrained_model.version
+    with run_record(context, store):
+        _, _, X_holdout, holdout = split(finetune_dataset, feature_columns(finetune_dataset))
         y_true = holdout["actual_label"].to_numpy(dtype=object)
-        champion = load_champion(store, artifacts)
         # With no champion yet, the baseline is what the deployed model actually predicted.
-        champion_pred = (champion[1].predict(X_holdout) if champion and len(holdout)
-                         else holdout["predicted_label"].to_numpy(dtype=object))
-        challenger_pred = retrained_model.predict(X_holdout) if len(holdout) else champion_pred
+        champion_pred = (artifacts.read_value(baseline.artifact_path, baseline.sha256).predict(X_holdout)
+                         if baseline and len(holdout) else holdout["predicted_label"].to_numpy(dtype=object))
+        challenger_pred = retrained_model.model.predict(X_holdout) if len(holdout) else champion_pred
         challenger = classification_metrics(y_true, challenger_pred)
-        baseline = classification_metrics(y_true, champion_pred)
+        champion = classification_metrics(y_true, champion_pred)
         decision = decide_promotion(y_true, champion_pred, challenger_pred,
                                     significance_level=config.significance_level,
                                     non_inferiority_margin=config.non_inferiority_margin)
-        version = store.get_run(run_id)["model_version"]
-        metrics = {**challenger, "champion": baseline, "champion_version": champion[0].version if champion else None,
-                   "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict()}
-        store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
         if decision.promote:
-            store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"])
-        store.update_run(run_id, status="completed", metrics=metrics)
+            now = store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"],
+                                expected_champion=baseline.version if baseline else None, check_champion=True)
+            if now is None or now.version != version:
+                decision = replace(decision, promote=False, reason=(
+                    f"not promoted: the champion changed to {now.version if now else 'none'} during the run, "
+                    f"so this comparison no longer applies ({decision.reason})"))
+        store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
+        store.update_run(context.run.run_id, status="completed", metrics={
+            **challenger, "champion": champion, "champion_version": baseline.version if baseline else None,
+            "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict()})
     numeric = {f"challenger_{k}": v for k, v in challenger.items()}
-    numeric.update({f"champion_{k}": v for k, v in baseline.items()})
+    numeric.update({f"champion_{k}": v for k, v in champion.items()})
     return dg.MaterializeResult(
         metadata={**numeric, "promoted": decision.promote, "p_value": decision.p_value,
                   "accuracy_delta": decision.accuracy_delta, "challenger_version": version,

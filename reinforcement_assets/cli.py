@@ -226,10 +226,15 @@ def rollback(args: argparse.Namespace) -> int:
             return 2
         was = champion.version if champion else "none"
         try:
-            promoted = store.promote(target, f"rollback from {was}: {args.reason}")
+            promoted = store.promote(target, f"rollback from {was}: {args.reason}",
+                                     expected_champion=champion.version if champion else None, check_champion=True)
         except StoreError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
+    if promoted is None or promoted.version != target:
+        print(f"refused: the champion changed to {promoted.version if promoted else 'none'} meanwhile; try again",
+              file=sys.stderr)
+        return 1
     print(f"rolled back: {promoted.version} is the champion again (was {was}); reason recorded: {args.reason}")
     return 0
 

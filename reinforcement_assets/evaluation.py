@@ -57,9 +57,10 @@ def decide_promotion(
 ) -> PromotionDecision:
     """Promote the challenger only if it is measurably not worse than the champion.
 
-    Refused when the holdout is too small to tell, when McNemar's exact test finds the challenger
-    significantly worse at `significance_level`, or when its accuracy trails the champion's by
-    more than `non_inferiority_margin`.
+    Refused when the holdout is too small to tell, when the challenger changes no prediction (a
+    new version with nothing to gain), when McNemar's exact test finds it significantly worse at
+    `significance_level`, or when its accuracy trails the champion's by more than
+    `non_inferiority_margin`.
     """
     n = len(y_true)
     champion_only, challenger_only, p_value = mcnemar_exact(y_true, champion_pred, challenger_pred)
@@ -70,6 +71,8 @@ def decide_promotion(
 
     if n < min_holdout_rows:
         return decision(False, f"holdout has {n} rows, fewer than the {min_holdout_rows} needed to compare models")
+    if champion_only + challenger_only == 0:
+        return decision(False, "challenger predicts exactly as the champion on every holdout row: nothing to gain")
     if p_value < significance_level:
         return decision(False, f"challenger significantly worse (McNemar p={p_value:.3g} < {significance_level})")
     if delta < -non_inferiority_margin:

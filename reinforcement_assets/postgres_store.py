@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -96,6 +97,12 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
     return applied
 
 
+def redact_credentials(text: str) -> str:
+    """`text` with the passwords of any connection URLs or `password=` settings in it masked."""
+    text = re.sub(r"(//[^/:@\s\"']*:)[^@\s\"']*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+
+
 def _register_migrated(url: str) -> None:
     with _migrate_lock:
         if url not in _migrated:
@@ -137,7 +144,10 @@ class PostgresStore(Store):
             with psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC") as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}") from exc
+            message = f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}"
+            redacted = redact_credentials(message)
+            # The original error would show the password in Dagster's cause chain.
+            raise StoreError(redacted) from (exc if redacted == message else None)
 
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:
@@ -203,10 +213,10 @@ class PostgresStore(Store):
             rejected={reason: count for reason, count, *_ in rows if reason is not None},
         )
 
-    def _row_filter(self, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    def _row_filter(self, query: RowQuery, check_features: bool = True) -> tuple[sql.Composable, dict[str, Any]]:
         clauses = [
             "evaluated_at >= %(start)s", "evaluated_at < %(end)s", "actual_label is not null",
-            "reject_reason is null", "features ?& %(names)s",
+            "reject_reason is null", *(["features ?& %(names)s"] if check_features else []),
         ]
         params: dict[str, Any] = {"start": query.start, "end": query.end, "names": list(query.feature_names)}
         if query.is_correct is not None:
@@ -253,10 +263,16 @@ class PostgresStore(Store):
         return frame
 
     def count_rows(self, query: RowQuery) -> int:
-        where, params = self._row_filter(query)
+        # As in summarize_window: counted per feature-key set, one row's features checked per set.
+        where, params = self._row_filter(query, check_features=False)
         with self.connect("count prediction_evaluations") as conn:
             (count,) = conn.execute(
-                sql.SQL("select count(*) from public.prediction_evaluations where {}").format(where), params
+                sql.SQL(
+                    "with key_sets as (select feature_keys_hash, min(id) as example, count(*) as n"
+                    " from public.prediction_evaluations where {} group by 1)"
+                    " select coalesce(sum(k.n), 0)::bigint from key_sets k"
+                    " join public.prediction_evaluations e on e.id = k.example where e.features ?& %(names)s"
+                ).format(where), params
             ).fetchone()
         return count
 
@@ -333,12 +349,16 @@ class PostgresStore(Store):
             conn.execute("update public.model_versions set metrics = metrics || %s where version = %s",
                          (_jsonb(metrics), version))
 
-    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
+    def promote(
+        self, version: str, reason: str, reference_accuracy: float | None = None, *,
+        expected_champion: str | None = None, check_champion: bool = False,
+    ) -> ModelVersion | None:
         with self.connect("promote in model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                "select * from public.promote_model_version(%s, %s, %s)", (version, reason, reference_accuracy)
+                "select * from public.promote_model_version(%s, %s, %s, %s, %s)",
+                (version, reason, reference_accuracy, expected_champion, check_champion),
             ).fetchone()
-        return _model_version(row)
+        return _model_version(row) if row and row["version"] else None
 
     def champion(self) -> ModelVersion | None:
         with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -105,7 +105,9 @@ def make_write_back_sensors(
     *, attempts: int = settings.WRITE_BACK_ATTEMPTS, first_delay: float = 0.5,
 ) -> list[dg.RunStatusSensorDefinition]:
     """Sensors writing a retraining run's end into its row and its request: success, failure, cancellation."""
-    common = dict(monitored_jobs=[retraining_job], default_status=dg.DefaultSensorStatus.RUNNING)
+    # Every job of the code location: runs launched from the UI ("Materialize all") use Dagster's
+    # implicit asset job, not retraining_job, and their rows need the write-back just as much.
+    common = dict(default_status=dg.DefaultSensorStatus.RUNNING)
 
     def record(context: dg.RunStatusSensorContext, store: Store, status: dg.DagsterRunStatus,
                error: str | None = None) -> None:
@@ -261,8 +263,7 @@ def make_decay_sensor(
         fired = last_fired(context.cursor)
         if cooling_down(fired, now, thresholds.cooldown):
             return dg.SkipReason(f"{seen}; cooling down: a run was requested at {fired.isoformat()}")
-        busy = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=retraining_job.name, statuses=WAITING_OR_RUNNING), limit=1)
+        busy = context.instance.get_runs(filters=dg.RunsFilter(statuses=WAITING_OR_RUNNING), limit=1)
         if busy:
             return dg.SkipReason(f"{seen}; retraining run {busy[0].run_id} is already {busy[0].status.value}")
         context.log.info(seen)

@@ -230,8 +230,15 @@ class Store(dg.ConfigurableResource):
         """Merge `metrics` into the version's registry row."""
 
     @abc.abstractmethod
-    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
-        """Make `version` the only champion, atomically."""
+    def promote(
+        self, version: str, reason: str, reference_accuracy: float | None = None, *,
+        expected_champion: str | None = None, check_champion: bool = False,
+    ) -> ModelVersion | None:
+        """Make `version` the only champion, atomically; returns the champion afterwards.
+
+        With `check_champion`, only while the champion is still `expected_champion` (None: no
+        champion), so a run never replaces a model it was not compared with.
+        """
 
     @abc.abstractmethod
     def champion(self) -> ModelVersion | None:

@@ -248,12 +248,16 @@ class SupabaseStore(Store):
         self._rpc("merge_model_metrics", {"p_version": version, "p_metrics": metrics},
                   operation="record metrics", idempotent=True)
 
-    def promote(self, version: str, reason: str, reference_accuracy: float | None = None) -> ModelVersion:
+    def promote(
+        self, version: str, reason: str, reference_accuracy: float | None = None, *,
+        expected_champion: str | None = None, check_champion: bool = False,
+    ) -> ModelVersion | None:
         row = self._rpc("promote_model_version",
-                        {"p_version": version, "p_reason": reason,
-                         "p_reference_accuracy": reference_accuracy},
+                        {"p_version": version, "p_reason": reason, "p_reference_accuracy": reference_accuracy,
+                         "p_expected_champion": expected_champion, "p_check_champion": check_champion},
                         operation="promote", idempotent=False)
-        return model_version(row[0] if isinstance(row, list) else row)
+        row = row[0] if isinstance(row, list) else row
+        return model_version(row) if row and row.get("version") else None
 
     def champion(self) -> ModelVersion | None:
         rows = self._call("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*")

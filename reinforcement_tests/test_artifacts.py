@@ -56,3 +56,26 @@ def test_io_manager_round_trip_and_tampering(tmp_path):
         (tmp_path / path).write_bytes(pd.DataFrame({"x": [100]}).to_parquet())
         with pytest.raises(ArtifactIntegrityError, match="sha256"):
             dg.materialize([upstream, downstream], selection=[downstream], resources=resources, instance=instance)
+
+
+def test_an_input_is_read_from_the_run_that_produced_it(tmp_path):
+    """Runs overlap: a step must load its own run's upstream artifact, not the newest one."""
+    storage = LocalArtifactStorage(base_dir=str(tmp_path))
+    io_manager = ArtifactIOManager(storage=storage)
+    with dg.instance_for_test() as instance:
+        first = dg.materialize([upstream], resources={"io_manager": io_manager}, instance=instance)
+
+        @dg.asset(name="upstream")
+        def other_upstream() -> pd.DataFrame:
+            return pd.DataFrame({"x": [40, 2]})
+
+        dg.materialize([other_upstream], resources={"io_manager": io_manager}, instance=instance)
+
+        def load(run_id):
+            context = dg.build_input_context(
+                asset_key=dg.AssetKey("upstream"), instance=instance,
+                upstream_output=dg.build_output_context(asset_key=dg.AssetKey("upstream"), run_id=run_id))
+            return io_manager.load_input(context)["x"].sum()
+
+        assert load(first.run_id) == 6
+        assert load("a-run-that-did-not-materialise-it") == 42  # then the newest materialisation

@@ -105,7 +105,7 @@ def test_the_dagster_ui_shows_the_asset_lineage(tmp_path):
         lineage = {n["assetKey"]["path"][0]: sorted(d["path"][0] for d in n["dependencyKeys"]) for n in nodes}
         assert lineage == {"evaluation_log": [], "error_samples": ["evaluation_log"],
                            "finetune_dataset": ["error_samples", "evaluation_log"],
-                           "retrained_model": ["finetune_dataset"],
+                           "retrained_model": ["evaluation_log", "finetune_dataset"],
                            "run_metrics": ["finetune_dataset", "retrained_model"]}
     finally:
         server.terminate()

@@ -60,3 +60,9 @@ def test_a_slightly_worse_challenger_is_kept_out_by_the_margin():
 def test_a_holdout_too_small_to_tell_refuses_promotion():
     decision = decide_promotion(*paired(0, 5, both=5, neither=0))
     assert not decision.promote and "holdout has 10 rows" in decision.reason
+
+
+def test_a_challenger_that_changes_nothing_is_not_promoted():
+    y, champ, _ = paired(champion_only=0, challenger_only=0, both=80, neither=20)
+    decision = decide_promotion(y, champ, champ.copy())
+    assert not decision.promote and "nothing to gain" in decision.reason

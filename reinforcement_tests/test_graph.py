@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reinforcement_assets import settings
 from reinforcement_assets.assets import asset_checks, assets
 from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
 
@@ -52,7 +53,8 @@ def test_a_drift_is_repaired_and_the_better_model_promoted(store, artifacts, res
     assert window["rows"] + window["rows_rejected"] == 6_000 and window["rows_rejected"] == 120
     assert materialized(result, "error_samples")["count"] >= 10
     dataset = materialized(result, "finetune_dataset")
-    assert dataset["mode"] == "fine_tune" and dataset["replay_rows"] == 4 * dataset["error_rows"]
+    assert dataset["mode"] == "fine_tune"
+    assert dataset["replay_rows"] == round(settings.REPLAY_RATIO * dataset["error_rows"])
     metrics = materialized(result, "run_metrics")
     assert metrics["promoted"] and metrics["challenger_accuracy"] > metrics["champion_accuracy"] + 0.05
     assert check(result, "promotion_gate").passed and check(result, "holdout_is_disjoint").passed
@@ -153,3 +155,34 @@ def test_with_no_champion_the_baseline_is_what_was_deployed(store, artifacts, re
     assert metrics["champion_accuracy"] == pytest.approx(
         float((logged["predicted_label"] == logged["actual_label"]).mean()), abs=0.02)
     assert metrics["promoted"] and store.champion().fine_tuned is False
+
+
+def test_a_run_never_replaces_a_champion_it_was_not_compared_with(store, artifacts, resources, drifted):
+    with dg.instance_for_test() as instance:
+        trained = dg.materialize(assets + asset_checks, selection=assets[:4], resources=resources,
+                                 instance=instance, tags={"source": "manual"},
+                                 run_config=dg.RunConfig({"evaluation_log": {"config": {"window_end": END.isoformat()}}}))
+        assert trained.success and materialized(trained, "run_metrics") is None
+        other = materialize(resources, finetune_dataset={"from_scratch": True})  # promotes its own challenger
+        meanwhile = store.champion()
+        assert materialized(other, "run_metrics")["promoted"] and meanwhile.version != "v0"
+
+        # Only run_metrics, in a new run (what "re-execute from failure" does): it has its row too.
+        gated = dg.materialize(assets + asset_checks, selection=[assets[4]], resources=resources,
+                               instance=instance, tags={"source": "manual"})
+    assert gated.success
+    metrics = materialized(gated, "run_metrics")
+    assert not metrics["promoted"] and "champion changed" in metrics["decision"]
+    assert store.champion().version == meanwhile.version
+    run = store.get_run(gated.run_id)
+    assert run["status"] == "completed" and run["metrics"]["promoted"] is False
+
+
+def test_labels_new_to_the_champion_switch_to_training_from_scratch(store, artifacts, resources, drifted):
+    with store.connect("test") as conn:
+        conn.execute("update prediction_evaluations set actual_label = 'class_new'"
+                     " where id % 7 = 0 and not is_correct")
+    result = materialize(resources)
+    assert result.success
+    dataset = materialized(result, "finetune_dataset")
+    assert dataset["mode"] == "from_scratch" and "class_new" in dataset["mode_reason"]

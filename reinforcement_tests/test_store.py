@@ -135,3 +135,17 @@ def test_the_database_keeps_exactly_one_champion(store):
         conn.execute("update model_versions set is_champion = true")
     with pytest.raises(StoreError, match="unknown model version"):
         store.promote("v9", "nope")
+
+
+@pytest.mark.parametrize("url", ["postgres//app:s3cretpw@db.invalid:5432/x",
+                                 "postgresql://app:s3cretpw@127.0.0.1:1/x?connect_timeout=1"])
+def test_connection_errors_never_show_the_password(url):
+    from reinforcement_assets.postgres_store import PostgresStore
+
+    with pytest.raises(StoreError) as raised:
+        PostgresStore(database_url=url).latest_runs()
+    chain, error = [], raised.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__
+    assert "s3cretpw" not in " ".join(chain) and "read model_retraining_runs failed" in chain[0]

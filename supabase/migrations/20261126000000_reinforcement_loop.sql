@@ -61,8 +61,10 @@ create index if not exists prediction_evaluations_window_idx
   include (is_correct, reject_reason, feature_keys_hash, id)
   where actual_label is not null;
 
+-- Errors newest first; counting them is an index-only scan.
 create index if not exists prediction_evaluations_errors_idx
   on public.prediction_evaluations (evaluated_at)
+  include (confidence, feature_keys_hash, id)
   where actual_label is not null and is_correct is false and reject_reason is null;
 
 -- Uniform samples (`sample_key < k`, in sample-key order) visit only the sampled rows, not the window.
@@ -140,18 +142,28 @@ create table if not exists public.model_versions (
 create unique index if not exists model_versions_one_champion
   on public.model_versions ((true)) where is_champion;
 
--- Makes `p_version` the champion in one transaction; the previous champion steps down.
+-- Makes `p_version` the champion in one transaction and returns the champion afterwards.
+-- With `p_check_champion`, only while the champion is still `p_expected_champion` (null: none):
+-- a run never replaces a model it was not compared with; otherwise nothing changes.
 create or replace function public.promote_model_version(
-  p_version text, p_reason text, p_reference_accuracy double precision default null
+  p_version text, p_reason text, p_reference_accuracy double precision default null,
+  p_expected_champion text default null, p_check_champion boolean default false
 ) returns public.model_versions
 language plpgsql
 as $$
 declare
+  current_champion text;
   promoted public.model_versions;
 begin
-  perform 1 from public.model_versions where version = p_version for update;
+  perform pg_advisory_xact_lock(hashtext('public.model_versions champion'));
+  perform 1 from public.model_versions where version = p_version;
   if not found then
     raise exception 'unknown model version %', p_version using errcode = 'no_data_found';
+  end if;
+  select version into current_champion from public.model_versions where is_champion;
+  if p_check_champion and current_champion is distinct from p_expected_champion then
+    select * into promoted from public.model_versions where is_champion;
+    return promoted;
   end if;
   update public.model_versions set is_champion = false where is_champion and version <> p_version;
   update public.model_versions

@@ -1,0 +1,42 @@
+"""Print the Markdown tables of every saved result (benchmarks/results/*.json), for docs/benchmarks.md.
+
+    python -m benchmarks.report
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import drift, drift_sweep, scale, sensor_tick, supabase_pages
+from .machine import RESULTS_DIR, machine_line
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def section(title: str, record: dict, body: str) -> str:
+    return f"### {title}\n\nMeasured {record['measured_at']} on {machine_line(record['machine'])}.\n\n{body}\n"
+
+
+def main() -> int:
+    parts = []
+    if record := load("scale"):
+        parts.append(section("Scale", record, scale.tables(record["results"])))
+    if record := load("supabase_pages"):
+        body = "\n\n".join(f"{r['rows']:,} rows in the window:\n\n{supabase_pages.table(r)}" for r in record.get("results", [record]))
+        parts.append(section("Supabase pagination", record, body))
+    if record := load("sensor_tick"):
+        parts.append(section("Request sensor tick", record, sensor_tick.table(record["results"])))
+    if record := load("drift"):
+        parts.append(section("Drift recovery", record, drift.table(record["aggregate"], len(record["per_seed"]))))
+    if record := load("drift_sweep"):
+        parts.append(section("Settings sweep", record, drift_sweep.table(record["settings"])))
+    print("\n".join(parts) if parts else f"no results in {Path(RESULTS_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
