@@ -32,15 +32,27 @@ def _instance():
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
+@contextmanager
+def environment_resources(*keys: str) -> Iterator[tuple]:
+    """The resources the environment selects (`dg.EnvVar`s resolved), without loading the code location."""
+    import dagster as dg
+
+    from .resources import default_resources
+
+    selected = default_resources()
+    with dg.build_resources({key: selected[key] for key in keys}) as resources:
+        yield tuple(getattr(resources, key) for key in keys)
+
+
 def run_retraining(tags: dict[str, str], window_end: pd.Timestamp | None = None, **asset_config):
     """Execute the retraining job in this process with the environment's resources."""
     import dagster as dg
 
+    from . import settings
+
     config = {"evaluation_log": {"config": {"window_end": window_end.isoformat()}}} if window_end is not None else {}
     for asset, values in asset_config.items():
         config.setdefault(asset, {"config": {}})["config"].update(values)
-    from . import settings
-
     job = _definitions().resolve_job_def("retraining_job")
     return job.execute_in_process(
         instance=_instance(), tags=tags, raise_on_error=False,
@@ -48,20 +60,17 @@ def run_retraining(tags: dict[str, str], window_end: pd.Timestamp | None = None,
     )
 
 
-def _resource(key: str):
-    """A resource of the code location, its `dg.EnvVar` settings (a Supabase key, a database URL) resolved."""
-    import dagster as dg
-
-    with dg.build_resources({key: _definitions().resources[key]}) as resources:
-        return getattr(resources, key)
-
-
 @command("demo")
 def demo(args: argparse.Namespace) -> int:
     """Fill the store with a drifting week of predictions, run the loop once, report."""
+    with environment_resources("store", "artifacts") as (store, artifacts):
+        return run_demo(args, store, artifacts)
+
+
+def run_demo(args: argparse.Namespace, store, artifacts) -> int:
+    """The demo on the given store and artifact storage; returns the exit status."""
     from .demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
 
-    store, artifacts = _resource("store"), _resource("artifacts")
     scenario = drift_scenario(args.rows, seed=args.seed)
     end = pd.Timestamp.now(tz="UTC").floor("min")
     print(f"store: {store.describe()}")
@@ -132,17 +141,6 @@ def report(result, run: dict) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def _store() -> Iterator:
-    """The store the environment selects now, `dg.EnvVar`s resolved; without loading the code location."""
-    import dagster as dg
-
-    from .resources import default_resources
-
-    with dg.build_resources({"store": default_resources()["store"]}) as resources:
-        yield resources.store
-
-
 @command("request")
 def request(args: argparse.Namespace) -> int:
     """Queue a retraining request, as a user would from the web UI; the request sensor starts its run."""
@@ -151,7 +149,7 @@ def request(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         print("refused: --reason must say why the model should be retrained", file=sys.stderr)
         return 2
-    with _store() as store:
+    with environment_resources("store") as (store,):
         try:
             queued = store.create_request(args.reason.strip(), priority=args.priority, requested_by=args.requested_by,
                                           options={"from_scratch": args.from_scratch, "force": args.force})
@@ -166,7 +164,7 @@ def request(args: argparse.Namespace) -> int:
 @command("status")
 def status(args: argparse.Namespace) -> int:
     """Print the champion, the latest retraining runs and the latest requests."""
-    with _store() as store:
+    with environment_resources("store") as (store,):
         champion, runs, requests = store.champion(), store.latest_runs(args.limit), store.latest_requests(args.limit)
     print(f"store: {store.describe()}")
     print(champion_line(champion))
@@ -215,7 +213,7 @@ def rollback(args: argparse.Namespace) -> int:
     """Make an earlier model version champion again, recording why."""
     from .store import StoreError
 
-    with _store() as store:
+    with environment_resources("store") as (store,):
         champion = store.champion()
         target = args.version or previous_champion(store.model_versions(limit=1000), champion)
         if target is None:

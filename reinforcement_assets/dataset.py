@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-ORIGINS = ("error", "replay", "window", "holdout")
-
 
 def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:
     """How many correctly predicted rows to replay beside `n_errors` errors."""

@@ -8,7 +8,7 @@ docs/triggers.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scipy.stats import binomtest
@@ -44,9 +44,6 @@ class DecayVerdict:
     accuracy: float | None
     reference: float | None
     p_value: float | None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def assess_decay(count: AccuracyCount, reference: float | None, thresholds: DecayThresholds) -> DecayVerdict:

@@ -46,21 +46,30 @@ def log_traffic(
     return corrupt_rows(log, bad_row_share, seed=seed)
 
 
-def register_champion(store: Store, artifacts: ArtifactStorage, model, version: str, reason: str) -> ModelVersion:
-    """Save `model`, register it and make it the champion (how an existing model joins the loop)."""
+def register_champion(
+    store: Store, artifacts: ArtifactStorage, model, version: str, reason: str, reference_accuracy: float | None = None,
+) -> ModelVersion:
+    """Save `model`, register it and make it the champion (how an existing model joins the loop).
+
+    `reference_accuracy` (measured on data the model did not train on) is what the decay
+    trigger compares its live accuracy with; without it, decay cannot fire.
+    """
     stored = artifacts.write_value(f"models/{version}", model)
     store.register_model_version(ModelVersion(
         version=version, artifact_path=stored.path, sha256=stored.sha256,
         feature_names=tuple(str(c) for c in model.feature_names_in_),
         classes=tuple(str(c) for c in model.classes_),
     ))
-    return store.promote(version, reason)
+    return store.promote(version, reason, reference_accuracy)
 
 
 def deploy_initial_model(store: Store, artifacts: ArtifactStorage, scenario: Scenario, version: str = "v0"):
-    """Train the first model on the pre-deployment rows and make it the champion."""
-    model = train_from_scratch(*scenario.train)
-    register_champion(store, artifacts, model, version, "initial model deployed before the demo window")
+    """Train the first model on most pre-deployment rows, measure it on the rest, make it the champion."""
+    X, y = scenario.train
+    cut = int(len(y) * 0.8)
+    model = train_from_scratch(X.iloc[:cut], y[:cut])
+    register_champion(store, artifacts, model, version, "initial model deployed before the demo window",
+                      reference_accuracy=accuracy(model, X.iloc[cut:], y[cut:]))
     return model
 
 

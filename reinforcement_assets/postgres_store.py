@@ -23,6 +23,7 @@ from pydantic import PrivateAttr
 
 from .request_queue import check_new_request
 from .store import (
+    EVALUATION_COLUMNS,
     ROW_COLUMNS,
     TERMINAL_RUN_STATUSES,
     AccuracyCount,
@@ -44,8 +45,6 @@ logger = logging.getLogger(__name__)
 _MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
 _migrated: set[str] = set()
 _migrate_lock = threading.Lock()
-_INCOMING_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
-                     "confidence", "predicted_at", "evaluated_at")
 
 
 def embedded_database_url(data_dir: str | os.PathLike) -> str:
@@ -151,7 +150,7 @@ class PostgresStore(Store):
 
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:
-        frame = log.reindex(columns=list(_INCOMING_COLUMNS))
+        frame = log.reindex(columns=list(EVALUATION_COLUMNS))
         frame = frame.astype(object).where(frame.notna(), None)
         frame["features"] = [None if f is None else _jsonb(f) for f in frame["features"]]
         with self.connect("insert into prediction_evaluations") as conn, conn.transaction(), conn.cursor() as cur:

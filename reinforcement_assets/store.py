@@ -17,12 +17,13 @@ import dagster as dg
 import pandas as pd
 
 RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
-RUN_STATUSES = ("pending", "running", "completed", "failed", "skipped")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped")
 REQUEST_PRIORITIES = ("high", "normal", "low")  # queue order
-REQUEST_STATUSES = ("pending", "processing", "completed", "cancelled", "failed")
 TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
 
+# Columns of a prediction-log frame handed to `Store.insert_evaluations`.
+EVALUATION_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
+                      "confidence", "predicted_at", "evaluated_at")
 # Columns every loaded sample has besides one float column per feature.
 ROW_COLUMNS = ("id", "prediction_id", "evaluated_at", "predicted_label", "actual_label", "confidence")
 
@@ -120,7 +121,6 @@ class ModelVersion:
     created_at: datetime | None = None
 
 
-
 @dataclass(frozen=True)
 class RetrainingRequest:
     """A row of `model_retraining_requests`: a user's (or the CLI's) ask for a retraining run.
@@ -174,6 +174,7 @@ class AccuracyCount:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.evaluated if self.evaluated else None
+
 
 class Store(dg.ConfigurableResource):
     """What the loop needs from its database: a Dagster resource, also usable on its own."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Optional
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field, PrivateAttr
@@ -50,10 +50,6 @@ class SupabaseArtifactStorage(ArtifactStorage):
     def _http_client(self) -> httpx.Client:
         """The HTTP client every request goes through (tests substitute a transport here)."""
         return http_client(self.timeout_seconds)
-
-    def describe(self) -> dict[str, str]:
-        return {"backend": "supabase-storage", "project": urlsplit(self.url).netloc, "bucket": self.bucket,
-                "prefix": self.prefix}
 
     def object_key(self, path: str) -> str:
         """Where `path` lives in the bucket."""

@@ -26,6 +26,7 @@ from supabase import Client
 
 from .request_queue import check_new_request, queue_order
 from .store import (
+    EVALUATION_COLUMNS,
     ROW_COLUMNS,
     AccuracyCount,
     ModelVersion,
@@ -43,8 +44,6 @@ RUNS = "model_retraining_runs"
 REQUESTS = "model_retraining_requests"
 VERSIONS = "model_versions"
 
-INCOMING_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
-                    "confidence", "predicted_at", "evaluated_at")
 # A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning there.
 FEATURE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 RUN_UUIDS = ("id", "triggered_by", "request_id")
@@ -409,7 +408,7 @@ def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
 
     A missing feature object or predicted label is kept (and set aside by `reject_reason`), not lost.
     """
-    frame = log.reindex(columns=list(INCOMING_COLUMNS))
+    frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
     now = datetime.now(timezone.utc).isoformat()
     records = []
