@@ -25,7 +25,6 @@ from .request_queue import check_new_request
 from .store import (
     EVALUATION_COLUMNS,
     ROW_COLUMNS,
-    TERMINAL_RUN_STATUSES,
     AccuracyCount,
     ModelVersion,
     RetrainingRequest,
@@ -172,41 +171,19 @@ class PostgresStore(Store):
             )
             return cur.rowcount
 
+    # Work PostgREST cannot express is a SQL function (20261126000100_supabase_rpc.sql): both
+    # backends call the same one.
     def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
         with self.connect("read feature keys from prediction_evaluations") as conn:
-            rows = conn.execute(
-                "select array(select jsonb_object_keys(features) order by 1) from public.prediction_evaluations"
-                " where evaluated_at >= %s and evaluated_at < %s and actual_label is not null"
-                " and reject_reason is null order by evaluated_at desc limit %s",
-                (start, end, limit),
-            ).fetchall()
-        return [tuple(keys) for (keys,) in rows]
+            rows = conn.execute("select * from public.evaluation_feature_key_sets(%s, %s, %s)",
+                                (start, end, limit)).fetchall()
+        return [tuple(keys) for keys, count in rows for _ in range(count)]
 
     def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
-        # Counted per (reject reason, feature-key set) first; the features of one row per key set
-        # then decide which sets lack a feature, so no jsonb is read per row.
-        query = """
-            with key_sets as (
-                select reject_reason, feature_keys_hash, min(id) as example,
-                       count(*) as n,
-                       count(*) filter (where is_correct) as correct,
-                       count(*) filter (where evaluated_at < %(holdout_start)s) as train,
-                       count(*) filter (where evaluated_at < %(holdout_start)s and is_correct) as train_correct
-                from public.prediction_evaluations
-                where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null
-                group by 1, 2
-            )
-            select coalesce(k.reject_reason, case when not e.features ?& %(names)s then 'feature_missing' end),
-                   sum(k.n)::bigint, sum(k.correct)::bigint, sum(k.train)::bigint, sum(k.train_correct)::bigint
-            from key_sets k join public.prediction_evaluations e on e.id = k.example
-            group by 1
-        """
-        params = {"names": list(feature_names), "start": window.start, "end": window.end,
-                  "holdout_start": window.holdout_start}
         with self.connect("summarise prediction_evaluations") as conn:
-            rows = conn.execute(query, params).fetchall()
-        usable = next((r for r in rows if r[0] is None), (None, 0, 0, 0, 0))
-        _, n, correct, train, train_correct = usable
+            rows = conn.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s)",
+                                (window.start, window.end, window.holdout_start, list(feature_names))).fetchall()
+        _, n, correct, train, train_correct = next((r for r in rows if r[0] is None), (None, 0, 0, 0, 0))
         return WindowSummary(
             rows=n, correct=correct, train_rows=train, train_correct=train_correct, holdout_rows=n - train,
             rejected={reason: count for reason, count, *_ in rows if reason is not None},
@@ -280,41 +257,17 @@ class PostgresStore(Store):
         self, dagster_run_id: str, source: str, *, triggered_by: str | None = None, request_id: str | None = None
     ) -> str:
         with self.connect("start run in model_retraining_runs") as conn:
-            (run_id,) = conn.execute(
-                """
-                insert into public.model_retraining_runs
-                    (dagster_run_id, source, status, started_at, triggered_by, request_id)
-                values (%s, %s, 'running', now(), %s, %s)
-                on conflict (dagster_run_id) do update
-                    set status = 'running', error_message = null, completed_at = null,
-                        started_at = coalesce(model_retraining_runs.started_at, excluded.started_at)
-                returning id
-                """,
-                (dagster_run_id, source, triggered_by, request_id),
-            ).fetchone()
+            (run_id,) = conn.execute("select public.start_retraining_run(%s, %s, %s, %s)",
+                                     (dagster_run_id, source, triggered_by, request_id)).fetchone()
         return str(run_id)
 
     def update_run(self, dagster_run_id: str, *, status: str | None = None, **fields: Any) -> None:
-        assignments = [sql.SQL("{} = %({})s").format(sql.Identifier(k), sql.SQL(k)) for k in fields if k != "metrics"]
-        params = {k: v for k, v in fields.items() if k != "metrics"}
-        if "metrics" in fields:
-            assignments.append(sql.SQL("metrics = metrics || %(metrics)s"))
-            params["metrics"] = _jsonb(fields["metrics"])
+        metrics = fields.pop("metrics", None)
         if status is not None:
-            assignments.append(sql.SQL("status = %(status)s"))
-            params["status"] = status
-            if status in TERMINAL_RUN_STATUSES:
-                assignments.append(sql.SQL("completed_at = now()"))
-        if not assignments:
-            return
-        params["dagster_run_id"] = dagster_run_id
+            fields["status"] = status
         with self.connect("update model_retraining_runs") as conn:
-            conn.execute(
-                sql.SQL("update public.model_retraining_runs set {} where dagster_run_id = %(dagster_run_id)s").format(
-                    sql.SQL(", ").join(assignments)
-                ),
-                params,
-            )
+            conn.execute("select public.update_retraining_run(%s, %s, %s)",
+                         (dagster_run_id, _jsonb(fields), None if metrics is None else _jsonb(metrics)))
 
     def get_run(self, dagster_run_id: str) -> dict[str, Any] | None:
         with self.connect("read model_retraining_runs") as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -345,8 +298,7 @@ class PostgresStore(Store):
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         with self.connect("update model_versions") as conn:
-            conn.execute("update public.model_versions set metrics = metrics || %s where version = %s",
-                         (_jsonb(metrics), version))
+            conn.execute("select public.merge_model_metrics(%s, %s)", (version, _jsonb(metrics)))
 
     def promote(
         self, version: str, reason: str, reference_accuracy: float | None = None, *,
