@@ -17,7 +17,6 @@ import dagster as dg
 import pandas as pd
 
 RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
-TERMINAL_RUN_STATUSES = ("completed", "failed", "skipped")
 REQUEST_PRIORITIES = ("high", "normal", "low")  # queue order
 TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
 

@@ -12,9 +12,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Optional, TypeVar
 
+import dagster as dg
 import httpx
+from pydantic import Field, PrivateAttr
 from postgrest import APIError
 from storage3.exceptions import StorageApiError
 from supabase import Client, ClientOptions, create_client
@@ -145,3 +147,35 @@ def connect(url: str, service_key: str, http_client: httpx.Client) -> Client:
 def http_client(timeout_seconds: float) -> httpx.Client:
     """The HTTP client for Supabase: `timeout_seconds` for connecting, each read and each write."""
     return httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=True)
+
+
+class SupabaseProject(dg.ConfigurableResource):
+    """A Supabase project reached with the service_role key: what the store and the storage share.
+
+    The key comes from the environment (`dg.EnvVar("SUPABASE_SERVICE_KEY")`) and is never shown:
+    hidden from `repr`, and scrubbed from every error.
+    """
+
+    url: str = Field(description="The project URL, https://<project-ref>.supabase.co.")
+    service_key: str = Field(
+        repr=False, description="The project's service_role key: set SUPABASE_SERVICE_KEY, never inline it."
+    )
+    timeout_seconds: float = Field(default=30.0, description="Timeout for connecting and for each read and write.")
+    max_attempts: int = Field(default=4, description="Attempts per request when a failure may be retried.")
+    backoff_seconds: float = Field(default=0.5, description="First pause between attempts; doubles each time.")
+    _client: Optional[Client] = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = connect(self.url, self.service_key, self._http_client())
+        return self._client
+
+    def _http_client(self) -> httpx.Client:
+        """The HTTP client every request goes through (tests substitute a transport here)."""
+        return http_client(self.timeout_seconds)
+
+    def _call_project(self, fn: Callable[[], T], *, operation: str, target: str, idempotent: bool) -> T:
+        return call(fn, operation=operation, target=target, idempotent=idempotent,
+                    policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
+                    timeout_seconds=self.timeout_seconds, secret=self.service_key)

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
-import httpx
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 from storage3.exceptions import StorageApiError
-from supabase import Client
 
 from .artifacts import ArtifactIOManager, ArtifactStorage, clean_path
 from .store import StoreError
-from .supabase_client import RetryPolicy, call, connect, http_client
+from .supabase_client import SupabaseProject
 
 DEFAULT_BUCKET = "reinforcement-artifacts"
 FREE_PLAN_FILE_LIMIT = 50 * 1024 * 1024  # bytes: the largest file a Free Supabase project accepts
 WEEK_SECONDS = 7 * 24 * 3600
 
 
-class SupabaseArtifactStorage(ArtifactStorage):
+class SupabaseArtifactStorage(ArtifactStorage, SupabaseProject):
     """Artifacts as objects `<prefix>/<path>` in a private Supabase Storage bucket, via the service_role key.
 
     Uploads overwrite (`x-upsert: true`) and carry their content type; `uri` is a signed URL the
@@ -28,28 +26,11 @@ class SupabaseArtifactStorage(ArtifactStorage):
     before upload: keep it at or below the bucket's file size limit (50 MB on Free projects).
     """
 
-    url: str = Field(description="The project URL, https://<project-ref>.supabase.co.")
-    service_key: str = Field(
-        repr=False, description="The project's service_role key: set SUPABASE_SERVICE_KEY, never inline it."
-    )
     bucket: str = Field(default=DEFAULT_BUCKET, description="A private bucket (the migrations create this one).")
     prefix: str = Field(default="", description="Folder inside the bucket for every object of this project.")
     max_upload_bytes: int = Field(default=FREE_PLAN_FILE_LIMIT, description="Largest file uploaded, in bytes.")
     signed_url_seconds: int = Field(default=WEEK_SECONDS, description="Lifetime of the signed URLs in metadata.")
     timeout_seconds: float = Field(default=60.0, description="Timeout for connecting and for each read and write.")
-    max_attempts: int = Field(default=4, description="Attempts per request when a failure may be retried.")
-    backoff_seconds: float = Field(default=0.5, description="First pause between attempts; doubles each time.")
-    _client: Optional[Client] = PrivateAttr(default=None)
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = connect(self.url, self.service_key, self._http_client())
-        return self._client
-
-    def _http_client(self) -> httpx.Client:
-        """The HTTP client every request goes through (tests substitute a transport here)."""
-        return http_client(self.timeout_seconds)
 
     def object_key(self, path: str) -> str:
         """Where `path` lives in the bucket."""
@@ -57,9 +38,8 @@ class SupabaseArtifactStorage(ArtifactStorage):
         return f"{clean_path(self.prefix)}/{path}" if self.prefix else path
 
     def _call(self, operation: str, path: str, fn: Callable[[], Any], *, idempotent: bool) -> Any:
-        return call(fn, operation=operation, target=f"bucket {self.bucket}, {self.object_key(path)}",
-                    idempotent=idempotent, policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
-                    timeout_seconds=self.timeout_seconds, secret=self.service_key)
+        return self._call_project(fn, operation=operation, target=f"bucket {self.bucket}, {self.object_key(path)}",
+                                  idempotent=idempotent)
 
     def uri(self, path: str) -> str:
         key = self.object_key(path)

@@ -14,15 +14,13 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import pandas as pd
 from postgrest.types import CountMethod, ReturnMethod
-from pydantic import Field, PrivateAttr
-from supabase import Client
+from pydantic import Field
 
 from .request_queue import check_new_request, queue_order
 from .store import (
@@ -37,7 +35,7 @@ from .store import (
     Window,
     WindowSummary,
 )
-from .supabase_client import RetryPolicy, call, connect, http_client
+from .supabase_client import SupabaseProject
 
 EVALUATIONS = "prediction_evaluations"
 RUNS = "model_retraining_runs"
@@ -52,7 +50,7 @@ RUN_TIMESTAMPS = ("started_at", "completed_at", "created_at")
 Order = tuple[tuple[str, bool], tuple[str, bool]]  # (column, descending) twice: a key, then a unique tiebreak
 
 
-class SupabaseStore(Store):
+class SupabaseStore(Store, SupabaseProject):
     """`Store` on a Supabase project through its REST API (PostgREST) with the service_role key.
 
     The project needs the migrations of `supabase/migrations` (`supabase db push`). Reads are
@@ -62,34 +60,14 @@ class SupabaseStore(Store):
 
     backend: ClassVar[str] = "supabase"
 
-    url: str = Field(description="The project URL, https://<project-ref>.supabase.co.")
-    service_key: str = Field(
-        repr=False, description="The project's service_role key: set SUPABASE_SERVICE_KEY, never inline it."
-    )
-    timeout_seconds: float = Field(default=30.0, description="Timeout for connecting and for each read and write.")
-    max_attempts: int = Field(default=4, description="Attempts per request when a failure may be retried.")
-    backoff_seconds: float = Field(default=0.5, description="First pause between attempts; doubles each time.")
     page_size: int = Field(default=1000, description="Rows asked for per request (hosted Supabase caps at 1,000).")
     insert_batch_size: int = Field(default=1000, description="Rows per insert request.")
-    _client: Optional[Client] = PrivateAttr(default=None)
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = connect(self.url, self.service_key, self._http_client())
-        return self._client
-
-    def _http_client(self) -> httpx.Client:
-        """The HTTP client every request goes through (tests substitute a transport here)."""
-        return http_client(self.timeout_seconds)
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.backend, "project": urlsplit(self.url).netloc, "api": "PostgREST via supabase-py"}
 
     def _call(self, operation: str, table: str, fn: Callable[[], Any], *, idempotent: bool) -> Any:
-        return call(fn, operation=operation, target=table, idempotent=idempotent,
-                    policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
-                    timeout_seconds=self.timeout_seconds, secret=self.service_key)
+        return self._call_project(fn, operation=operation, target=table, idempotent=idempotent)
 
     def _rpc(self, function: str, params: dict[str, Any], *, operation: str, idempotent: bool) -> Any:
         params = to_json(params)
