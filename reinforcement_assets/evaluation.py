@@ -78,4 +78,5 @@ def decide_promotion(
     if delta < -non_inferiority_margin:
         return decision(False, f"challenger accuracy {delta:+.2%} vs champion, beyond the margin of "
                                f"{non_inferiority_margin:.2%}")
-    return decision(True, f"challenger not worse: accuracy {delta:+.2%} vs champion, McNemar p={p_value:.3g}")
+    return decision(True, f"challenger not worse: accuracy {delta:+.2%} vs champion ({challenger_only} holdout rows "
+                          f"only it gets right, {champion_only} only the champion; McNemar p={p_value:.3g} for worse)")
