@@ -357,21 +357,26 @@ def ceiling_level(scratch: list[float], last_days: int = 10) -> float:
 
 
 def days_to_recover(trace: list[float], level: float, drift_day: int, tolerance: float = 0.05) -> int | None:
-    """Daily cycles after the first drifted day until accuracy is within `tolerance` (relative) of `level`.
+    """Daily cycles after the first drifted day until accuracy is back within `tolerance` (relative) of
+    `level` and stays there to the end of the run; None if it never settles there.
 
     0: the strategy never left that range; 2: back on the second day after the first drifted day
-    (two cycles ran on drifted data); None: never back.
+    (two cycles ran on drifted data) and never out again.
     """
-    for offset, day in enumerate(range(drift_day, len(trace) + 1)):
-        if trace[day - 1] >= (1 - tolerance) * level:
+    floor = (1 - tolerance) * level
+    after = trace[drift_day - 1:]
+    for offset in range(len(after)):
+        if all(value >= floor for value in after[offset:]):
             return offset
     return None
 
 
 def days_to_track(trace: list[float], ceiling: list[float], drift_day: int, tolerance: float = 0.05) -> int | None:
-    """Daily cycles after the first drifted day until accuracy is within `tolerance` of the ceiling's on that day."""
-    for offset, day in enumerate(range(drift_day, len(trace) + 1)):
-        if trace[day - 1] >= (1 - tolerance) * ceiling[day - 1]:
+    """Daily cycles after the first drifted day until accuracy is within `tolerance` of the ceiling's on the
+    same day, and stays so to the end of the run; None if never."""
+    pairs = list(zip(trace, ceiling))[drift_day - 1:]
+    for offset in range(len(pairs)):
+        if all(value >= (1 - tolerance) * top for value, top in pairs[offset:]):
             return offset
     return None
 
@@ -442,7 +447,7 @@ def aggregate(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
                 "days_to_recover_per_seed": recover,
                 "days_to_track_scratch": (None if any(t is None for t in track) else statistics.median(track)),
                 "days_to_track_per_seed": track,
-                "promotions": statistics.median(p["promotions"] for p in per_seed),
+                "promotions": sum(p["promotions"] for p in per_seed),
                 "bad_promotions": sum(p["bad_promotions"] for p in per_seed),
                 "train_seconds": statistics.median(p["train_seconds"] for p in per_seed),
                 "cycle_seconds": statistics.median(p["cycle_seconds"] for p in per_seed),
@@ -453,9 +458,9 @@ def aggregate(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def table(agg: dict[str, dict[str, dict[str, Any]]], n_seeds: int) -> str:
-    lines = [f"| stream | strategy | mean accuracy after drift | days to within 5 % of scratch's settled level | "
-             f"days to within 5 % of scratch that day | promotions | bad promotions (sum of {n_seeds} seeds) | "
-             f"training s | whole daily steps s |",
+    lines = [f"| stream | strategy | mean accuracy after drift | days until back for good within 5 % of scratch's "
+             f"settled level | days until for good within 5 % of scratch that day | promotions (sum of {n_seeds} "
+             f"seeds) | bad promotions (sum) | training s | whole daily steps s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def days(value, drifted):

@@ -273,9 +273,9 @@ def prepare_database(server_url: str, name: str, rows: int, window: Window, reus
         if exists and reuse:
             apply_migrations(url)
             with psycopg.connect(url) as db:
-                db.execute("delete from public.model_retraining_runs")
                 db.execute("update public.model_versions set parent_version = null")
                 db.execute("delete from public.model_versions")
+                db.execute("delete from public.model_retraining_runs")
             return url, 0.0
         conn.execute(f"drop database if exists {name} with (force)")
         conn.execute(f"create database {name}")

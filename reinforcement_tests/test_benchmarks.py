@@ -60,7 +60,7 @@ def test_drift_strategies_on_every_stream(tmp_path):
         for name, figures in strategies.items():
             assert len(figures["accuracy"]) == 5 and all(0 <= a <= 1 for a in figures["accuracy"])
         assert strategies["never"]["promotions"] == 0
-        assert strategies["scratch"]["promotions"] == 5  # deployed every day
+        assert strategies["scratch"]["promotions"] == 5  # deployed every day (one seed)
     # The abrupt drift on day 3 hurts the model that never retrains.
     never = agg["abrupt"]["never"]["accuracy"]
     assert never[3] < never[0] - 0.1
@@ -77,10 +77,12 @@ def test_drift_default_through_the_real_job(server_url, tmp_path):
     assert default["cycle_seconds"] > default["train_seconds"] > 0
 
 
-def test_days_to_recover():
-    assert drift.days_to_recover([0.9, 0.5, 0.7, 0.88], level=0.9, drift_day=2) == 2
+def test_days_to_recover_counts_until_back_for_good():
+    assert drift.days_to_recover([0.9, 0.5, 0.7, 0.88, 0.9], level=0.9, drift_day=2) == 2
+    assert drift.days_to_recover([0.9, 0.5, 0.9, 0.5, 0.9], level=0.9, drift_day=2) == 3  # back, out, back
     assert drift.days_to_recover([0.9, 0.5, 0.6], level=0.9, drift_day=2) is None
     assert drift.days_to_recover([0.9, 0.89], level=0.9, drift_day=2) == 0
+    assert drift.days_to_track([0.9, 0.5, 0.8], [0.9, 0.6, 0.8], drift_day=2) == 1
 
 
 def test_supabase_pagination(server_url):
