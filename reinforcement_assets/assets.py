@@ -2,8 +2,8 @@
 
 Each asset is a thin shell: it reads through the store, calls the pure functions of `rows`,
 `dataset`, `model` and `evaluation`, and records what happened in `model_retraining_runs`.
+(No `from __future__ import annotations`: Dagster reads the config and resource annotations.)
 """
-
 
 import json
 from collections.abc import Iterator
