@@ -369,33 +369,31 @@ def plot(results: list[dict[str, Any]], out_dir: Path = DOCS_DIR) -> list[Path]:
     import matplotlib.pyplot as plt
 
     sizes = [r["rows"] for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for step in STEPS:
-        ax.plot(sizes, [r["steps"][step]["seconds"] for r in results], marker="o", label=step)
-    ax.plot(sizes, [r["cycle_seconds"] for r in results], marker="s", color="black", label="whole cycle")
-    ax.plot(sizes, [r["floor_seconds"] for r in results], marker="^", linestyle="--", color="grey",
-            label="floor: bare COPY")
-    ax.set(xscale="log", yscale="log", xlabel="rows in the window", ylabel="seconds (median)",
-           title="One daily cycle on embedded PostgreSQL")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    time_png = out_dir / "scale_time.png"
-    fig.savefig(time_png, dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for step in STEPS:
-        ax.plot(sizes, [r["steps"][step]["peak_rss"] / 2**20 for r in results], marker="o", label=step)
-    ax.set(xscale="log", xlabel="rows in the window", ylabel="peak RSS of the process (MiB)",
-           title="Peak memory per asset")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    memory_png = out_dir / "scale_memory.png"
-    fig.savefig(memory_png, dpi=110)
-    plt.close(fig)
-    return [time_png, memory_png]
+    def per_step_plot(value, extra_lines, yscale: str, ylabel: str, title: str, name: str) -> Path:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for step in STEPS:
+            ax.plot(sizes, [value(r["steps"][step]) for r in results], marker="o", label=step)
+        for values, style in extra_lines:
+            ax.plot(sizes, values, **style)
+        ax.set(xscale="log", yscale=yscale, xlabel="rows in the window", ylabel=ylabel, title=title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    totals = [([r["cycle_seconds"] for r in results], dict(marker="s", color="black", label="whole cycle")),
+              ([r["floor_seconds"] for r in results],
+               dict(marker="^", linestyle="--", color="grey", label="floor: bare COPY"))]
+    return [
+        per_step_plot(lambda s: s["seconds"], totals, "log", "seconds (median)",
+                      "One daily cycle on embedded PostgreSQL", "scale_time.png"),
+        per_step_plot(lambda s: s["peak_rss"] / 2**20, [], "linear", "peak RSS of the process (MiB)",
+                      "Peak memory per asset", "scale_memory.png"),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,6 @@ the table extrapolates with the page count times a round-trip time.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -27,19 +25,10 @@ from reinforcement_assets import settings
 from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
 from reinforcement_assets.store import Window
 
-from .machine import embedded_server, exit_on_sigterm, machine, machine_line, save
+from .machine import embedded_server, exit_on_sigterm, machine, machine_line, median_time, save
 from .scale import FEATURE_NAMES, cycle_queries, fill
 
 ROUND_TRIPS_MS = (20, 50, 100)
-
-
-def timed(fn, repeats: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
 
 
 def bench(server_url: str, rows: int, repeats: int, page_size: int) -> dict[str, Any]:
@@ -62,17 +51,17 @@ def bench(server_url: str, rows: int, repeats: int, page_size: int) -> dict[str,
         queries = cycle_queries(postgres, window)
         reads = []
         for label, query in queries.items():
-            pg_seconds, pg_rows = timed(lambda q=query: postgres.load_rows(q), repeats)
+            pg_seconds, pg_rows = median_time(lambda q=query: postgres.load_rows(q), repeats)
             emulator.requests.clear()
-            sb_seconds, sb_rows = timed(lambda q=query: supabase.load_rows(q), repeats)
+            sb_seconds, sb_rows = median_time(lambda q=query: supabase.load_rows(q), repeats)
             requests = len(emulator.requests) // repeats
             same = sorted(pg_rows["id"].tolist()) == sorted(sb_rows["id"].tolist())
             reads.append({"read": label, "rows": len(sb_rows), "requests": requests, "same_rows": same,
                           "postgres_seconds": pg_seconds, "supabase_seconds": sb_seconds,
                           "ms_per_request": 1000 * sb_seconds / max(requests, 1)})
-        pg_summary, _ = timed(lambda: postgres.summarize_window(window, FEATURE_NAMES), repeats)
+        pg_summary, _ = median_time(lambda: postgres.summarize_window(window, FEATURE_NAMES), repeats)
         emulator.requests.clear()
-        sb_summary, _ = timed(lambda: supabase.summarize_window(window, FEATURE_NAMES), repeats)
+        sb_summary, _ = median_time(lambda: supabase.summarize_window(window, FEATURE_NAMES), repeats)
         reads.append({"read": "summary (rpc)", "rows": 0, "requests": len(emulator.requests) // repeats,
                       "same_rows": True, "postgres_seconds": pg_summary, "supabase_seconds": sb_summary,
                       "ms_per_request": 1000 * sb_summary})

@@ -10,26 +10,20 @@ from __future__ import annotations
 
 SUPABASE_ENVIRONMENT_SQL = """
 do $$
+declare
+  role_name text;
+  options text;
 begin
   -- Roles are per server, not per database: another database may be creating them right now.
-  begin
-    if not exists (select 1 from pg_roles where rolname = 'anon') then
-      create role anon nologin noinherit;
-    end if;
-  exception when duplicate_object or unique_violation then null;
-  end;
-  begin
-    if not exists (select 1 from pg_roles where rolname = 'authenticated') then
-      create role authenticated nologin noinherit;
-    end if;
-  exception when duplicate_object or unique_violation then null;
-  end;
-  begin
-    if not exists (select 1 from pg_roles where rolname = 'service_role') then
-      create role service_role nologin noinherit bypassrls;
-    end if;
-  exception when duplicate_object or unique_violation then null;
-  end;
+  for role_name, options in values ('anon', 'nologin noinherit'), ('authenticated', 'nologin noinherit'),
+                                   ('service_role', 'nologin noinherit bypassrls') loop
+    begin
+      if not exists (select 1 from pg_roles where rolname = role_name) then
+        execute format('create role %I %s', role_name, options);
+      end if;
+    exception when duplicate_object or unique_violation then null;
+    end;
+  end loop;
 
   if to_regnamespace('auth') is null then
     create schema auth;

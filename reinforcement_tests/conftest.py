@@ -11,6 +11,7 @@ from psycopg import conninfo
 
 from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
 from reinforcement_assets.postgres_store import PostgresStore, apply_migrations, embedded_database_url
+from reinforcement_tests.supabase_transport import SupabaseEmulator
 
 _numbers = itertools.count()
 
@@ -52,3 +53,11 @@ def artifacts(tmp_path) -> LocalArtifactStorage:
 @pytest.fixture
 def resources(store, artifacts) -> dict:
     return {"store": store, "artifacts": artifacts, "io_manager": ArtifactIOManager(storage=artifacts)}
+
+
+@pytest.fixture
+def project(database_url) -> SupabaseEmulator:
+    """An emulated Supabase project (PostgREST and Storage) over the test's database."""
+    emulator = SupabaseEmulator(database_url)
+    yield emulator
+    emulator.close()

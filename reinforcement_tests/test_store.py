@@ -92,6 +92,13 @@ def test_load_rows_pushes_the_filters_down(store):
                                     "confidence", "x0", "x1"]
     assert errors["x1"].dtype == "float64" and errors.loc[0, "actual_label"] == "a"
     assert store.count_rows(query) == 1
+    statement, _ = store.copy_rows_statement(query)
+    with store.connect("render") as conn:
+        sent = statement.as_string(conn)
+    for pushed_down in ("evaluated_at >= %(start)s", "evaluated_at < %(end)s", "is_correct is false",
+                        "confidence > %(min_confidence)s", "reject_reason is null", "limit 100"):
+        assert pushed_down in sent
+    assert "select *" not in sent.lower() and "(features ->> 'x0')::float8" in sent
 
 
 def test_samples_are_uniform_reproducible_and_capped(store):

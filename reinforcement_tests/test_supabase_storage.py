@@ -30,13 +30,6 @@ BUCKET = "reinforcement-artifacts"
 
 
 @pytest.fixture
-def project(database_url):
-    emulator = SupabaseEmulator(database_url)
-    yield emulator
-    emulator.close()
-
-
-@pytest.fixture
 def storage(project):
     return emulated_resources(project, artifacts={"prefix": "tenant-a"})["artifacts"]
 

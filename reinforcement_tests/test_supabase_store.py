@@ -42,13 +42,6 @@ PGRST001 = {"code": "PGRST001", "details": None, "hint": None, "message": "Datab
 
 
 @pytest.fixture
-def project(database_url):
-    emulator = SupabaseEmulator(database_url)
-    yield emulator
-    emulator.close()
-
-
-@pytest.fixture
 def supabase(project):
     """The Supabase backend's resources (store, artifacts, IO manager) served by `project`."""
     return emulated_resources(project)

@@ -95,6 +95,22 @@ as $$
   returning *
 $$;
 
+-- The request as it stands, or an error naming the unknown id.
+create or replace function public.existing_retraining_request(p_request_id uuid)
+returns public.model_retraining_requests
+language plpgsql stable
+as $$
+declare
+  request public.model_retraining_requests;
+begin
+  select * into request from public.model_retraining_requests where id = p_request_id;
+  if not found then
+    raise exception 'unknown retraining request %', p_request_id using errcode = 'no_data_found';
+  end if;
+  return request;
+end
+$$;
+
 -- Links a request to the Dagster run carrying it, when that run starts (a request re-queued while
 -- its run was waiting to launch becomes processing again). A request that has ended (cancelled,
 -- failed, completed) or belongs to another run is returned unchanged.
@@ -118,10 +134,7 @@ begin
      and (r.dagster_run_id is null or r.dagster_run_id = p_dagster_run_id)
   returning * into request;
   if not found then
-    select * into request from public.model_retraining_requests where id = p_request_id;
-    if not found then
-      raise exception 'unknown retraining request %', p_request_id using errcode = 'no_data_found';
-    end if;
+    request := public.existing_retraining_request(p_request_id);
   end if;
   return request;
 end
@@ -154,10 +167,7 @@ begin
      and r.status in ('pending', 'processing')
   returning * into request;
   if not found then
-    select * into request from public.model_retraining_requests where id = p_request_id;
-    if not found then
-      raise exception 'unknown retraining request %', p_request_id using errcode = 'no_data_found';
-    end if;
+    request := public.existing_retraining_request(p_request_id);
   end if;
   return request;
 end
