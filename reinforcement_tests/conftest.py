@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 
+import dagster as dg
 import psycopg
 import pytest
 from psycopg import conninfo
@@ -61,3 +62,19 @@ def project(database_url) -> SupabaseEmulator:
     emulator = SupabaseEmulator(database_url)
     yield emulator
     emulator.close()
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job(name="retraining_job")
+def _stand_in_retraining_job() -> None:
+    _noop()
+
+
+@pytest.fixture
+def stand_in() -> dg.JobDefinition:
+    """A job named like the retraining job, for Dagster runs whose content does not matter."""
+    return _stand_in_retraining_job

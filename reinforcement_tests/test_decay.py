@@ -113,16 +113,8 @@ def test_a_real_drift_fires_one_run(store, artifacts, instance):
     assert after and all("cooling down" in m and "accuracy has decayed" in m for m in after)
 
 
-def test_a_decayed_champion_waits_for_a_retraining_run_in_progress(store, artifacts, instance, resources):
+def test_a_decayed_champion_waits_for_a_retraining_run_in_progress(store, artifacts, instance, resources, stand_in):
     drift_at = deploy(store, artifacts, "abrupt", seed=1)
-
-    @dg.op
-    def noop():
-        pass
-
-    @dg.job(name="retraining_job")
-    def stand_in():
-        noop()
 
     running = instance.create_run_for_job(stand_in, status=dg.DagsterRunStatus.STARTED)
     ((_, result),) = ticks(store, instance, lambda clock: make_decay_sensor(clock=clock),

@@ -231,17 +231,9 @@ def test_stale_claims_are_requeued_failed_or_settled(store, instance, database_u
     assert gave_up.status == "failed" and gave_up.error_message.startswith("claimed 3 times but no retraining run")
 
 
-def test_stale_claims_are_checked_against_dagster(store, instance, database_url, request_sensor):
+def test_stale_claims_are_checked_against_dagster(store, instance, database_url, request_sensor, stand_in):
     waiting, finished, vanished = (store.create_request(n) for n in ("waiting", "finished", "vanished"))
     store.claim_requests(10, "retraining_requests@host:1")
-
-    @dg.op
-    def noop():
-        pass
-
-    @dg.job(name="retraining_job")
-    def stand_in():
-        noop()
 
     running = instance.create_run_for_job(stand_in, tags={"request_id": waiting.id}, status=dg.DagsterRunStatus.STARTED)
     done = stand_in.execute_in_process(instance=instance, tags={"request_id": finished.id})
