@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import drift, drift_sweep, scale, sensor_tick, supabase_pages
+from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
 from .machine import RESULTS_DIR, machine_line
 
 
@@ -25,6 +25,8 @@ def main() -> int:
     parts = []
     if record := load("scale"):
         parts.append(section("Scale", record, scale.tables(record["results"])))
+    if record := load("write_cost"):
+        parts.append(section("Write cost of the hourly counts", record, write_cost.table(record)))
     if record := load("supabase_pages"):
         body = "\n\n".join(f"{r['rows']:,} rows in the window:\n\n{supabase_pages.table(r)}" for r in record.get("results", [record]))
         parts.append(section("Supabase pagination", record, body))

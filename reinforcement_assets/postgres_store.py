@@ -239,15 +239,14 @@ class PostgresStore(Store):
         return frame
 
     def count_rows(self, query: RowQuery) -> int:
-        # As in summarize_window: counted per feature-key set, one row's features checked per set.
+        # Features are checked once per feature-key set, not in every row's jsonb.
         where, params = self._row_filter(query, check_features=False)
         with self.connect("count prediction_evaluations") as conn:
             (count,) = conn.execute(
                 sql.SQL(
-                    "with key_sets as (select feature_keys_hash, min(id) as example, count(*) as n"
-                    " from public.prediction_evaluations where {} group by 1)"
-                    " select coalesce(sum(k.n), 0)::bigint from key_sets k"
-                    " join public.prediction_evaluations e on e.id = k.example where e.features ?& %(names)s"
+                    "select count(*) from public.prediction_evaluations where {} and feature_keys_hash in"
+                    " (select feature_keys_hash from public.prediction_feature_key_sets"
+                    " where feature_names @> %(names)s)"
                 ).format(where), params
             ).fetchone()
         return count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import drift, scale, sensor_tick, supabase_pages
+from benchmarks import drift, scale, sensor_tick, supabase_pages, write_cost
 from benchmarks.machine import PeakMemory, machine, save
 
 
@@ -99,3 +99,10 @@ def test_sensor_tick_against_history(server_url):
     assert [r["history"] for r in results] == [0, 500]
     assert all(r["tick_with_pending_seconds"] > 0 and r["idle_tick_seconds"] > 0 for r in results)
     assert "| 500 |" in sensor_tick.table(results)
+
+
+def test_write_cost_with_and_without_the_counts(server_url):
+    result = write_cost.bench(server_url, bulk_rows=2_000, single_rows=40, repeats=1)
+    assert [w["write"] for w in result["writes"]] == list(write_cost.WRITES)
+    assert all(w["with_counts_seconds"] > 0 and w["without_counts_seconds"] > 0 for w in result["writes"])
+    assert "| bulk insert | 2,000 | 1 |" in write_cost.table(result)

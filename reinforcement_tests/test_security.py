@@ -26,7 +26,8 @@ from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.supabase_environment import SUPABASE_ENVIRONMENT_SQL
 from reinforcement_tests.supabase_transport import ANON_KEY, URL, SupabaseEmulator
 
-TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraining_runs", "model_versions")
+TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraining_runs", "model_versions",
+          "prediction_evaluation_counts", "prediction_feature_key_sets")
 SHA = "0" * 64
 _numbers = itertools.count()
 
@@ -82,8 +83,8 @@ def seeded(database_url):
         conn.execute("insert into model_retraining_runs (source, dagster_run_id) values ('manual', 'run-1')")
         conn.execute("insert into model_versions (version, artifact_path, sha256) values ('v1', 'models/v1', %s)",
                      (SHA,))
-        conn.execute("insert into prediction_evaluations (prediction_id, features, predicted_label)"
-                     " values ('p1', '{\"x\": 1}', 'a')")
+        conn.execute("insert into prediction_evaluations (prediction_id, features, predicted_label, actual_label,"
+                     " evaluated_at) values ('p1', '{\"x\": 1}', 'a', 'a', now())")
     return alice, bob, requests
 
 
@@ -137,6 +138,8 @@ def test_service_role_does_everything(database_url, seeded):
         assert conn.execute("select is_champion from promote_model_version('v2', 'test')").fetchone()[0] is True
         conn.execute("update model_retraining_requests set status = 'cancelled' where id = %s", (requests[alice],))
         conn.execute("delete from prediction_evaluations where prediction_id = 'p1'")
+        # The log's triggers keep its counts, though service_role may only read them.
+        assert conn.execute("select sum(row_count) from prediction_evaluation_counts").fetchone()[0] == 0
 
 
 def test_authenticated_users_queue_and_read_only_their_own_requests(database_url, seeded):
@@ -171,6 +174,7 @@ def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_ur
         assert conn.execute("select version from model_versions").fetchall() == [("v1",)]
     denied = [
         "select * from prediction_evaluations",
+        "select * from prediction_evaluation_counts",
         "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
         "insert into model_retraining_runs (source) values ('manual')",
         "update model_retraining_runs set status = 'failed'",

@@ -5,7 +5,7 @@
 -- Counts over the evaluated rows of [p_start, p_end), grouped by why a row is set aside (null:
 -- usable). Rows lacking one of p_feature_names count as 'feature_missing'. Counted per (reason,
 -- feature-key set) first, then one row per key set decides which sets lack a feature, so no jsonb
--- is read per row (the same query as PostgresStore.summarize_window).
+-- is read per row. Redefined in 20261126120000_evaluation_counts.sql to read hourly counts instead.
 create or replace function public.summarize_evaluation_window(
   p_start timestamptz, p_end timestamptz, p_holdout_start timestamptz, p_feature_names text[]
 ) returns table (reason text, row_count bigint, correct bigint, train_rows bigint, train_correct bigint)

@@ -1,4 +1,5 @@
--- Who may do what, for Supabase and for every other backend. Runs after every other migration.
+-- Who may do what, for Supabase and for every other backend. Runs after the migrations before it;
+-- later ones set the privileges of the tables and functions they add themselves.
 -- On plain PostgreSQL the store first creates the roles and the `auth` schema Supabase provides
 -- (reinforcement_assets/supabase_environment.py), so these statements apply everywhere.
 --
