@@ -8,7 +8,9 @@ connections in parallel) with a week of evaluated predictions — 10 numeric fea
 is registered. Then, interleaved `--repeats` times: the floor (the cycle's own `COPY (select …) TO
 STDOUT` statements for errors, replay and holdout, drained by psycopg without parsing) and the
 real `retraining_job` (every asset and check, in process, on an ephemeral Dagster instance). Step
-times come from the run's event log, peak RSS per step from the kernel's high-water mark.
+times come from the run's event log, peak RSS per step from the kernel's high-water mark. Also
+timed: the window summary query, a bare `count(*)` of the window, and the decay sensor's count of
+the champion's last day from the hourly counts against the same count made row by row.
 Results: `benchmarks/results/scale.json`, `docs/scale_time.png`, `docs/scale_memory.png`.
 """
 
@@ -22,7 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ BAD_ROW_SHARE = 0.012        # broken rows, spread evenly over six kinds
 FILL_CHUNK = 1_000_000
 STEPS = ("evaluation_log", "error_samples", "finetune_dataset", "retrained_model", "run_metrics")
 UP_TO_DATASET = STEPS[:3]
+CHAMPION = "bench-v0"  # the model_version of every logged row
 
 
 def concept(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -172,12 +175,31 @@ def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:
 
 
 def window_count(store: PostgresStore, window: Window) -> float:
-    """Seconds of the least any cycle must do over the whole window: count its evaluated rows."""
+    """Seconds of a bare count of the window's evaluated rows: what reading the window costs at least."""
     with psycopg.connect(store.url, autocommit=True) as conn:
         started = time.perf_counter()
         conn.execute("select count(*) from public.prediction_evaluations where evaluated_at >= %s"
                      " and evaluated_at < %s and actual_label is not null", (window.start, window.end)).fetchone()
         return time.perf_counter() - started
+
+
+def decay_counts(store: PostgresStore, end: datetime) -> tuple[float, float]:
+    """Seconds of the decay sensor's count (the champion's last day, from the hourly counts) and of
+    the same count made row by row, as before the counts existed."""
+    start = end - timedelta(hours=settings.DECAY_WINDOW_HOURS)
+    started = time.perf_counter()
+    from_counts = store.count_correct(start, end, CHAMPION)
+    counted = time.perf_counter() - started
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        started = time.perf_counter()
+        row_by_row = conn.execute(
+            "select count(*), count(*) filter (where is_correct) from public.prediction_evaluations"
+            " where evaluated_at >= %s and evaluated_at < %s and actual_label is not null and reject_reason is null"
+            " and model_version = %s", (start, end, CHAMPION)).fetchone()
+        scanned = time.perf_counter() - started
+    if (from_counts.evaluated, from_counts.correct) != row_by_row:
+        raise RuntimeError(f"the decay count from the hourly counts {from_counts} differs from {row_by_row}")
+    return counted, scanned
 
 
 def step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, float]]:
@@ -293,17 +315,18 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
     try:
         store = PostgresStore(database_url=url)
         artifacts = LocalArtifactStorage(base_dir=str(work_dir / f"artifacts_{rows}"))
-        register_champion(store, artifacts, champion_model(), "bench-v0", "benchmark champion")
+        register_champion(store, artifacts, champion_model(), CHAMPION, "benchmark champion")
         with psycopg.connect(url) as conn:
             (db_bytes,) = conn.execute("select pg_database_size(current_database())").fetchone()
         queries = cycle_queries(store, window, replay_ratio)
-        summary_seconds, count_seconds = [], []
+        summary_seconds, count_seconds, decay_seconds = [], [], []
         floors, cycles = [], []
         for _ in range(repeats):
             count_seconds.append(window_count(store, window))
             started = time.perf_counter()
             store.summarize_window(window, FEATURE_NAMES)
             summary_seconds.append(time.perf_counter() - started)
+            decay_seconds.append(decay_counts(store, window.end))
             floors.append(copy_floor(store, queries))
             cycles.append(run_cycle_in_child(url, artifacts.base_dir, window, replay_ratio))
         floor = median_of(floors, "total_seconds")
@@ -320,7 +343,8 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
             "floor_parts": {k: median_of(floors, k, "seconds") for k in queries},
             "summary_query_seconds": statistics.median(summary_seconds),
             "window_count_seconds": statistics.median(count_seconds),
-            "to_dataset_over_floor_and_count": to_dataset / (floor + statistics.median(count_seconds)),
+            "decay_count_seconds": statistics.median(s for s, _ in decay_seconds),
+            "decay_count_row_by_row_seconds": statistics.median(s for _, s in decay_seconds),
             "cycle_seconds": median_of(cycles, "seconds"),
             "to_dataset_seconds": to_dataset,
             "to_dataset_over_floor": to_dataset / floor,
@@ -344,21 +368,25 @@ def tables(results: list[dict[str, Any]]) -> str:
     """Markdown tables of the results."""
     mib = 2**20
     lines = ["| rows in window | database | floor: bare COPY (s) | cycle to finetune_dataset (s) | "
-             "ratio to floor | bare count(*) of the window (s) | ratio to floor + count | whole cycle (s) | "
+             "ratio to floor | window summary (s) | bare count(*) of the window (s) | whole cycle (s) | "
              "window rows/s | peak RSS (MiB) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        count = r.get("window_count_seconds")
         lines.append(f"| {r['rows']:,} | {r['database_bytes'] / 2**30:.2f} GiB | "
                      f"{r['floor_seconds']:.2f} | {r['to_dataset_seconds']:.2f} | {r['to_dataset_over_floor']:.2f}x | "
-                     + (f"{count:.2f} | {r['to_dataset_over_floor_and_count']:.2f}x | " if count is not None else " | | ")
-                     + f"{r['cycle_seconds']:.2f} | {r['rows'] / r['cycle_seconds']:,.0f} | {r['peak_rss'] / mib:.0f} |")
+                     f"{r['summary_query_seconds']:.3f} | {r['window_count_seconds']:.3f} | "
+                     f"{r['cycle_seconds']:.2f} | {r['rows'] / r['cycle_seconds']:,.0f} | {r['peak_rss'] / mib:.0f} |")
     lines += ["", "| rows in window | asset | seconds | rows handled | rows/s | peak RSS (MiB) |",
               "|---:|---|---:|---:|---:|---:|"]
     for r in results:
         for step, s in r["steps"].items():
             lines.append(f"| {r['rows']:,} | {step} | {s['seconds']:.2f} | {s['rows']:,.0f} | "
                          f"{s['rows'] / s['seconds']:,.0f} | {s['peak_rss'] / mib:.0f} |")
+    if all("decay_count_seconds" in r for r in results):
+        lines += ["", "| rows in window | decay sensor's count of the last day (ms) | the same count row by row (ms) |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {r['rows']:,} | {1e3 * r['decay_count_seconds']:.1f} | "
+                  f"{1e3 * r['decay_count_row_by_row_seconds']:.1f} |" for r in results]
     return "\n".join(lines)
 
 

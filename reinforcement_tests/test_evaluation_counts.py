@@ -1,5 +1,5 @@
-"""The hourly counts behind window summaries (20261126120000_evaluation_counts.sql), on the embedded
-PostgreSQL: whatever is written to the log, a summary from the counts equals one counted row by row."""
+"""The hourly counts behind window statistics (20261126120000_evaluation_counts.sql), on the embedded
+PostgreSQL: whatever is written to the log, statistics from the counts equal ones counted row by row."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ select coalesce(reject_reason, case when features ?& %(names)s then null else 'f
  group by 1
 """
 FROM_COUNTS = "select * from summarize_evaluation_window(%(start)s, %(end)s, %(holdout)s, %(names)s)"
+ACCURACY_ROW_BY_ROW = """
+select count(*), count(*) filter (where is_correct) from prediction_evaluations
+ where actual_label is not null and reject_reason is null and evaluated_at >= %(start)s and evaluated_at < %(end)s
+   and (%(version)s::text is null or model_version = %(version)s)
+"""
+ACCURACY_FROM_COUNTS = "select * from evaluation_accuracy(%(start)s, %(end)s, %(version)s)"
 
 
 def summaries(conn: psycopg.Connection, start: datetime, end: datetime, holdout: datetime) -> tuple[list, list]:
@@ -40,8 +46,8 @@ def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, sta
         conn.execute(
             """
             insert into prediction_evaluations
-                (prediction_id, features, predicted_label, actual_label, confidence, evaluated_at)
-            select %(s)s || '-' || i,
+                (prediction_id, model_version, features, predicted_label, actual_label, confidence, evaluated_at)
+            select %(s)s || '-' || i, case when i %% 5 = 0 then 'v2' when i %% 17 = 0 then null else 'v1' end,
                    case when i %% 23 = 0 then '{"x0": 1}'::jsonb
                         when i %% 29 = 0 then '{"x0": "n/a", "x1": 2}'::jsonb
                         else jsonb_build_object('x0', i, 'x1', -i) end,
@@ -62,6 +68,7 @@ def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, sta
     conn.execute("update prediction_evaluations set evaluated_at = evaluated_at - interval '37 minutes'"
                  " where random() < 0.1")
     conn.execute("update prediction_evaluations set features = '{\"x1\": 3}' where random() < 0.02")
+    conn.execute("update prediction_evaluations set model_version = 'v3' where random() < 0.05")
     conn.execute("delete from prediction_evaluations where random() < 0.1")
 
 
@@ -82,6 +89,10 @@ def test_summaries_from_counts_equal_row_by_row_ones(database_url, time_zone):
             from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start)
             assert from_counts == row_by_row, window
             sizes.append(sum(n for _, n, *_ in row_by_row))
+            for version in (None, "v1", "v2", "v3", "unknown"):
+                params = {"start": window.start, "end": window.end, "version": version}
+                assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
+                    conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone(), (window, version)
     assert sizes[0] > 1_000 and len({reason for reason, *_ in row_by_row}) >= 1
     assert sum(size == 0 for size in sizes) >= 5 and sum(size > 100 for size in sizes) >= 10
 
@@ -100,21 +111,29 @@ def test_counts_follow_truncate_and_are_rebuilt_when_the_migration_runs_again(da
         assert conn.execute("select count(*) from prediction_evaluation_counts").fetchone() == (0,)
 
 
-def test_a_summary_reads_whole_hours_from_the_counts_not_the_log(database_url):
-    """A week of rows every 30 s: the summary reads only the log rows of its two ragged hours."""
+@pytest.mark.parametrize("statistic", ["summary", "accuracy"])
+def test_statistics_read_whole_hours_from_the_counts_not_the_log(database_url, statistic):
+    """A week of rows every 30 s: a statistic reads only the log rows of its two partial hours,
+    from the window index alone (no heap, no sequential scan)."""
     start, end = END - timedelta(days=6, minutes=50), END
+    rows = 2 * (6 * 24 * 60 + 50)  # two a minute
+    query, params, expected = {
+        "summary": (FROM_COUNTS, {"start": start, "end": end, "holdout": end, "names": NAMES},
+                    [(None, rows, rows, rows, rows)]),
+        "accuracy": (ACCURACY_FROM_COUNTS, {"start": start, "end": end, "version": "v1"}, [(rows, rows)]),
+    }[statistic]
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "insert into prediction_evaluations (prediction_id, features, predicted_label, actual_label, confidence,"
-            " evaluated_at) select 'p' || i, jsonb_build_object('x0', i, 'x1', 1), 'a', 'a', 0.9,"
-            " %s - make_interval(secs => 30 * i) from generate_series(1, 20000) i", (END,))
+            "insert into prediction_evaluations (prediction_id, model_version, features, predicted_label,"
+            " actual_label, confidence, evaluated_at) select 'p' || i, 'v1', jsonb_build_object('x0', i, 'x1', 1),"
+            " 'a', 'a', 0.9, %s - make_interval(secs => 30 * i) from generate_series(1, 20000) i", (END,))
         conn.execute("vacuum analyze prediction_evaluations")
         with conn.transaction():
-            summary = conn.execute(FROM_COUNTS, {"start": start, "end": end, "holdout": end, "names": NAMES}).fetchall()
-            seq_read, index_read = conn.execute(
-                "select pg_stat_get_xact_tuples_returned('prediction_evaluations'::regclass),"
+            result = conn.execute(query, params).fetchall()
+            heap_fetched, seq_read, index_read = conn.execute(
+                "select pg_stat_get_xact_tuples_fetched('prediction_evaluations'::regclass),"
+                " pg_stat_get_xact_tuples_returned('prediction_evaluations'::regclass),"
                 " (select sum(pg_stat_get_xact_tuples_returned(indexrelid)) from pg_index"
                 "   where indrelid = 'prediction_evaluations'::regclass)").fetchone()
-    rows = 2 * (6 * 24 * 60 + 50)  # two a minute
-    assert summary == [(None, rows, rows, rows, rows)]
-    assert seq_read == 0 and 0 < index_read <= 2 * 120
+    assert result == expected
+    assert seq_read == 0 and heap_fetched == 0 and 0 < index_read <= 2 * 120

@@ -1,7 +1,8 @@
--- Window summaries without reading the window: hourly counts of the evaluated rows, kept by
--- statement-level triggers, and a dictionary of feature-key sets. A summary adds up the whole
--- hours and scans only the ragged ends (at most two partial hours), so its cost no longer grows
--- with the window. Idempotent: re-running it rebuilds the counts from the log.
+-- Window statistics without reading the window: hourly counts of the evaluated rows, kept by
+-- statement-level triggers, and a dictionary of feature-key sets. A window summary or the decay
+-- sensor's accuracy count adds up whole hours and reads only the log rows of the partial hours at
+-- either end, so its cost no longer grows with the window. Needs PostgreSQL 15 or later (`nulls
+-- not distinct`; Supabase runs 15 or 17). Idempotent: re-running it rebuilds the counts.
 
 -- The hour an evaluation is counted in (UTC hours, whatever the session's time zone).
 create or replace function public.evaluation_hour(evaluated_at timestamptz) returns timestamptz
@@ -10,15 +11,16 @@ as $$ select date_bin('1 hour', evaluated_at, timestamptz '2000-01-01 00:00:00+0
 
 create table if not exists public.prediction_evaluation_counts (
   hour              timestamptz not null,
+  model_version     text,
   reject_reason     text,
   feature_keys_hash bigint,
   row_count         bigint not null,
   correct_count     bigint not null,
-  constraint prediction_evaluation_counts_key unique nulls not distinct (hour, reject_reason, feature_keys_hash)
+  constraint prediction_evaluation_counts_key unique nulls not distinct (hour, model_version, reject_reason, feature_keys_hash)
 );
 
 comment on table public.prediction_evaluation_counts is
-  'Evaluated rows of prediction_evaluations per UTC hour, reject reason and feature-key set; kept by triggers.';
+  'Evaluated rows of prediction_evaluations per UTC hour, model version, reject reason and feature-key set; kept by triggers.';
 
 create table if not exists public.prediction_feature_key_sets (
   feature_keys_hash bigint primary key,
@@ -50,27 +52,27 @@ begin
      order by n.feature_keys_hash
     on conflict do nothing;
     changes := array(
-      select row(public.evaluation_hour(n.evaluated_at), n.reject_reason, n.feature_keys_hash,
+      select row(public.evaluation_hour(n.evaluated_at), n.model_version, n.reject_reason, n.feature_keys_hash,
                  count(*), count(*) filter (where n.is_correct))::public.prediction_evaluation_counts
         from new_rows n
        where n.actual_label is not null and n.evaluated_at is not null
-       group by public.evaluation_hour(n.evaluated_at), n.reject_reason, n.feature_keys_hash);
+       group by public.evaluation_hour(n.evaluated_at), n.model_version, n.reject_reason, n.feature_keys_hash);
   end if;
   if tg_op <> 'INSERT' then
     changes := changes || array(
-      select row(public.evaluation_hour(o.evaluated_at), o.reject_reason, o.feature_keys_hash,
+      select row(public.evaluation_hour(o.evaluated_at), o.model_version, o.reject_reason, o.feature_keys_hash,
                  -count(*), -count(*) filter (where o.is_correct))::public.prediction_evaluation_counts
         from old_rows o
        where o.actual_label is not null and o.evaluated_at is not null
-       group by public.evaluation_hour(o.evaluated_at), o.reject_reason, o.feature_keys_hash);
+       group by public.evaluation_hour(o.evaluated_at), o.model_version, o.reject_reason, o.feature_keys_hash);
   end if;
   insert into public.prediction_evaluation_counts as c
-         (hour, reject_reason, feature_keys_hash, row_count, correct_count)
-  select d.hour, d.reject_reason, d.feature_keys_hash, sum(d.row_count), sum(d.correct_count)
+         (hour, model_version, reject_reason, feature_keys_hash, row_count, correct_count)
+  select d.hour, d.model_version, d.reject_reason, d.feature_keys_hash, sum(d.row_count), sum(d.correct_count)
     from unnest(changes) d
-   group by 1, 2, 3
+   group by 1, 2, 3, 4
   having sum(d.row_count) <> 0 or sum(d.correct_count) <> 0
-   order by 1, 2, 3
+   order by 1, 2, 3, 4
   on conflict on constraint prediction_evaluation_counts_key do update
      set row_count = c.row_count + excluded.row_count,
          correct_count = c.correct_count + excluded.correct_count;
@@ -109,11 +111,13 @@ create or replace trigger prediction_evaluations_clear_counts
 -- Rebuild from the log, with writers held off so no row is counted twice or missed.
 lock table public.prediction_evaluations in share mode;
 truncate public.prediction_evaluation_counts;
-insert into public.prediction_evaluation_counts (hour, reject_reason, feature_keys_hash, row_count, correct_count)
-select public.evaluation_hour(evaluated_at), reject_reason, feature_keys_hash, count(*), count(*) filter (where is_correct)
+insert into public.prediction_evaluation_counts
+       (hour, model_version, reject_reason, feature_keys_hash, row_count, correct_count)
+select public.evaluation_hour(evaluated_at), model_version, reject_reason, feature_keys_hash,
+       count(*), count(*) filter (where is_correct)
   from public.prediction_evaluations
  where actual_label is not null and evaluated_at is not null
- group by 1, 2, 3;
+ group by 1, 2, 3, 4;
 insert into public.prediction_feature_key_sets (feature_keys_hash, feature_names)
 select distinct on (feature_keys_hash) feature_keys_hash, array(select jsonb_object_keys(features) order by 1)
   from public.prediction_evaluations
@@ -121,10 +125,18 @@ select distinct on (feature_keys_hash) feature_keys_hash, array(select jsonb_obj
  order by feature_keys_hash
 on conflict do nothing;
 
--- Counts over the evaluated rows of [p_start, p_end) per reject reason and feature-key set: the
--- whole hours from the counts table, the partial hours at either end from the log's window index.
+-- The partial hours are read from the window index: with model_version included, index-only.
+drop index if exists public.prediction_evaluations_window_idx;
+create index prediction_evaluations_window_idx
+  on public.prediction_evaluations (evaluated_at)
+  include (is_correct, reject_reason, feature_keys_hash, model_version, id)
+  where actual_label is not null;
+
+-- Counts over the evaluated rows of [p_start, p_end) per model version, reject reason and
+-- feature-key set: whole hours from the counts table, the partial hours at either end from the log.
 create or replace function public.evaluation_window_counts(p_start timestamptz, p_end timestamptz)
-returns table (reject_reason text, feature_keys_hash bigint, row_count bigint, correct_count bigint)
+returns table (model_version text, reject_reason text, feature_keys_hash bigint, row_count bigint,
+               correct_count bigint)
 language plpgsql stable
 as $$
 declare
@@ -133,23 +145,35 @@ declare
   end_hour timestamptz := greatest(public.evaluation_hour(p_end), first_hour);
 begin
   return query
-  select parts.reject_reason, parts.feature_keys_hash, sum(parts.row_count)::bigint, sum(parts.correct_count)::bigint
-    from (select c.reject_reason, c.feature_keys_hash, c.row_count, c.correct_count
+  select parts.model_version, parts.reject_reason, parts.feature_keys_hash, sum(parts.row_count)::bigint,
+         sum(parts.correct_count)::bigint
+    from (select c.model_version, c.reject_reason, c.feature_keys_hash, c.row_count, c.correct_count
             from public.prediction_evaluation_counts c
            where c.hour >= first_hour and c.hour < end_hour
           union all
-          select e.reject_reason, e.feature_keys_hash, 1, e.is_correct::int
+          select e.model_version, e.reject_reason, e.feature_keys_hash, 1, e.is_correct::int
             from public.prediction_evaluations e
            where e.actual_label is not null and e.evaluated_at >= p_start and e.evaluated_at < first_hour
           union all
-          select e.reject_reason, e.feature_keys_hash, 1, e.is_correct::int
+          select e.model_version, e.reject_reason, e.feature_keys_hash, 1, e.is_correct::int
             from public.prediction_evaluations e
            where e.actual_label is not null and e.evaluated_at >= end_hour and e.evaluated_at < p_end) parts
-   group by 1, 2;
+   group by 1, 2, 3;
 end
 $$;
 
--- Same signature and result as before (20261126000100_supabase_rpc.sql), from the counts: the
+-- Same signature and result as in 20261126000200_retraining_triggers.sql, from the counts.
+create or replace function public.evaluation_accuracy(
+  p_start timestamptz, p_end timestamptz, p_model_version text default null
+) returns table (evaluated bigint, correct bigint)
+language sql stable
+as $$
+  select coalesce(sum(w.row_count), 0)::bigint, coalesce(sum(w.correct_count), 0)::bigint
+    from public.evaluation_window_counts(p_start, p_end) w
+   where w.reject_reason is null and (p_model_version is null or w.model_version = p_model_version)
+$$;
+
+-- Same signature and result as in 20261126000100_supabase_rpc.sql, from the counts: the
 -- train part [p_start, p_holdout_start) and the holdout part [p_holdout_start, p_end).
 create or replace function public.summarize_evaluation_window(
   p_start timestamptz, p_end timestamptz, p_holdout_start timestamptz, p_feature_names text[]
