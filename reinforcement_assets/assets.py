@@ -230,20 +230,17 @@ def finetune_dataset(
         window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
         from_scratch, mode = training_mode(evaluation_log.champion, error_samples["actual_label"],
                                            config.from_scratch)
-        holdout = store.load_rows(period_query(
-            window.holdout, names, limit=config.max_holdout_rows,
-            sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows)))
+        holdout_query = period_query(window.holdout, names, limit=config.max_holdout_rows,
+                                     sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows))
         if from_scratch:
-            sample = store.load_rows(period_query(
-                window.train, names, limit=config.max_training_rows,
-                sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows)))
-            dataset = from_scratch_frame(sample, holdout)
+            sample_query = period_query(window.train, names, limit=config.max_training_rows,
+                                        sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
         else:
             wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
-            replay = store.load_rows(period_query(
-                window.train, names, limit=wanted, is_correct=True,
-                sample_fraction=sample_fraction(wanted, summary.train_correct)))
-            dataset = finetune_frame(error_samples, replay, holdout)
+            sample_query = period_query(window.train, names, limit=wanted, is_correct=True,
+                                        sample_fraction=sample_fraction(wanted, summary.train_correct))
+        sample, holdout = store.load_many(sample_query, holdout_query)
+        dataset = from_scratch_frame(sample, holdout) if from_scratch else finetune_frame(error_samples, sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=not from_scratch)
     context.log.info(mode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -196,6 +197,11 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
         """Usable rows matching `query`: `ROW_COLUMNS` plus one float column per feature."""
+
+    def load_many(self, *queries: RowQuery) -> list[pd.DataFrame]:
+        """`load_rows` of each query, all at once: each runs on its own connection (or request)."""
+        with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+            return list(pool.map(self.load_rows, queries))
 
     @abc.abstractmethod
     def count_rows(self, query: RowQuery) -> int:

@@ -112,6 +112,17 @@ def test_samples_are_uniform_reproducible_and_capped(store):
     assert 700 < ages.median() < 1300  # spread over the whole period, not the newest rows
 
 
+def test_load_many_gives_what_each_load_gives(store):
+    store.insert_evaluations(pd.DataFrame([row(f"p{i}", END - timedelta(minutes=i + 1), predicted="ab"[i % 2])
+                                           for i in range(300)]))
+    errors = RowQuery(END - timedelta(days=1), END, NAMES, limit=100, is_correct=False)
+    sample = RowQuery(END - timedelta(days=1), END, NAMES, limit=50, sample_fraction=0.5)
+    together = store.load_many(errors, sample)
+    for frame, query in zip(together, (errors, sample), strict=True):
+        pd.testing.assert_frame_equal(frame, store.load_rows(query))
+    assert [len(f) for f in together] == [100, 50]
+
+
 def test_run_rows_go_running_then_terminal(store):
     run_id = store.start_run("dagster-1", "manual")
     assert store.start_run("dagster-1", "manual") == run_id  # a retried step resumes the same row
