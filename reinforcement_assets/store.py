@@ -200,7 +200,7 @@ class Store(dg.ConfigurableResource):
 
     def load_many(self, *queries: RowQuery) -> list[pd.DataFrame]:
         """`load_rows` of each query, all at once: each runs on its own connection (or request)."""
-        with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, len(queries))) as pool:
             return list(pool.map(self.load_rows, queries))
 
     @abc.abstractmethod

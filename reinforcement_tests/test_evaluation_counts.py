@@ -122,9 +122,15 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
                 assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
                     conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone(), (window, version)
         week = windows[0]
-        for holdout, names in ((None, NAMES), (week.holdout_start, None), (week.holdout_start, ["x0", None])):
-            from_counts, row_by_row = summaries(conn, week.start, week.end, holdout, names)
-            assert from_counts == row_by_row, (holdout, names)
+        nulls = [(None, week.end, week.holdout_start, NAMES), (week.start, None, week.holdout_start, NAMES),
+                 (None, None, None, NAMES), (week.start, week.end, None, NAMES),
+                 (week.start, week.end, week.holdout_start, None), (week.start, week.end, week.holdout_start, ["x0", None])]
+        for start, end, holdout, names in nulls:
+            from_counts, row_by_row = summaries(conn, start, end, holdout, names)
+            assert from_counts == row_by_row, (start, end, holdout, names)
+            params = {"start": start, "end": end, "version": "v1"}
+            assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
+                conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone()
         assert conn.execute(COUNTS_BY_KEY).fetchall() == conn.execute(LOG_BY_KEY).fetchall()
     assert sizes[0] > 1_000
     assert reasons == {None, "feature_missing", "feature_not_numeric", "confidence_out_of_range"}
@@ -216,3 +222,18 @@ def test_statistics_read_whole_hours_from_the_counts_not_the_log(database_url, s
                 "   where indrelid = 'prediction_evaluations'::regclass)").fetchone()
     assert result == expected
     assert seq_read == 0 and heap_fetched == 0 and 0 < index_read <= 2 * 120
+
+
+def test_reads_above_read_committed_count_right_and_leave_folding_to_others(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("insert into prediction_evaluations (prediction_id, model_version, features, predicted_label,"
+                     " actual_label, confidence, evaluated_at) values ('p1', 'v1', '{\"x0\": 1, \"x1\": 2}', 'a', 'a',"
+                     " 0.9, %s)", (END - timedelta(hours=3),))
+    params = {"start": END - timedelta(days=1), "end": END, "version": "v1"}
+    with psycopg.connect(database_url) as conn:
+        conn.execute("set transaction isolation level repeatable read")
+        assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == (1, 1)
+        assert conn.execute("select bool_or(not compacted) from prediction_evaluation_counts").fetchone() == (True,)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == (1, 1)
+        assert conn.execute("select bool_or(not compacted) from prediction_evaluation_counts").fetchone() == (False,)

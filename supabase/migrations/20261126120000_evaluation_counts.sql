@@ -10,8 +10,9 @@ language sql immutable parallel safe
 as $$ select date_bin('1 hour', evaluated_at, timestamptz '2000-01-01 00:00:00+00') $$;
 
 -- Append-only: each writing statement adds one row per key it changed (`compacted` false), so
--- writers never lock a shared row, never wait for each other and cannot deadlock here. Reading adds
--- up all rows of a key; `compact_evaluation_counts` folds the appended rows into one per key.
+-- writers never lock a shared count row nor wait for each other on it. Reading adds up all rows of
+-- a key; `compact_evaluation_counts` folds the appended rows into one per key. (A statement that
+-- brings in a new feature-key set does wait for another bringing in the same one, until it commits.)
 create table if not exists public.prediction_evaluation_counts (
   hour              timestamptz not null,
   model_version     text,
@@ -115,9 +116,10 @@ create or replace trigger prediction_evaluations_clear_counts
 
 -- Folds the rows appended since the last call into one row per key; returns how many hours it
 -- folded. Readers call it first (the window statistics below), so appended rows never pile up
--- for long. One caller at a time; others skip, as does a read-only transaction. A writer that
--- appends while it runs is not lost: its row is not in this statement's snapshot and waits for
--- the next call.
+-- for long. One caller at a time; others skip, as do read-only transactions and those above READ
+-- COMMITTED (where a concurrent fold would be a serialization failure). A writer that appends
+-- while it runs is not lost: its row is not in this statement's snapshot and waits for the next
+-- call.
 create or replace function public.compact_evaluation_counts() returns integer
 language plpgsql volatile security definer set search_path = ''
 as $$
@@ -125,6 +127,7 @@ declare
   folded integer;
 begin
   if current_setting('transaction_read_only')::boolean
+     or current_setting('transaction_isolation') <> 'read committed'
      or not pg_try_advisory_xact_lock(hashtext('public.prediction_evaluation_counts compaction')) then
     return 0;
   end if;
@@ -146,13 +149,15 @@ end
 $$;
 
 -- Recounts everything from the log: for after rows were written with triggers off (a restore with
--- `--disable-triggers`, `session_replication_role = replica`). Writers wait while it runs.
+-- `--disable-triggers`, `session_replication_role = replica`). Writers wait while it runs; readers
+-- do not (DELETE, not TRUNCATE, so a reader's older snapshot still sees the old counts). For the
+-- database owner: it locks the log, so it is not callable over the API.
 create or replace function public.rebuild_evaluation_counts() returns void
 language plpgsql volatile security definer set search_path = ''
 as $$
 begin
   lock table public.prediction_evaluations in share mode;
-  truncate public.prediction_evaluation_counts;
+  delete from public.prediction_evaluation_counts;
   insert into public.prediction_evaluation_counts
          (hour, model_version, reject_reason, feature_keys_hash, row_count, correct_count, compacted)
   select public.evaluation_hour(evaluated_at), model_version, reject_reason, feature_keys_hash,
@@ -203,6 +208,9 @@ declare
   first_hour timestamptz := least(public.evaluation_hour(p_start - interval '1 microsecond') + interval '1 hour', p_end);
   end_hour timestamptz := greatest(public.evaluation_hour(p_end), first_hour);
 begin
+  if p_start is null or p_end is null then
+    return;  -- as `evaluated_at >= null` selected nothing
+  end if;
   return query
   select parts.model_version, parts.reject_reason, parts.feature_keys_hash, sum(parts.row_count)::bigint,
          sum(parts.correct_count)::bigint
@@ -247,6 +255,9 @@ declare
   -- A null holdout start counts nothing as training, as `evaluated_at < null` did.
   split_at timestamptz := greatest(p_start, least(coalesce(p_holdout_start, p_start), p_end));
 begin
+  if p_start is null or p_end is null then
+    return;
+  end if;
   perform public.compact_evaluation_counts();
   return query
   with counts as (
@@ -277,6 +288,7 @@ revoke execute on function public.evaluation_hour(timestamptz), public.count_pre
   public.clear_prediction_evaluation_counts(), public.compact_evaluation_counts(),
   public.rebuild_evaluation_counts(), public.evaluation_window_counts(timestamptz, timestamptz)
   from public, anon, authenticated;
+revoke execute on function public.rebuild_evaluation_counts() from service_role;
 grant execute on function public.evaluation_hour(timestamptz), public.compact_evaluation_counts(),
-  public.rebuild_evaluation_counts(), public.evaluation_window_counts(timestamptz, timestamptz)
+  public.evaluation_window_counts(timestamptz, timestamptz)
   to service_role;
