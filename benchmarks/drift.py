@@ -27,7 +27,6 @@ import argparse
 import copy
 import statistics
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -39,14 +38,14 @@ import pandas as pd
 
 from reinforcement_assets import settings
 from reinforcement_assets.dataset import finetune_frame, replay_size, split
-from reinforcement_assets.demo import log_traffic
+from reinforcement_assets.demo import accuracy, log_traffic
 from reinforcement_assets.drift_data import make_stream
 from reinforcement_assets.evaluation import decide_promotion
 from reinforcement_assets.model import UnseenClassError, fine_tune, train_from_scratch
 from reinforcement_assets.rows import rows_from_records
 from reinforcement_assets.store import Window
 
-from .machine import DOCS_DIR, embedded_server, exit_on_sigterm, machine, machine_line, save
+from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
 STREAMS = ("abrupt", "gradual", "stable", "hyperplane", "rbf")
 STRATEGIES = ("never", "naive", "default", "scratch", "river")
@@ -219,10 +218,6 @@ def pure_cycle(champion, rows: pd.DataFrame, window: Window, params: Params, nam
     return (challenger if decision.promote else None), seconds, True
 
 
-def accuracy(model, X: pd.DataFrame, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(X) == y))
-
-
 def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:
     """Record a promotion at the end of `day`; bad if worse than the replaced model on the next day's rows."""
     trace.promotions += 1
@@ -287,9 +282,6 @@ def simulate_river(stream: Stream, seed: int) -> Trace:
 def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, work_dir) -> Trace:
     """The default strategy through the real `retraining_job` on embedded PostgreSQL, one run per day."""
     import dagster as dg
-    import psycopg
-    from psycopg import conninfo
-
     from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
     from reinforcement_assets.assets import asset_checks, assets
     from reinforcement_assets.automation import retraining_job
@@ -299,11 +291,8 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
     from .scale import step_times
 
     name = f"bench_drift_{stream.name}_{seed}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-        conn.execute(f"create database {name}")
-    try:
-        store = PostgresStore(database_url=conninfo.make_conninfo(server_url, dbname=name))
+    with scratch_database(server_url, name) as url:
+        store = PostgresStore(database_url=url)
         artifacts = LocalArtifactStorage(base_dir=str(work_dir / name))
         resources = {"store": store, "artifacts": artifacts, "io_manager": ArtifactIOManager(storage=artifacts)}
         job = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],
@@ -344,9 +333,6 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
                 _count_promotion(trace, model, promoted, stream, day)
                 model, version = promoted, champion.version
         return trace
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
 
 
 # Summaries.
@@ -522,12 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="drift")
     parser.add_argument("--plot", default="drift_accuracy.png", help="file name in docs/ ('' for none)")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
-
+    begin_benchmark()
     params = Params(replay_ratio=args.replay_ratio, epochs=args.epochs, learning_rate=args.learning_rate,
                     significance_level=args.significance_level, non_inferiority_margin=args.non_inferiority_margin)
-    print(machine_line(machine()))
     print(f"default strategy: {params.label()}{' (real retraining_job)' if args.real else ''}")
     started = time.perf_counter()
     with (embedded_server(args.data_dir) if args.real else nullcontext((None, None))) as (server_url, work_dir):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .drift import STREAMS, Params, make_streams, simulate_batch, summarise
-from .machine import exit_on_sigterm, machine, machine_line, save
+from .machine import begin_benchmark, save
 
 GRID = {  # every value explicit, so the rows do not change meaning when the defaults do
     "replay 4, lr 0.001 (previous defaults)": {"replay_ratio": 4.0, "learning_rate": 0.001},
@@ -113,9 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--output", default="drift_sweep")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
-    print(machine_line(machine()))
+    begin_benchmark()
     out = sweep(args.streams, args.seeds, args.days, args.rows_per_day, args.pretrain_rows, args.drift_day,
                 {name: GRID[name] for name in args.settings}, jobs=args.jobs)
     print(table(out, args.drift_day))

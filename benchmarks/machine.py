@@ -152,18 +152,6 @@ class PeakMemory:
 
 
 @contextmanager
-def stopwatch() -> Iterator[dict[str, float]]:
-    """`with stopwatch() as t:` ... then `t["seconds"]`, plus wall-clock `start`/`end` stamps."""
-    record = {"start": time.time()}
-    started = time.perf_counter()
-    try:
-        yield record
-    finally:
-        record["seconds"] = time.perf_counter() - started
-        record["end"] = time.time()
-
-
-@contextmanager
 def embedded_server(data_dir: str | None = None) -> Iterator[tuple[str, Path]]:
     """(URL, folder) of an embedded PostgreSQL: in `data_dir` and kept, else in a temporary folder deleted after."""
     import shutil
@@ -183,6 +171,38 @@ def embedded_server(data_dir: str | None = None) -> Iterator[tuple[str, Path]]:
         server.cleanup()
         if not data_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """The URL of a fresh, migrated database `name` on the server, dropped on exit."""
+    import psycopg
+    from psycopg import conninfo
+
+    from reinforcement_assets.postgres_store import apply_migrations
+
+    def drop(conn: psycopg.Connection) -> None:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        drop(conn)
+        conn.execute(f"create database {name}")
+    url = conninfo.make_conninfo(server_url, dbname=name)
+    try:
+        apply_migrations(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            drop(conn)
+
+
+def begin_benchmark() -> None:
+    """What every benchmark's `main` does first: quiet warnings, stop cleanly on SIGTERM, name the machine."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    exit_on_sigterm()
+    print(machine_line(machine()))
 
 
 def exit_on_sigterm() -> None:

@@ -44,7 +44,8 @@ from reinforcement_assets.model import train_from_scratch
 from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
 from reinforcement_assets.store import Window, period_query
 
-from .machine import DOCS_DIR, PeakMemory, current_rss, embedded_server, exit_on_sigterm, machine, machine_line, save
+from .machine import (DOCS_DIR, PeakMemory, begin_benchmark, current_rss, embedded_server, median_time,
+                      save)
 
 N_FEATURES = 10
 CLASSES = ("class_0", "class_1", "class_2", "class_3")
@@ -53,7 +54,6 @@ ERROR_SHARE = 0.10           # predictions that are wrong; a third of them with 
 BAD_ROW_SHARE = 0.012        # broken rows, spread evenly over six kinds
 FILL_CHUNK = 1_000_000
 STEPS = ("evaluation_log", "error_samples", "finetune_dataset", "retrained_model", "run_metrics")
-UP_TO_DATASET = STEPS[:3]
 CHAMPION = "bench-v0"  # the model_version of every logged row
 
 
@@ -177,26 +177,22 @@ def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:
 def window_count(store: PostgresStore, window: Window) -> float:
     """Seconds of a bare count of the window's evaluated rows: what reading the window costs at least."""
     with psycopg.connect(store.url, autocommit=True) as conn:
-        started = time.perf_counter()
-        conn.execute("select count(*) from public.prediction_evaluations where evaluated_at >= %s"
-                     " and evaluated_at < %s and actual_label is not null", (window.start, window.end)).fetchone()
-        return time.perf_counter() - started
+        seconds, _ = median_time(lambda: conn.execute(
+            "select count(*) from public.prediction_evaluations where evaluated_at >= %s"
+            " and evaluated_at < %s and actual_label is not null", (window.start, window.end)).fetchone(), 1)
+    return seconds
 
 
 def decay_counts(store: PostgresStore, end: datetime) -> tuple[float, float]:
     """Seconds of the decay sensor's count (the champion's last day, from the hourly counts) and of
     the same count made row by row, as before the counts existed."""
     start = end - timedelta(hours=settings.DECAY_WINDOW_HOURS)
-    started = time.perf_counter()
-    from_counts = store.count_correct(start, end, CHAMPION)
-    counted = time.perf_counter() - started
+    counted, from_counts = median_time(lambda: store.count_correct(start, end, CHAMPION), 1)
     with psycopg.connect(store.url, autocommit=True) as conn:
-        started = time.perf_counter()
-        row_by_row = conn.execute(
+        scanned, row_by_row = median_time(lambda: conn.execute(
             "select count(*), count(*) filter (where is_correct) from public.prediction_evaluations"
             " where evaluated_at >= %s and evaluated_at < %s and actual_label is not null and reject_reason is null"
-            " and model_version = %s", (start, end, CHAMPION)).fetchone()
-        scanned = time.perf_counter() - started
+            " and model_version = %s", (start, end, CHAMPION)).fetchone(), 1)
     if (from_counts.evaluated, from_counts.correct) != row_by_row:
         raise RuntimeError(f"the decay count from the hourly counts {from_counts} differs from {row_by_row}")
     return counted, scanned
@@ -323,9 +319,7 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
         floors, cycles = [], []
         for _ in range(repeats):
             count_seconds.append(window_count(store, window))
-            started = time.perf_counter()
-            store.summarize_window(window, FEATURE_NAMES)
-            summary_seconds.append(time.perf_counter() - started)
+            summary_seconds.append(median_time(lambda: store.summarize_window(window, FEATURE_NAMES), 1)[0])
             decay_seconds.append(decay_counts(store, window.end))
             floors.append(copy_floor(store, queries))
             cycles.append(run_cycle_in_child(url, artifacts.base_dir, window, replay_ratio))
@@ -437,10 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="scale", help="results name (benchmarks/results/<name>.json)")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
-
-    print(machine_line(machine()))
+    begin_benchmark()
     with embedded_server(args.data_dir) as (server_url, work_dir):
         results = []
         for rows in args.rows:

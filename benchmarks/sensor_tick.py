@@ -15,17 +15,15 @@ import argparse
 import logging
 import statistics
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 import psycopg
-from psycopg import conninfo
 
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
+from reinforcement_assets.postgres_store import PostgresStore
 
-from .machine import embedded_server, exit_on_sigterm, machine, machine_line, save
+from .machine import begin_benchmark, embedded_server, save, scratch_database
 
 PENDING_PER_TICK = 3
 
@@ -69,14 +67,8 @@ def one_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, store: P
 def bench(server_url: str, sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
     from reinforcement_assets.sensors import retraining_requests
 
-    name = "bench_sensor"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-        conn.execute(f"create database {name}")
-    url = conninfo.make_conninfo(server_url, dbname=name)
     results = []
-    try:
-        apply_migrations(url)
+    with scratch_database(server_url, "bench_sensor") as url:
         store = PostgresStore(database_url=url)
         current = 0
         with dg.instance_for_test() as instance:
@@ -98,9 +90,6 @@ def bench(server_url: str, sizes: Sequence[int], repeats: int) -> list[dict[str,
                 print(f"history {size:>9,}: tick with {PENDING_PER_TICK} pending "
                       f"{1000 * results[-1]['tick_with_pending_seconds']:.1f} ms, idle tick "
                       f"{1000 * results[-1]['idle_tick_seconds']:.1f} ms (medians of {repeats})", flush=True)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
     return results
 
 
@@ -123,10 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--output", default="sensor_tick")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
+    begin_benchmark()
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    print(machine_line(machine()))
     with embedded_server() as (server_url, _):
         results = bench(server_url, sorted(args.history), args.repeats)
     print(table(results))

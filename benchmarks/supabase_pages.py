@@ -13,19 +13,16 @@ the table extrapolates with the page count times a round-trip time.
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg
-from psycopg import conninfo
 
 from reinforcement_assets import settings
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
+from reinforcement_assets.postgres_store import PostgresStore
 from reinforcement_assets.store import Window
 
-from .machine import embedded_server, exit_on_sigterm, machine, machine_line, median_time, save
+from .machine import begin_benchmark, embedded_server, median_time, save, scratch_database
 from .scale import FEATURE_NAMES, cycle_queries, fill
 
 ROUND_TRIPS_MS = (20, 50, 100)
@@ -34,43 +31,34 @@ ROUND_TRIPS_MS = (20, 50, 100)
 def bench(server_url: str, rows: int, repeats: int, page_size: int) -> dict[str, Any]:
     from reinforcement_tests.supabase_transport import SupabaseEmulator, emulated_resources
 
-    name = f"bench_supabase_{rows}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-        conn.execute(f"create database {name}")
-    url = conninfo.make_conninfo(server_url, dbname=name)
-    emulator = None
-    try:
-        apply_migrations(url)
+    with scratch_database(server_url, f"bench_supabase_{rows}") as url:
         end = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
         window = Window.ending_at(end, settings.DEFAULT_LOOKBACK_DAYS, settings.HOLDOUT_SHARE)
         fill(url, rows, window)
         postgres = PostgresStore(database_url=url)
         emulator = SupabaseEmulator(url, max_rows=page_size)
-        supabase = emulated_resources(emulator, store={"page_size": page_size})["store"]
-        queries = cycle_queries(postgres, window)
-        reads = []
-        for label, query in queries.items():
-            pg_seconds, pg_rows = median_time(lambda q=query: postgres.load_rows(q), repeats)
+        try:
+            supabase = emulated_resources(emulator, store={"page_size": page_size})["store"]
+            queries = cycle_queries(postgres, window)
+            reads = []
+            for label, query in queries.items():
+                pg_seconds, pg_rows = median_time(lambda q=query: postgres.load_rows(q), repeats)
+                emulator.requests.clear()
+                sb_seconds, sb_rows = median_time(lambda q=query: supabase.load_rows(q), repeats)
+                requests = len(emulator.requests) // repeats
+                same = sorted(pg_rows["id"].tolist()) == sorted(sb_rows["id"].tolist())
+                reads.append({"read": label, "rows": len(sb_rows), "requests": requests, "same_rows": same,
+                              "postgres_seconds": pg_seconds, "supabase_seconds": sb_seconds,
+                              "ms_per_request": 1000 * sb_seconds / max(requests, 1)})
+            pg_summary, _ = median_time(lambda: postgres.summarize_window(window, FEATURE_NAMES), repeats)
             emulator.requests.clear()
-            sb_seconds, sb_rows = median_time(lambda q=query: supabase.load_rows(q), repeats)
-            requests = len(emulator.requests) // repeats
-            same = sorted(pg_rows["id"].tolist()) == sorted(sb_rows["id"].tolist())
-            reads.append({"read": label, "rows": len(sb_rows), "requests": requests, "same_rows": same,
-                          "postgres_seconds": pg_seconds, "supabase_seconds": sb_seconds,
-                          "ms_per_request": 1000 * sb_seconds / max(requests, 1)})
-        pg_summary, _ = median_time(lambda: postgres.summarize_window(window, FEATURE_NAMES), repeats)
-        emulator.requests.clear()
-        sb_summary, _ = median_time(lambda: supabase.summarize_window(window, FEATURE_NAMES), repeats)
-        reads.append({"read": "summary (rpc)", "rows": 0, "requests": len(emulator.requests) // repeats,
-                      "same_rows": True, "postgres_seconds": pg_summary, "supabase_seconds": sb_summary,
-                      "ms_per_request": 1000 * sb_summary})
-        return {"rows": rows, "page_size": page_size, "repeats": repeats, "reads": reads}
-    finally:
-        if emulator is not None:
+            sb_summary, _ = median_time(lambda: supabase.summarize_window(window, FEATURE_NAMES), repeats)
+            reads.append({"read": "summary (rpc)", "rows": 0, "requests": len(emulator.requests) // repeats,
+                          "same_rows": True, "postgres_seconds": pg_summary, "supabase_seconds": sb_summary,
+                          "ms_per_request": 1000 * sb_summary})
+            return {"rows": rows, "page_size": page_size, "repeats": repeats, "reads": reads}
+        finally:
             emulator.close()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
 
 
 def table(result: dict[str, Any]) -> str:
@@ -94,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default="supabase_pages")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
-    print(machine_line(machine()))
+    begin_benchmark()
     with embedded_server() as (server_url, _):
         results = [bench(server_url, rows, args.repeats, args.page_size) for rows in args.rows]
     for result in results:

@@ -20,22 +20,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg import conninfo
 
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
+from reinforcement_assets.postgres_store import PostgresStore
 
-from .machine import embedded_server, exit_on_sigterm, machine, machine_line, save
+from .machine import begin_benchmark, embedded_server, median_time, save, scratch_database
+from .scale import FEATURE_NAMES
 
-N_FEATURES = 10
 END = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
 WRITES = ("bulk insert", "bulk insert in SQL", "single inserts", "batch outcomes", "single outcomes")
 
@@ -53,14 +50,13 @@ SQL_BULK = """
 def evaluated_log(rows: int, prefix: str, seed: int = 0) -> pd.DataFrame:
     """`rows` evaluated predictions over the week before END, 10 % of them wrong."""
     rng = np.random.default_rng(seed)
-    features = rng.normal(size=(rows, N_FEATURES)).round(6)
-    names = [f"x{j}" for j in range(N_FEATURES)]
+    features = rng.normal(size=(rows, len(FEATURE_NAMES))).round(6)
     evaluated = END - pd.to_timedelta(rng.uniform(0, 7 * 86400, rows), unit="s")
     predicted = rng.choice(["a", "b", "c"], rows)
     return pd.DataFrame({
         "prediction_id": [f"{prefix}-{i}" for i in range(rows)],
         "model_version": "v0",
-        "features": [dict(zip(names, row)) for row in features.tolist()],
+        "features": [dict(zip(FEATURE_NAMES, row)) for row in features.tolist()],
         "predicted_label": predicted,
         "actual_label": np.where(rng.random(rows) < 0.1, "z", predicted),
         "confidence": rng.uniform(0.3, 1.0, rows),
@@ -69,21 +65,10 @@ def evaluated_log(rows: int, prefix: str, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 def one_round(store: PostgresStore, url: str, bulk: pd.DataFrame, single_rows: int, prefix: str) -> dict[str, float]:
-    """Seconds of each write path, on rows named `prefix-…` (new in every round)."""
+    """Seconds of each write path (in `WRITES` order), on rows named `prefix-…` (new in every round)."""
     ids = [f"{prefix}-single-{i}" for i in range(single_rows)]
-    seconds = {"bulk insert": timed(lambda: store.insert_evaluations(bulk.assign(
-        prediction_id=prefix + "-" + bulk["prediction_id"])))}
     with psycopg.connect(url, autocommit=True) as conn:
-        seconds["bulk insert in SQL"] = timed(lambda: conn.execute(
-            SQL_BULK, {"prefix": prefix, "end": END, "rows": len(bulk)}))
-
         def single_inserts():
             for i, pid in enumerate(ids):
                 conn.execute("insert into public.prediction_evaluations (prediction_id, model_version, features,"
@@ -99,10 +84,15 @@ def one_round(store: PostgresStore, url: str, bulk: pd.DataFrame, single_rows: i
                 conn.execute("update public.prediction_evaluations set actual_label = 'b', evaluated_at = %s"
                              " where prediction_id = %s", (END - timedelta(hours=2), pid))
 
-        seconds["single inserts"] = timed(single_inserts)
-        seconds["batch outcomes"] = timed(batch_outcomes)
-        seconds["single outcomes"] = timed(single_outcomes)
-    return seconds
+        writes = {
+            "bulk insert": lambda: store.insert_evaluations(
+                bulk.assign(prediction_id=prefix + "-" + bulk["prediction_id"])),
+            "bulk insert in SQL": lambda: conn.execute(SQL_BULK, {"prefix": prefix, "end": END, "rows": len(bulk)}),
+            "single inserts": single_inserts,
+            "batch outcomes": batch_outcomes,
+            "single outcomes": single_outcomes,
+        }
+        return {write: median_time(writes[write], 1)[0] for write in WRITES}
 
 
 def set_count_triggers(url: str, enabled: bool) -> None:
@@ -111,14 +101,8 @@ def set_count_triggers(url: str, enabled: bool) -> None:
 
 
 def bench(server_url: str, bulk_rows: int, single_rows: int, repeats: int) -> dict[str, Any]:
-    name = "bench_write_cost"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-        conn.execute(f"create database {name}")
-    url = conninfo.make_conninfo(server_url, dbname=name)
     rounds: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-    try:
-        apply_migrations(url)
+    with scratch_database(server_url, "bench_write_cost") as url:
         store = PostgresStore(database_url=url)
         bulk = evaluated_log(bulk_rows, "bulk")
         one_round(store, url, bulk.head(1_000), 100, "warm-up")
@@ -127,17 +111,14 @@ def bench(server_url: str, bulk_rows: int, single_rows: int, repeats: int) -> di
             for enabled in ((True, False) if repeat % 2 == 0 else (False, True)):  # the table grows: alternate
                 set_count_triggers(url, enabled)
                 rounds[enabled].append(one_round(store, url, bulk, single_rows, f"r{next(numbers)}"))
-        set_count_triggers(url, True)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
     writes = []
     for write in WRITES:
         with_counts = statistics.median(r[write] for r in rounds[True])
         without = statistics.median(r[write] for r in rounds[False])
         rows = {"single inserts": single_rows, "batch outcomes": single_rows // 2,
                 "single outcomes": single_rows // 2}.get(write, bulk_rows)
-        writes.append({"write": write, "rows": rows, "statements": rows if write.startswith("single") else 1, "with_counts_seconds": with_counts, "without_counts_seconds": without,
+        writes.append({"write": write, "rows": rows, "statements": rows if write.startswith("single") else 1,
+                       "with_counts_seconds": with_counts, "without_counts_seconds": without,
                        "ratio": with_counts / without})
     return {"bulk_rows": bulk_rows, "single_rows": single_rows, "repeats": repeats, "writes": writes,
             "rounds": {"with_counts": rounds[True], "without_counts": rounds[False]}}
@@ -161,9 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--output", default="write_cost")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    exit_on_sigterm()
-    print(machine_line(machine()))
+    begin_benchmark()
     with embedded_server() as (server_url, _):
         result = bench(server_url, args.bulk_rows, args.single_rows, args.repeats)
     print(table(result))

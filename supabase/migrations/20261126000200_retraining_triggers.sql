@@ -206,6 +206,7 @@ $$;
 
 -- How many usable evaluated predictions [p_start, p_end) holds and how many were right,
 -- optionally only those of one model version: the decay trigger's input, counted in place.
+-- Redefined in 20261126120000_evaluation_counts.sql to read hourly counts.
 create or replace function public.evaluation_accuracy(
   p_start timestamptz, p_end timestamptz, p_model_version text default null
 ) returns table (evaluated bigint, correct bigint)
