@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .store import EVALUATION_COLUMNS
+
 FEATURE_PREFIX = "x"
 
 DRIFT_KINDS = ("none", "abrupt", "gradual")
@@ -20,16 +22,7 @@ BAD_ROW_KINDS = (
     "label_missing",
 )
 
-LOG_COLUMNS = (
-    "prediction_id",
-    "model_version",
-    "features",
-    "predicted_label",
-    "actual_label",
-    "confidence",
-    "predicted_at",
-    "evaluated_at",
-)
+LOG_COLUMNS = EVALUATION_COLUMNS  # the prediction log as the store ingests it
 
 
 @dataclass(frozen=True, eq=False)

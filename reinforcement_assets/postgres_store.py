@@ -23,7 +23,6 @@ from pydantic import PrivateAttr
 
 from .request_queue import check_new_request
 from .store import (
-    EVALUATION_COLUMNS,
     ROW_COLUMNS,
     AccuracyCount,
     ModelVersion,
@@ -33,7 +32,9 @@ from .store import (
     StoreError,
     Window,
     WindowSummary,
-    json_safe,
+    evaluation_frame,
+    to_json,
+    window_summary,
 )
 from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
 
@@ -149,8 +150,7 @@ class PostgresStore(Store):
 
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:
-        frame = log.reindex(columns=list(EVALUATION_COLUMNS))
-        frame = frame.astype(object).where(frame.notna(), None)
+        frame = evaluation_frame(log)
         frame["features"] = [None if f is None else _jsonb(f) for f in frame["features"]]
         with self.connect("insert into prediction_evaluations") as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(
@@ -180,14 +180,10 @@ class PostgresStore(Store):
         return [tuple(keys) for keys, count in rows for _ in range(count)]
 
     def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
-        with self.connect("summarise prediction_evaluations") as conn:
-            rows = conn.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s)",
-                                (window.start, window.end, window.holdout_start, list(feature_names))).fetchall()
-        _, n, correct, train, train_correct = next((r for r in rows if r[0] is None), (None, 0, 0, 0, 0))
-        return WindowSummary(
-            rows=n, correct=correct, train_rows=train, train_correct=train_correct, holdout_rows=n - train,
-            rejected={reason: count for reason, count, *_ in rows if reason is not None},
-        )
+        with self.connect("summarise prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s)",
+                               (window.start, window.end, window.holdout_start, list(feature_names))).fetchall()
+        return window_summary(rows)
 
     def _row_filter(self, query: RowQuery, check_features: bool = True) -> tuple[sql.Composable, dict[str, Any]]:
         clauses = [
@@ -308,19 +304,19 @@ class PostgresStore(Store):
                 "select * from public.promote_model_version(%s, %s, %s, %s, %s)",
                 (version, reason, reference_accuracy, expected_champion, check_champion),
             ).fetchone()
-        return _model_version(row) if row and row["version"] else None
+        return ModelVersion.from_row(row) if row and row["version"] else None
 
     def champion(self) -> ModelVersion | None:
         with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute("select * from public.model_versions where is_champion").fetchone()
-        return _model_version(row) if row else None
+        return ModelVersion.from_row(row) if row else None
 
     def model_versions(self, limit: int = 20) -> list[ModelVersion]:
         with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 "select * from public.model_versions order by created_at desc, version desc limit %s", (limit,)
             ).fetchall()
-        return [_model_version(r) for r in rows]
+        return [ModelVersion.from_row(r) for r in rows]
 
 
     # Retraining requests: state changes go through the SQL functions of 20261126000200_retraining_triggers.sql.
@@ -416,13 +412,4 @@ class PostgresStore(Store):
         return AccuracyCount(evaluated=evaluated, correct=correct)
 
 def _jsonb(value: Any) -> Jsonb:
-    return Jsonb(json_safe(value))
-
-
-def _model_version(row: dict[str, Any]) -> ModelVersion:
-    values = dict(row)
-    values["feature_names"] = tuple(values["feature_names"])
-    values["classes"] = tuple(values["classes"])
-    if values["training_run_id"] is not None:
-        values["training_run_id"] = str(values["training_run_id"])
-    return ModelVersion(**values)
+    return Jsonb(to_json(value))

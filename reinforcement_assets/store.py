@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import abc
 import math
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import dagster as dg
-
+import numpy as np
 import pandas as pd
 
 RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
@@ -120,6 +121,18 @@ class ModelVersion:
     promotion_reason: str | None = None
     created_at: datetime | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ModelVersion:
+        """A `model_versions` row, from psycopg (native types) or PostgREST (JSON), as a `ModelVersion`."""
+        values = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
+        values["feature_names"] = tuple(values["feature_names"])
+        values["classes"] = tuple(values["classes"])
+        if values.get("training_run_id") is not None:
+            values["training_run_id"] = str(values["training_run_id"])
+        for key in ("promoted_at", "created_at"):
+            values[key] = parse_timestamp(values.get(key))
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class RetrainingRequest:
@@ -153,8 +166,7 @@ class RetrainingRequest:
             if values.get(key) is not None:
                 values[key] = str(values[key])
         for key in ("created_at", "claimed_at", "processed_at"):
-            if isinstance(values.get(key), str):
-                values[key] = datetime.fromisoformat(values[key])
+            values[key] = parse_timestamp(values.get(key))
         values["options"] = {} if values.get("options") is None else values["options"]
         values["claim_count"] = values.get("claim_count") or 0
         return cls(**values)
@@ -332,12 +344,43 @@ def period_query(period: tuple[datetime, datetime], feature_names: tuple[str, ..
     return RowQuery(start=start, end=end, feature_names=tuple(feature_names), **kwargs)
 
 
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities as None: JSON (and jsonb) has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def to_json(value: Any) -> Any:
+    """`value` as plain JSON: numpy scalars unwrapped, NaN and infinities as null, times in ISO 8601."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_json(v) for v in value]
+    if value is pd.NaT:
+        return None
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds()} seconds"
     return value
+
+
+def parse_timestamp(value: Any) -> Any:
+    """A datetime from an ISO 8601 string (as PostgREST sends them); anything else as it is."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
+    """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None."""
+    frame = log.reindex(columns=list(EVALUATION_COLUMNS))
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
+    """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason, null: usable)."""
+    usable = next((r for r in rows if r["reason"] is None), None) or {}
+    n = usable.get("row_count", 0)
+    train = usable.get("train_rows", 0)
+    return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
+                         train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
+                         rejected={r["reason"]: r["row_count"] for r in rows if r["reason"] is not None})

@@ -9,11 +9,10 @@ changes that must be atomic are SQL functions of the migrations, called with `.r
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -24,7 +23,6 @@ from pydantic import Field
 
 from .request_queue import check_new_request, queue_order
 from .store import (
-    EVALUATION_COLUMNS,
     ROW_COLUMNS,
     AccuracyCount,
     ModelVersion,
@@ -34,6 +32,10 @@ from .store import (
     StoreError,
     Window,
     WindowSummary,
+    evaluation_frame,
+    parse_timestamp,
+    to_json,
+    window_summary,
 )
 from .supabase_client import SupabaseProject
 
@@ -234,17 +236,17 @@ class SupabaseStore(Store, SupabaseProject):
                          "p_expected_champion": expected_champion, "p_check_champion": check_champion},
                         operation="promote", idempotent=False)
         row = row[0] if isinstance(row, list) else row
-        return model_version(row) if row and row.get("version") else None
+        return ModelVersion.from_row(row) if row and row.get("version") else None
 
     def champion(self) -> ModelVersion | None:
         rows = self._call("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*")
                           .is_("is_champion", True).limit(1).execute().data, idempotent=True)
-        return model_version(rows[0]) if rows else None
+        return ModelVersion.from_row(rows[0]) if rows else None
 
     def model_versions(self, limit: int = 20) -> list[ModelVersion]:
         rows = self._read_pages("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*"),
                                 (("created_at", True), ("version", True)), limit)
-        return [model_version(r) for r in rows]
+        return [ModelVersion.from_row(r) for r in rows]
 
     # Retraining requests: state changes through the SQL functions of 20261126000200_retraining_triggers.sql.
     def create_request(
@@ -360,34 +362,12 @@ def keyset_after(order: Order, last: tuple[Any, Any]) -> str:
             f"and({key}.eq.{key_value},{tiebreak}.{'lt' if tiebreak_desc else 'gt'}.{tiebreak_value})")
 
 
-def to_json(value: Any) -> Any:
-    """`value` as plain JSON: numpy scalars unwrapped, NaN and infinities as null, times in ISO 8601."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_json(v) for v in value]
-    if value is pd.NaT:
-        return None
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, timedelta):
-        return f"{value.total_seconds()} seconds"
-    return value
-
-
 def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows to insert into `prediction_evaluations`, completed as the Postgres backend completes them.
 
     A missing feature object or predicted label is kept (and set aside by `reject_reason`), not lost.
     """
-    frame = log.reindex(columns=list(EVALUATION_COLUMNS))
-    frame = frame.astype(object).where(frame.notna(), None)
+    frame = evaluation_frame(log)
     now = datetime.now(timezone.utc).isoformat()
     records = []
     for row in frame.to_dict(orient="records"):
@@ -397,16 +377,6 @@ def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
         record["predicted_at"] = record["predicted_at"] or now
         records.append(record)
     return records
-
-
-def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
-    """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason, null: usable)."""
-    usable = next((r for r in rows if r["reason"] is None), None) or {}
-    n = usable.get("row_count", 0)
-    train = usable.get("train_rows", 0)
-    return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
-                         train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
-                         rejected={r["reason"]: r["row_count"] for r in rows if r["reason"] is not None})
 
 
 def rows_frame(rows: list[dict[str, Any]], feature_names: tuple[str, ...]) -> pd.DataFrame:
@@ -425,10 +395,6 @@ def rows_frame(rows: list[dict[str, Any]], feature_names: tuple[str, ...]) -> pd
     return frame
 
 
-def _timestamp(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def run_row(row: dict[str, Any]) -> dict[str, Any]:
     """A `model_retraining_runs` row with the Python types the Postgres backend gives (UUID, datetime)."""
     values = dict(row)
@@ -436,17 +402,5 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
         if values.get(key) is not None:
             values[key] = uuid.UUID(values[key])
     for key in RUN_TIMESTAMPS:
-        values[key] = _timestamp(values.get(key))
+        values[key] = parse_timestamp(values.get(key))
     return values
-
-
-def model_version(row: dict[str, Any]) -> ModelVersion:
-    """A registry row (PostgREST JSON) as a `ModelVersion`."""
-    names = ModelVersion.__dataclass_fields__
-    values = {k: v for k, v in row.items() if k in names}
-    values["feature_names"] = tuple(values["feature_names"])
-    values["classes"] = tuple(values["classes"])
-    for key in ("promoted_at", "created_at"):
-        values[key] = _timestamp(values.get(key))
-    return ModelVersion(**values)
-
