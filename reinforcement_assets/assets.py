@@ -14,7 +14,6 @@ from typing import Optional
 
 import dagster as dg
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from . import settings
 from .artifacts import ArtifactStorage
@@ -49,10 +48,10 @@ class EvaluatedWindow:
 
 @dataclass(frozen=True)
 class Challenger:
-    """A retrained model, its registry version, and the champion it has to beat (None: none yet)."""
+    """A retrained model as registered (its file is in artifact storage, written once), and the
+    champion it has to beat (None: none yet)."""
 
-    version: str
-    model: Pipeline
+    model: ModelVersion
     baseline: ModelVersion | None
 
 
@@ -296,14 +295,15 @@ def retrained_model(
             *({"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds} for e in epochs),
         ]) + "\n"
         log = artifacts.write(f"logs/{run_id}.log", training_log.encode(), "text/plain")
-        store.register_model_version(ModelVersion(
+        registered = ModelVersion(
             version=version, artifact_path=stored.path, sha256=stored.sha256, feature_names=tuple(names),
             classes=tuple(str(c) for c in model.classes_), parent_version=parent.version if parent else None,
             training_run_id=row_id, fine_tuned=parent is not None,
-        ))
+        )
+        store.register_model_version(registered)
         store.update_run(run_id, fine_tune_flag=parent is not None, log_url=log.uri, model_version=version)
     return dg.Output(
-        Challenger(version, model, baseline),
+        Challenger(registered, baseline),
         metadata={
             "version": version,
             "fine_tuned": parent is not None,
@@ -329,14 +329,15 @@ def run_metrics(
     context: dg.AssetExecutionContext, config: RunMetricsConfig, finetune_dataset: pd.DataFrame,
     retrained_model: Challenger, store: Store, artifacts: ArtifactStorage,
 ) -> dg.MaterializeResult:
-    baseline, version = retrained_model.baseline, retrained_model.version
+    baseline, version = retrained_model.baseline, retrained_model.model.version
     with run_record(context, store):
         _, _, X_holdout, holdout = split(finetune_dataset, feature_columns(finetune_dataset))
         y_true = holdout["actual_label"].to_numpy(dtype=object)
         # With no champion yet, the baseline is what the deployed model actually predicted.
         champion_pred = (artifacts.read_value(baseline.artifact_path, baseline.sha256).predict(X_holdout)
                          if baseline and len(holdout) else holdout["predicted_label"].to_numpy(dtype=object))
-        challenger_pred = retrained_model.model.predict(X_holdout) if len(holdout) else champion_pred
+        challenger_pred = (artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
+                           .predict(X_holdout) if len(holdout) else champion_pred)
         challenger = classification_metrics(y_true, challenger_pred)
         champion = classification_metrics(y_true, champion_pred)
         decision = decide_promotion(y_true, champion_pred, challenger_pred,
