@@ -106,9 +106,7 @@ def run_request_for(request: RetrainingRequest) -> dg.RunRequest:
 
     Raises `InvalidRequest` when the request cannot run.
     """
-    check_priority(request.priority)
-    check_requester(request.requested_by)
-    options = parse_options(request.options)
+    _, options, _ = check_new_request(request.priority, request.options, request.requested_by)
     return dg.RunRequest(run_key=request.id, run_config=run_config(options), tags=run_tags(request))
 
 
