@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 import psycopg
@@ -62,6 +63,13 @@ def project(database_url) -> SupabaseEmulator:
     emulator = SupabaseEmulator(database_url)
     yield emulator
     emulator.close()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (its own temporary DAGSTER_HOME)."""
+    with dg.instance_for_test() as instance:
+        yield instance
 
 
 @dg.op

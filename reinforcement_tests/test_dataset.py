@@ -58,12 +58,21 @@ def test_split_keeps_holdout_out_of_training():
 def test_leaked_rows_finds_training_rows_from_the_holdout_period():
     late = rows([8], "2026-11-07", ["a"], ["b"])
     assert leaked_rows(finetune_frame(late, REPLAY, HOLDOUT)) == 1
+    # A training row sharing an id with the holdout leaks however old it is.
+    same_id = rows([6], "2026-11-01", ["a"], ["b"])
+    assert same_id["evaluated_at"].max() < HOLDOUT["evaluated_at"].min()
+    assert leaked_rows(finetune_frame(same_id, REPLAY, HOLDOUT)) == 1
+    assert leaked_rows(finetune_frame(pd.concat([same_id, late]), REPLAY, HOLDOUT)) == 2
 
 
 def test_from_scratch_dataset():
     dataset = from_scratch_frame(REPLAY, HOLDOUT)
     assert is_from_scratch(dataset)
     assert set(dataset["split"]) == {"train", "holdout"}
+    assert dataset.loc[dataset["split"] == "train", "id"].tolist() == [3, 4, 5]
+    assert dataset.loc[dataset["split"] == "holdout", "id"].tolist() == [6, 7]
+    assert dataset["label"].tolist() == dataset["actual_label"].tolist() == ["a", "b", "c", "a", "c"]
+    assert leaked_rows(dataset) == 0
 
 
 def test_empty_parts_are_fine():

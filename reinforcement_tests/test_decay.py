@@ -87,12 +87,6 @@ def every(start: datetime, end: datetime, step=timedelta(minutes=30)) -> list[da
     return [start + i * step for i in range(int((end - start) / step))]
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def test_a_real_drift_fires_one_run(store, artifacts, instance):
     drift_at = deploy(store, artifacts, "abrupt", seed=0)
     thresholds = DecayThresholds()  # the defaults: 24 h window, 200 samples, 5 points, 1 %, 24 h cooldown
@@ -121,6 +115,14 @@ def test_a_decayed_champion_waits_for_a_retraining_run_in_progress(store, artifa
                            [drift_at + timedelta(hours=20)])
     assert result.run_requests == []
     assert f"retraining run {running.run_id} is already STARTED" in result.skip_message
+    assert result.cursor is None  # a skipped tick did not fire: no cooldown starts
+
+    # Once that run has ended, the next tick requests the retraining run.
+    instance.report_run_failed(running)
+    ((_, result),) = ticks(store, instance, lambda clock: make_decay_sensor(clock=clock),
+                           [drift_at + timedelta(hours=20, minutes=30)])
+    (run_request,) = result.run_requests
+    assert run_request.tags["source"] == "decay_triggered" and result.cursor
 
 
 @pytest.mark.parametrize("seed", [0, 1])  # the seeds whose live accuracy sits below the reference

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from reinforcement_assets.automation import auto_daily, retraining_job
@@ -52,7 +53,9 @@ def test_the_daily_schedule():
             dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context:
         (request,) = auto_daily.evaluate_tick(context).run_requests
     assert request.tags["source"] == "auto_daily"
-    assert defs.resolve_job_def("retraining_job").name == "retraining_job"
+    job = defs.resolve_job_def("retraining_job")
+    assert job.name == "retraining_job"
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey(name) for name in ASSETS}
 
 
 def test_a_scheduled_run_works_on_the_window_ending_at_its_tick(resources):
@@ -66,6 +69,21 @@ def test_a_scheduled_run_works_on_the_window_ending_at_its_tick(resources):
     assert not result.success
     run = resources["store"].get_run(result.run_id)
     assert run["status"] == "failed" and "no usable evaluated rows" in run["error_message"]
+
+    # With one evaluated row the same scheduled run succeeds, on the window ending at the tick.
+    evaluated_at = datetime(2026, 11, 27, 1, tzinfo=timezone.utc)
+    resources["store"].insert_evaluations(pd.DataFrame([{
+        "prediction_id": "p1", "model_version": "v0", "features": {"x0": 1.0, "x1": 2.0},
+        "predicted_label": "a", "actual_label": "a", "confidence": 0.9,
+        "predicted_at": evaluated_at - timedelta(minutes=5), "evaluated_at": evaluated_at,
+    }]))
+    result = dg.materialize(
+        [next(a for a in defs.assets if dg.AssetKey("evaluation_log") in a.keys)],
+        resources=resources, tags={"source": "auto_daily", "dagster/scheduled_execution_time": tick},
+    )
+    (materialization,) = result.asset_materializations_for_node("evaluation_log")
+    assert materialization.metadata["window_end"].value == tick
+    assert materialization.metadata["rows"].value == 1
 
 
 def free_port() -> int:

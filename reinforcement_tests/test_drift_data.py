@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from reinforcement_assets.demo import accuracy
 from reinforcement_assets.drift_data import (
     BAD_ROW_KINDS,
     FEATURE_PREFIX,
@@ -37,10 +38,6 @@ END = pd.Timestamp("2024-01-31", tz="UTC")
 
 def fit_model(X, y):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-
-
-def accuracy(model, X, y):
-    return float(np.mean(model.predict(X) == y))
 
 
 @pytest.fixture(scope="module")

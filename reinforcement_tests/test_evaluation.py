@@ -43,6 +43,10 @@ def test_mcnemar_exact_is_the_one_sided_binomial_test_on_discordant_pairs():
 def test_a_better_challenger_is_promoted():
     decision = decide_promotion(*paired(champion_only=3, challenger_only=30))
     assert decision.promote and decision.accuracy_delta > 0
+    # 3 + 30 discordant pairs, 50 both right, 10 both wrong: 93 holdout rows.
+    assert (decision.champion_only_correct, decision.challenger_only_correct, decision.holdout_rows) == (3, 30, 93)
+    assert decision.accuracy_delta == pytest.approx(27 / 93)
+    assert decision.p_value == pytest.approx(binomtest(3, 33, 0.5, alternative="greater").pvalue)
 
 
 def test_a_significantly_worse_challenger_is_kept_out():

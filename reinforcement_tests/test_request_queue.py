@@ -55,7 +55,10 @@ def test_a_run_request_carries_the_request():
     assert run.run_key == "0b5e4c4a-7a43-4d55-8f6a-1b2c3d4e5f60"
     assert run.tags["dagster/priority"] == "-10" and run.tags["triggered_by"].startswith("9a8b7c6d")
     assert run.run_config == {"ops": {"finetune_dataset": {"config": {"from_scratch": True, "force": False}}}}
-    with pytest.raises(InvalidRequest):
+    assert run.tags["triggered_by"] == "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+    assert run.tags["request_id"] == run.run_key and run.tags["request_priority"] == "low"
+    assert run.tags["source"] == "manual"
+    with pytest.raises(InvalidRequest, match="option 'from_scratch' must be true or false, got 'yes'"):
         run_request_for(request(options={"from_scratch": "yes"}))
 
 

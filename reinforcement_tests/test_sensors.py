@@ -30,12 +30,6 @@ USER = "8f2c1a9e-5b7d-4c3e-9a1f-2d6b8e4c7a10"
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
 def request_sensor():
     return make_request_sensor(requests_per_tick=25)
 

@@ -125,6 +125,8 @@ def test_load_many_gives_what_each_load_gives(store):
 
 def test_run_rows_go_running_then_terminal(store):
     run_id = store.start_run("dagster-1", "manual")
+    started = store.get_run("dagster-1")
+    assert (started["status"], started["completed_at"]) == ("running", None)
     assert store.start_run("dagster-1", "manual") == run_id  # a retried step resumes the same row
     store.update_run("dagster-1", dataset_size=12, metrics={"a": 1})
     store.update_run("dagster-1", status="completed", metrics={"b": float("nan")})

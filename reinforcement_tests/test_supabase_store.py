@@ -253,6 +253,8 @@ def test_the_request_sensor_runs_on_the_supabase_backend(supabase, project):
     assert sorted(r.run_key for r in result.run_requests) == sorted(r.id for r in queued)
     assert [r.tags["request_priority"] for r in result.run_requests] == ["high", "high", "low", "low"]
     assert project.sent("POST", "/rest/v1/rpc/claim_retraining_requests")
+    claimed = [sb.get_request(r.id) for r in queued]
+    assert all(r.status == "processing" and r.claimed_by.startswith("retraining_requests@") for r in claimed)
 
 
 def test_transient_read_failures_are_retried_with_backoff(supabase, project):
@@ -445,3 +447,6 @@ def test_the_whole_graph_runs_on_the_supabase_backend(database_url, project, sup
                          for r in reads)
     assert not project.sent("GET", "/rest/v1/model_retraining_runs") or all(
         "limit" in r.url.params for r in project.sent("GET", "/rest/v1/model_retraining_runs"))
+    # The run row was written through Supabase's RPC functions, not some other way.
+    assert project.sent("POST", "/rest/v1/rpc/start_retraining_run") and project.sent(
+        "POST", "/rest/v1/rpc/update_retraining_run")
