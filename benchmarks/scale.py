@@ -41,7 +41,8 @@ from reinforcement_assets.automation import retraining_job
 from reinforcement_assets.dataset import replay_size, sample_fraction
 from reinforcement_assets.demo import register_champion
 from reinforcement_assets.model import train_from_scratch
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations
+from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.schema import apply_migrations
 from reinforcement_assets.store import Window, period_query
 
 from .machine import (DOCS_DIR, PeakMemory, begin_benchmark, current_rss, embedded_server, median_time,

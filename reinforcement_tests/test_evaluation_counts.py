@@ -12,7 +12,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.schema import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.store import Window
 
 END = datetime(2026, 11, 20, 2, 17, 43, tzinfo=timezone.utc)

@@ -22,7 +22,7 @@ from postgrest import APIError
 from psycopg import conninfo, errors, sql
 from supabase import ClientOptions, create_client
 
-from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.schema import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.supabase_environment import SUPABASE_ENVIRONMENT_SQL
 from reinforcement_tests.supabase_transport import ANON_KEY, URL, SupabaseEmulator
 

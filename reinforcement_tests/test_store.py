@@ -7,8 +7,8 @@ import psycopg
 import pytest
 
 from reinforcement_assets.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.rows import reject_reason
+from reinforcement_assets.schema import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.store import ModelVersion, RowQuery, StoreError, Window
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)

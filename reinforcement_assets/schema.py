@@ -1,0 +1,163 @@
+"""The loop's schema in a database: apply the Supabase CLI migrations, or say who must.
+
+The migrations are `supabase/migrations/`, shipped inside the package as
+`reinforcement_assets/migrations` (a link to that folder in the repository, copied into wheels).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import psycopg
+
+from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
+
+MIGRATIONS_DIR = Path(os.environ.get("REINFORCEMENT_MIGRATIONS_DIR") or str(files(__package__) / "migrations"))
+MIGRATE_HINT = "run `reinforcement migrate` as the database owner"
+_MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
+
+
+class SchemaError(RuntimeError):
+    """The database is not ready for the loop; the message says what to do."""
+
+
+class HistoryUnreadable(SchemaError):
+    """The connected user may not read the migration history."""
+
+
+HISTORY_PRIVILEGE = "SELECT on table supabase_migrations.schema_migrations (the migration history)"
+
+
+def migration_files(migrations_dir: Path = MIGRATIONS_DIR) -> list[Path]:
+    files_ = sorted(migrations_dir.glob("*.sql"))
+    if not files_:
+        raise SchemaError(f"no migrations found in {migrations_dir}: the package is incomplete, reinstall it")
+    return files_
+
+
+def version_of(path: Path) -> str:
+    return path.stem.partition("_")[0]
+
+
+def applied_versions(conn: psycopg.Connection) -> set[str]:
+    """Versions recorded in `supabase_migrations.schema_migrations` (none if the table is missing)."""
+    (readable,) = conn.execute(
+        "select case when to_regnamespace('supabase_migrations') is null then true"
+        " when not has_schema_privilege('supabase_migrations', 'usage') then false"
+        " when to_regclass('supabase_migrations.schema_migrations') is null then true"
+        " else has_table_privilege('supabase_migrations.schema_migrations', 'select') end"
+    ).fetchone()
+    if not readable:
+        raise HistoryUnreadable(HISTORY_PRIVILEGE)
+    if conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone()[0] is None:
+        return set()
+    return {v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")}
+
+
+def pending_migrations(conn: psycopg.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    done = applied_versions(conn)
+    return [version_of(p) for p in migration_files(migrations_dir) if version_of(p) not in done]
+
+
+def can_migrate(conn: psycopg.Connection) -> bool:
+    """Whether the connected user may apply migrations: a superuser or the database's owner."""
+    (allowed,) = conn.execute(
+        "select r.rolsuper or pg_has_role(current_user, d.datdba, 'MEMBER')"
+        " from pg_roles r, pg_database d where r.rolname = current_user and d.datname = current_database()"
+    ).fetchone()
+    return bool(allowed)
+
+
+def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the migrations not yet recorded; returns the versions applied.
+
+    Recorded in `supabase_migrations.schema_migrations`, the table the Supabase CLI uses, so
+    `supabase db push` and this function agree on what ran. Concurrent callers serialise on an
+    advisory lock. What Supabase provides (roles, `auth.uid()`) is created first where missing.
+    """
+    paths = migration_files(migrations_dir)
+    applied = []
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(SUPABASE_ENVIRONMENT_SQL)
+        conn.execute("create schema if not exists supabase_migrations")
+        conn.execute(
+            "create table if not exists supabase_migrations.schema_migrations"
+            " (version text primary key, statements text[], name text)"
+        )
+        done = applied_versions(conn)
+        for path in paths:
+            version, _, name = path.stem.partition("_")
+            if version in done:
+                continue
+            script = path.read_text()
+            conn.cursor().execute(script.encode(), prepare=False)
+            conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
+                (version, [script], name),
+            )
+            applied.append(version)
+    return applied
+
+
+def migrate_as_owner(url: str) -> list[str]:
+    """`apply_migrations`, for the database's owner (or a superuser); anyone else is told who may."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not can_migrate(conn):
+            raise SchemaError(f"{conn.info.user!r} does not own the database {conn.info.dbname!r}: {MIGRATE_HINT}")
+    return apply_migrations(url)
+
+
+# What service_role may do on the loop's tables and functions, and the connected user may not.
+_MISSING_PRIVILEGES_SQL = """
+select format('%s on table %I', a.privilege_type, c.relname)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace, aclexplode(c.relacl) a
+where n.nspname = 'public' and c.relkind in ('r', 'p', 'v') and a.grantee = 'service_role'::regrole
+  and not has_table_privilege(c.oid, a.privilege_type)
+union all
+select format('EXECUTE on function %s', p.oid::regprocedure)
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace, aclexplode(p.proacl) a
+where n.nspname = 'public' and a.grantee = 'service_role'::regrole and a.privilege_type = 'EXECUTE'
+  and not has_function_privilege(p.oid, 'EXECUTE')
+union all
+select format('to bypass row level security on %I (BYPASSRLS, as service_role has)', c.relname)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = 'public' and c.relrowsecurity and c.relkind in ('r', 'p')
+  and not pg_has_role(current_user, c.relowner, 'USAGE')
+  and not (select rolbypassrls or rolsuper from pg_roles where rolname = current_user)
+order by 1
+"""
+
+
+def missing_privileges(conn: psycopg.Connection) -> list[str]:
+    """What the loop needs (what service_role holds) and the connected user lacks."""
+    return [line for (line,) in conn.execute(_MISSING_PRIVILEGES_SQL)]
+
+
+def prepare_database(url: str, *, migrate: bool) -> list[str]:
+    """Make the database at `url` ready for the loop, or stop with what to do; returns migrations applied.
+
+    With `migrate` (the embedded server) pending migrations are applied; otherwise only when
+    connected as the database owner. A user who may not migrate gets `MIGRATE_HINT`, and one who
+    lacks a privilege the loop uses gets the list of them now, not halfway through a run.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            pending, unreadable = pending_migrations(conn), []
+        except HistoryUnreadable:
+            pending, unreadable = [], [HISTORY_PRIVILEGE]
+        allowed = migrate or can_migrate(conn)
+        user = conn.info.user
+    applied = apply_migrations(url) if pending and allowed else []
+    if pending and not allowed:
+        raise SchemaError(f"the database has {len(pending)} migration(s) not applied ({', '.join(pending)}), "
+                          f"and {user!r} may not apply them: {MIGRATE_HINT}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        missing = unreadable + missing_privileges(conn)
+    if missing:
+        shown = "; ".join(missing[:8]) + (f"; and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise SchemaError(f"the database user {user!r} lacks privileges the loop needs: {shown}. Connect as the "
+                          f"owner, or grant them: `grant service_role to {user}; alter role {user} bypassrls;`")
+    return applied

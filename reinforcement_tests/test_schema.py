@@ -1,0 +1,122 @@
+"""Migrations from the installed package, and who may apply them, on the real embedded PostgreSQL.
+
+The embedded server trusts local connections, so each test connects as roles it creates: the
+database owner, a least-privilege worker (a member of `service_role` with BYPASSRLS, as
+docs/deployment.md sets one up) and a user with no grants at all.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import uuid
+from importlib.resources import files
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from reinforcement_assets.cli import main
+from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.schema import MIGRATE_HINT, MIGRATIONS_DIR, migration_files
+from reinforcement_assets.store import StoreError
+
+REPOSITORY_MIGRATIONS = Path(__file__).resolve().parents[1] / "supabase" / "migrations"
+
+
+def execute(url: str, *statements: sql.Composable | str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.fixture
+def empty_database(server_url) -> str:
+    """A database with nothing in it, owned by a role of its own (not a superuser)."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, name = f"loop_owner_{suffix}", f"loop_empty_{suffix}"
+    execute(server_url, sql.SQL("create role {} login createrole").format(sql.Identifier(owner)),
+            sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(owner)))
+    url = conninfo.make_conninfo(server_url, dbname=name)
+    # The migrations create Supabase's roles on first use; create them now so the owner needn't be superuser.
+    execute(url, "create schema if not exists auth",
+            sql.SQL("alter schema public owner to {}").format(sql.Identifier(owner)),
+            sql.SQL("alter schema auth owner to {}").format(sql.Identifier(owner)))
+    for role, options in (("anon", "nologin noinherit"), ("authenticated", "nologin noinherit"),
+                          ("service_role", "nologin noinherit bypassrls")):
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL(f"create role {{}} {options}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("grant {} to {} with admin option").format(sql.Identifier(role),
+                                                                            sql.Identifier(owner)))
+    return conninfo.make_conninfo(url, user=owner)
+
+
+def login_role(server_url: str, database_url: str, *grants: str) -> str:
+    """A new login role with `grants` ("service_role", "bypassrls"), and its URL for `database_url`."""
+    name = f"loop_user_{uuid.uuid4().hex[:8]}"
+    bypass = "bypassrls" if "bypassrls" in grants else ""
+    execute(server_url, sql.SQL(f"create role {{}} login {bypass}").format(sql.Identifier(name)))
+    if "service_role" in grants:
+        execute(server_url, sql.SQL("grant service_role to {}").format(sql.Identifier(name)))
+    return conninfo.make_conninfo(database_url, user=name)
+
+
+def test_the_package_ships_the_migrations_the_supabase_cli_reads():
+    shipped = files("reinforcement_assets") / "migrations"
+    names = sorted(p.name for p in shipped.iterdir() if p.name.endswith(".sql"))
+    assert names == sorted(p.name for p in REPOSITORY_MIGRATIONS.glob("*.sql")) and names
+    assert all(filecmp.cmp(Path(str(shipped / n)), REPOSITORY_MIGRATIONS / n, shallow=False) for n in names)
+    assert [p.name for p in migration_files()] == names and MIGRATIONS_DIR.is_dir()
+
+
+def test_the_owner_migrates_on_first_use(empty_database):
+    store = PostgresStore(database_url=empty_database)
+    assert store.latest_runs() == []
+    with psycopg.connect(empty_database) as conn:
+        (count,) = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
+    assert count == len(migration_files())
+
+
+def test_a_user_who_may_not_migrate_is_told_who_may(server_url, empty_database, capsys, monkeypatch, tmp_path):
+    worker = login_role(server_url, empty_database, "service_role", "bypassrls")
+    with pytest.raises(StoreError, match=f"migration\\(s\\) not applied .*{MIGRATE_HINT}"):
+        PostgresStore(database_url=worker).latest_runs()
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("REINFORCEMENT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", worker)
+    assert main(["migrate"]) == 1
+    assert "does not own the database" in capsys.readouterr().err
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", empty_database)
+    assert main(["migrate"]) == 0
+    assert f"applied {len(migration_files())} migration(s)" in capsys.readouterr().out
+    assert main(["migrate"]) == 0
+    assert "the schema is up to date" in capsys.readouterr().out
+
+    # Migrated by the owner, the least-privilege worker runs the loop's reads and writes.
+    store = PostgresStore(database_url=worker)
+    request = store.create_request("from a least-privilege worker")
+    assert [r.id for r in store.latest_requests()] == [request.id]
+    inserted = store.insert_evaluations(pd.DataFrame([{
+        "prediction_id": "p1", "model_version": "v0", "features": {"x0": 1.0}, "predicted_label": "a",
+        "actual_label": "a", "confidence": 0.9, "predicted_at": pd.Timestamp("2026-11-19T01:00Z"),
+        "evaluated_at": pd.Timestamp("2026-11-19T02:00Z")}]))
+    assert inserted == 1
+    count = store.count_correct(pd.Timestamp("2026-11-19T00:00Z"), pd.Timestamp("2026-11-20T00:00Z"))
+    assert (count.evaluated, count.correct) == (1, 1)
+
+
+def test_missing_privileges_are_named_at_first_use(server_url, empty_database):
+    PostgresStore(database_url=empty_database).latest_runs()  # migrated by the owner
+    nobody = login_role(server_url, empty_database)
+    with pytest.raises(StoreError) as raised:
+        PostgresStore(database_url=nobody).latest_runs()
+    message = str(raised.value)
+    assert "lacks privileges the loop needs" in message and "grant service_role to" in message
+    assert "on table model_retraining_runs" in message and "EXECUTE on function" in message
+
+    no_bypass = login_role(server_url, empty_database, "service_role")
+    with pytest.raises(StoreError, match="to bypass row level security on"):
+        PostgresStore(database_url=no_bypass).latest_runs()
