@@ -24,6 +24,7 @@ from .dataset import (
     leaked_rows,
     replay_size,
     sample_fraction,
+    skip_reason,
     split,
 )
 from .evaluation import classification_metrics, decide_promotion
@@ -219,9 +220,9 @@ def finetune_dataset(
 ) -> Iterator[dg.Output[pd.DataFrame]]:
     run_id = context.run.run_id
     with run_record(context, store):
-        if len(error_samples) < config.min_error_samples and not config.force:
-            reason = (f"skipped: {len(error_samples)} high-confidence errors in the window, "
-                      f"fewer than the {config.min_error_samples} needed to retrain")
+        reason = skip_reason(evaluation_log.window, evaluation_log.summary, len(error_samples),
+                             config.min_error_samples, config.force)
+        if reason:
             store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
                              metrics={"skip_reason": reason})
             context.log.info(reason)

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .store import Window, WindowSummary
+
+
+def skip_reason(window: Window, summary: WindowSummary, n_errors: int, min_errors: int, force: bool) -> str | None:
+    """Why a run has nothing to retrain on (an empty window, every row set aside, too few errors), or None."""
+    if summary.rows == 0:
+        if not summary.rows_rejected:
+            return f"skipped: no evaluated predictions in [{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in
+                            sorted(summary.rejected.items(), key=lambda item: (-item[1], item[0])))
+        return f"skipped: all {summary.rows_rejected:,} evaluated rows of the window set aside: {reasons}"
+    if n_errors < min_errors and not force:
+        return (f"skipped: {n_errors} high-confidence errors in the window, "
+                f"fewer than the {min_errors} needed to retrain")
+    return None
+
 
 def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:
     """How many correctly predicted rows to replay beside `n_errors` errors."""

@@ -20,10 +20,10 @@ class FeatureSchemaError(ValueError):
 
 
 def choose_feature_names(key_sets: Iterable[Sequence[str]]) -> tuple[str, ...]:
-    """The most common feature-key set among recent rows (ties go to the larger set)."""
+    """The most common feature-key set among recent rows (ties go to the larger set); () if none."""
     counts = Counter(tuple(sorted(keys)) for keys in key_sets if keys)
     if not counts:
-        raise FeatureSchemaError("no usable evaluated rows to infer the feature names from")
+        return ()
     names, _ = max(counts.items(), key=lambda item: (item[1], len(item[0]), item[0]))
     return check_feature_names(names)
 

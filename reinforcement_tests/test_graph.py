@@ -114,6 +114,32 @@ def test_too_few_errors_skips_the_run(store, artifacts, resources):
     assert len(store.model_versions()) == 1
 
 
+def test_an_empty_window_is_skipped_with_its_bounds_not_failed(store, resources):
+    # A new install: no champion, no predictions yet. The nightly run must not paint a failure.
+    result = materialize(resources)
+    assert result.success
+    assert materialized(result, "evaluation_log")["rows"] == 0
+    assert materialized(result, "finetune_dataset") is None and materialized(result, "run_metrics") is None
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped"
+    assert run["error_message"] == "skipped: no evaluated predictions in [2026-11-13 02:00, 2026-11-20 02:00) UTC"
+    assert store.model_versions() == []
+
+
+def test_a_window_whose_rows_are_all_set_aside_says_why(store, resources):
+    rows = [{"prediction_id": f"p{i}", "model_version": "v0", "features": {"x0": 1.0},
+             "predicted_label": "a", "actual_label": "b", "confidence": confidence,
+             "predicted_at": END - pd.Timedelta(hours=2), "evaluated_at": END - pd.Timedelta(hours=1)}
+            for i, confidence in enumerate([None, None, 1.5])]
+    store.insert_evaluations(pd.DataFrame(rows))
+    result = materialize(resources)
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped"
+    assert run["error_message"] == ("skipped: all 3 evaluated rows of the window set aside: "
+                                    "confidence_missing 2, confidence_out_of_range 1")
+
+
 def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resources, drifted, tmp_path):
     champion = store.champion()
     path = tmp_path / "artifacts" / champion.artifact_path

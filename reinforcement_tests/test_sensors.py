@@ -24,7 +24,7 @@ from reinforcement_assets.automation import retraining_job
 from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
 from reinforcement_assets.request_queue import InvalidRequest
 from reinforcement_assets.sensors import make_request_sensor, make_write_back_sensors
-from reinforcement_assets.store import StoreError
+from reinforcement_assets.store import ModelVersion, StoreError
 
 USER = "8f2c1a9e-5b7d-4c3e-9a1f-2d6b8e4c7a10"
 
@@ -278,7 +278,10 @@ def test_a_failed_run_writes_its_error_back(store, instance, resources, database
     request = store.create_request("retrain please", requested_by=USER)
     (run_request,) = tick(make_request_sensor(), instance, store).run_requests
 
-    # No champion and no predictions: evaluation_log cannot find a feature schema and the run fails.
+    # A champion registered with a feature named like a column of the log: evaluation_log refuses it.
+    store.register_model_version(ModelVersion(version="bad", artifact_path="models/bad", sha256="0" * 64,
+                                              feature_names=("confidence",), classes=("a", "b")))
+    store.promote("bad", "registered by hand")
     run = launch(retraining(resources), instance, run_request)
     assert not run.success
 
@@ -298,7 +301,7 @@ def test_a_failed_run_writes_its_error_back(store, instance, resources, database
     failed = store.get_request(request.id)
     row = store.get_run(run.run_id)
     assert failed.status == "failed" and row["status"] == "failed"
-    assert "no usable evaluated rows to infer the feature names from" in failed.error_message
+    assert "clash with reserved columns" in failed.error_message
     assert failed.error_message == row["error_message"] and failed.retraining_run_id == str(row["id"])
 
 
