@@ -8,8 +8,11 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
+
+DEFAULT_DATA_DIR = ".reinforcement"
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -28,8 +31,24 @@ def _definitions():
 
 
 def _instance():
+    """The Dagster instance `reinforcement dev` shows: DAGSTER_HOME (see `use_data_dir`)."""
     import dagster as dg
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    return dg.DagsterInstance.get()
+
+
+def use_data_dir(data_dir: str | None) -> Path:
+    """Point this process (and those it starts) at one data folder and its Dagster instance.
+
+    REINFORCEMENT_DATA_DIR becomes absolute, so a code server started elsewhere finds the same
+    folder; DAGSTER_HOME defaults to `<data folder>/dagster_home`, so runs of the CLI, the UI and
+    the sensors share one instance.
+    """
+    folder = Path(data_dir or os.environ.get("REINFORCEMENT_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+    os.environ["REINFORCEMENT_DATA_DIR"] = str(folder)
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(folder / "dagster_home")
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @contextmanager
@@ -237,6 +256,61 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("migrate")
+def migrate(args: argparse.Namespace) -> int:
+    """Apply the schema's migrations to the configured database (as its owner)."""
+    import psycopg
+
+    from .embedded import EmbeddedServerError, database_url
+    from .postgres_store import redact_credentials
+    from .resources import backend_from_environment
+    from .schema import SchemaError, migrate_as_owner, migration_files, version_of
+
+    if backend_from_environment(os.environ) == "supabase":
+        print("refused: the Supabase backend reaches its database through PostgREST, which cannot migrate. Run "
+              "`supabase db push` from this repository, or set REINFORCEMENT_DATABASE_URL to the project's direct "
+              "connection and run `reinforcement migrate` again", file=sys.stderr)
+        return 2
+    with environment_resources("store") as (store,):
+        try:
+            applied = migrate_as_owner(store.database_url or database_url(store.data_dir))
+        except (SchemaError, EmbeddedServerError, psycopg.Error) as exc:
+            print(f"refused: {redact_credentials(' '.join(str(exc).split()))}", file=sys.stderr)
+            return 1
+    newest = version_of(migration_files()[-1])
+    print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
+          else f"the schema is up to date (newest migration {newest})")
+    return 0
+
+
+@command("stop")
+def stop(args: argparse.Namespace) -> int:
+    """Stop the embedded PostgreSQL of the data folder now."""
+    from .embedded import pgdata_of
+    from .embedded import stop as stop_server
+
+    stopped, users = stop_server(os.environ["REINFORCEMENT_DATA_DIR"])
+    where = pgdata_of(os.environ["REINFORCEMENT_DATA_DIR"])
+    if not stopped:
+        print(f"the embedded PostgreSQL in {where} is not running")
+        return 0
+    still = f"; processes {', '.join(map(str, users))} were using it and will start it again on their next use" \
+        if users else ""
+    print(f"stopped the embedded PostgreSQL in {where}{still}")
+    return 0
+
+
+@command("dev")
+def dev(args: argparse.Namespace) -> int:
+    """Run `dagster dev` on this package's definitions, with the data folder's Dagster instance."""
+    command_line = [sys.executable, "-m", "dagster", "dev", "-m", "reinforcement_assets.definitions",
+                    *args.dagster_args]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}  REINFORCEMENT_DATA_DIR={os.environ['REINFORCEMENT_DATA_DIR']}")
+    sys.stdout.flush()
+    os.execv(sys.executable, command_line)
+    return 0  # not reached: this process becomes `dagster dev`
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reinforcement", description=__doc__)
     root.add_argument("--data-dir", help="folder of the embedded database and artifacts (default .reinforcement)")
@@ -256,14 +330,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="make an earlier model version champion again")
     p.add_argument("version", nargs="?", help="the version to restore (default: the previous champion)")
     p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
+    sub.add_parser("migrate", help="apply the schema's migrations to the configured database (as its owner)")
+    sub.add_parser("stop", help="stop the embedded PostgreSQL of the data folder")
+    p = sub.add_parser("dev", help="run `dagster dev` (UI, daemon) with the data folder's Dagster instance")
+    p.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to `dagster dev` (e.g. -p 3001)")
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = parser().parse_args(argv)
-    if args.data_dir:
-        os.environ["REINFORCEMENT_DATA_DIR"] = args.data_dir
+    use_data_dir(args.data_dir)
     return COMMANDS[args.command](args)
 
 

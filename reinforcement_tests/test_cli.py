@@ -22,8 +22,10 @@ USER = "3b9d6c1e-0f4a-4e8b-b2d7-5a1c9e8f6d20"
 
 
 @pytest.fixture(autouse=True)
-def environment(monkeypatch, database_url):
+def environment(monkeypatch, database_url, tmp_path):
     monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", database_url)
+    monkeypatch.setenv("REINFORCEMENT_DATA_DIR", str(tmp_path / "data"))  # main() sets DAGSTER_HOME from it
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
 def register(store, version: str, promote: str | None = None, reference: float | None = None) -> None:
