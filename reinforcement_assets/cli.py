@@ -332,14 +332,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
     sub.add_parser("migrate", help="apply the schema's migrations to the configured database (as its owner)")
     sub.add_parser("stop", help="stop the embedded PostgreSQL of the data folder")
-    p = sub.add_parser("dev", help="run `dagster dev` (UI, daemon) with the data folder's Dagster instance")
-    p.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to `dagster dev` (e.g. -p 3001)")
+    sub.add_parser("dev", add_help=False,  # every option after `dev`, --help too, is `dagster dev`'s
+                   help="run `dagster dev` (UI, daemon) with the data folder's Dagster instance; options after "
+                        "`dev` go to it (e.g. -p 3001)")
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    args = parser().parse_args(argv)
+    root = parser()
+    args, dagster_args = root.parse_known_args(argv)
+    if args.command == "dev":
+        args.dagster_args = dagster_args
+    elif dagster_args:
+        root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
     use_data_dir(args.data_dir)
     return COMMANDS[args.command](args)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from reinforcement_assets.automation import auto_daily, retraining_job
 from reinforcement_assets.definitions import defs
+from reinforcement_assets.embedded import postmaster_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ["evaluation_log", "error_samples", "finetune_dataset", "retrained_model", "run_metrics"]
@@ -92,6 +94,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_webserver(base: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/server_info", timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                pytest.fail("the webserver did not start")
+            time.sleep(0.5)
+
+
+def graphql(base: str, query: str) -> dict:
+    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=30))["data"]
+
+
+def poll(fetch, timeout: float = 60):
+    """`fetch()` until it returns something truthy (the code location may still be loading)."""
+    deadline = time.time() + timeout
+    while not (found := fetch()) and time.time() < deadline:
+        time.sleep(0.5)
+    return found
+
+
 def test_the_dagster_ui_shows_the_asset_lineage(tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
@@ -102,24 +130,9 @@ def test_the_dagster_ui_shows_the_asset_lineage(tmp_path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("the webserver did not start")
-                time.sleep(0.5)
+        wait_for_webserver(base, server)
         query = "{ assetNodes { assetKey { path } dependencyKeys { path } groupName } }"
-        deadline = time.time() + 60
-        while True:
-            request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
-                                             headers={"Content-Type": "application/json"})
-            nodes = json.load(urllib.request.urlopen(request, timeout=30))["data"]["assetNodes"]
-            if nodes or time.time() > deadline:
-                break
-            time.sleep(0.5)  # the code location is still loading
+        nodes = poll(lambda: graphql(base, query)["assetNodes"])
         lineage = {n["assetKey"]["path"][0]: sorted(d["path"][0] for d in n["dependencyKeys"]) for n in nodes}
         assert lineage == {"evaluation_log": [], "error_samples": ["evaluation_log"],
                            "finetune_dataset": ["error_samples", "evaluation_log"],
@@ -128,3 +141,30 @@ def test_the_dagster_ui_shows_the_asset_lineage(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_runs_of_the_cli_show_in_reinforcement_dev_and_ctrl_c_stops_the_database(tmp_path):
+    """The README's path: `reinforcement demo`, then `reinforcement dev`; the demo's run is in the UI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "REINFORCEMENT_", "DAGSTER_"))}
+    script = str(Path(sys.executable).with_name("reinforcement"))
+    demo = subprocess.run([script, "demo", "--rows", "1500"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    run_id = next(line.split()[1].rstrip(":") for line in demo.stdout.splitlines() if line.startswith("run "))
+    assert (tmp_path / ".reinforcement" / "dagster_home").is_dir()
+
+    port = free_port()
+    ui = subprocess.Popen([script, "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    pgdata = tmp_path / ".reinforcement" / "pgdata"
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_webserver(base, ui)
+        runs = graphql(base, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+        assert {"runId": run_id, "status": "SUCCESS"} in runs
+        # The daemon's first sensor ticks use the store: the embedded server runs again.
+        assert poll(lambda: postmaster_pid(pgdata), timeout=90)
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        ui.wait(timeout=60)
+    assert poll(lambda: postmaster_pid(pgdata) is None, timeout=30)
