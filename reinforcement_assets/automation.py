@@ -6,10 +6,14 @@ import dagster as dg
 
 from .assets import GROUP
 
+CYCLE_TAG = "reinforcement/cycle"
+
 retraining_job = dg.define_asset_job(
     "retraining_job",
     selection=dg.AssetSelection.groups(GROUP),
     description="One retraining cycle: load the window, find errors, build the dataset, retrain, gate, record.",
+    # The run queue's tag limit (deploy/dagster.yaml) keeps one cycle at a time on this tag.
+    run_tags={CYCLE_TAG: "retraining"},
 )
 
 auto_daily = dg.ScheduleDefinition(
