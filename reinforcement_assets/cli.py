@@ -45,9 +45,9 @@ def use_data_dir(data_dir: str | None) -> Path:
     """
     folder = Path(data_dir or os.environ.get("REINFORCEMENT_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
     os.environ["REINFORCEMENT_DATA_DIR"] = str(folder)
-    if not os.environ.get("DAGSTER_HOME"):
-        os.environ["DAGSTER_HOME"] = str(folder / "dagster_home")
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ.get("DAGSTER_HOME") or folder / "dagster_home").expanduser().resolve()
+    os.environ["DAGSTER_HOME"] = str(home)  # Dagster wants it absolute
+    home.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -268,14 +268,16 @@ def migrate(args: argparse.Namespace) -> int:
 
     if backend_from_environment(os.environ) == "supabase":
         print("refused: the Supabase backend reaches its database through PostgREST, which cannot migrate. Run "
-              "`supabase db push` from this repository, or set REINFORCEMENT_DATABASE_URL to the project's direct "
-              "connection and run `reinforcement migrate` again", file=sys.stderr)
+              "`supabase db push` from this repository, or run this command without SUPABASE_URL and "
+              "SUPABASE_SERVICE_KEY and with REINFORCEMENT_DATABASE_URL set to the project's direct connection: "
+              "`env -u SUPABASE_URL -u SUPABASE_SERVICE_KEY REINFORCEMENT_DATABASE_URL=... reinforcement migrate`",
+              file=sys.stderr)
         return 2
     with environment_resources("store") as (store,):
         try:
             applied = migrate_as_owner(store.database_url or database_url(store.data_dir))
         except (SchemaError, EmbeddedServerError, psycopg.Error) as exc:
-            print(f"refused: {redact_credentials(' '.join(str(exc).split()))}", file=sys.stderr)
+            print(f"refused: {redact_credentials(' '.join(str(exc).split()), store.database_url)}", file=sys.stderr)
             return 1
     newest = version_of(migration_files()[-1])
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
@@ -347,7 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif dagster_args:
         root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
     use_data_dir(args.data_dir)
-    return COMMANDS[args.command](args)
+    from .settings import SettingsError
+    from .store import StoreError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (StoreError, SettingsError) as exc:  # already a clear message: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

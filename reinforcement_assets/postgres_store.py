@@ -6,6 +6,7 @@ import io
 import logging
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -42,10 +43,34 @@ _prepared: set[str] = set()
 _prepare_lock = threading.Lock()
 
 
-def redact_credentials(text: str) -> str:
-    """`text` with the passwords of any connection URLs or `password=` settings in it masked."""
+def redact_credentials(text: str, url: str | None = None) -> str:
+    """`text` with the passwords of any connection URLs or `password=` settings in it masked.
+
+    Given the configured `url`, its password is masked too, whatever its shape: libpq's messages
+    about a URL it cannot parse quote pieces of it (after an unescaped `@`, around a space or a `%`).
+    """
+    for secret in sorted(password_pieces(url), key=len, reverse=True) if url else ():
+        text = text.replace(secret, "***")
     text = re.sub(r"(//[^/:@\s\"']*:)[^@\s\"']*@", r"\1***@", text)
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+
+
+def password_pieces(url: str) -> set[str]:
+    """The password of `url` read every way a parser might (up to the first or the last `@`, decoded
+    or not), and its pieces between separators, so no part of it can be quoted back."""
+    pieces: set[str] = set()
+    try:
+        pieces.add(psycopg.conninfo.conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        pass
+    _, _, rest = url.partition("://")
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0] if rest else ""
+    for userinfo in (authority.partition("@")[0], authority.rpartition("@")[0]):
+        if ":" in userinfo:
+            password = userinfo.split(":", 1)[1]
+            pieces.update({password, urllib.parse.unquote(password)})
+    pieces.update(part for piece in list(pieces) for part in re.split(r"[@:/?\s%]", piece))
+    return {piece for piece in pieces if len(piece) >= 3}
 
 
 def _prepare(url: str, *, embedded: bool) -> None:
@@ -99,7 +124,7 @@ class PostgresStore(Store):
                 yield conn
         except psycopg.Error as exc:
             message = f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}"
-            redacted = redact_credentials(message)
+            redacted = redact_credentials(message, self.database_url)
             # The original error would show the password in Dagster's cause chain.
             raise StoreError(redacted) from (exc if redacted == message else None)
 

@@ -24,7 +24,7 @@ def backend_from_environment(environ: Mapping[str, str]) -> str:
         return "supabase"
     if url or key:
         given, missing = ("SUPABASE_URL", "SUPABASE_SERVICE_KEY") if url else ("SUPABASE_SERVICE_KEY", "SUPABASE_URL")
-        raise ValueError(f"{given} is set but {missing} is not: set both to use Supabase, or neither to use "
+        raise settings.SettingsError(f"{given} is set but {missing} is not: set both to use Supabase, or neither to use "
                          "REINFORCEMENT_DATABASE_URL or the embedded PostgreSQL")
     return "postgres" if environ.get("REINFORCEMENT_DATABASE_URL", "").strip() else "embedded"
 

@@ -105,9 +105,30 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
 def migrate_as_owner(url: str) -> list[str]:
     """`apply_migrations`, for the database's owner (or a superuser); anyone else is told who may."""
     with psycopg.connect(url, autocommit=True) as conn:
+        if not pending_migrations(conn):
+            return []
         if not can_migrate(conn):
             raise SchemaError(f"{conn.info.user!r} does not own the database {conn.info.dbname!r}: {MIGRATE_HINT}")
+        check_roles_can_be_made(conn)
     return apply_migrations(url)
+
+
+def check_roles_can_be_made(conn: psycopg.Connection) -> None:
+    """Supabase's roles exist, or the connected user may create them (the first migration does)."""
+    missing = [role for (role,) in conn.execute(
+        "select r from unnest(array['anon', 'authenticated', 'service_role']) with ordinality as u(r, n)"
+        " where not exists (select from pg_roles where rolname = r) order by n")]
+    # service_role has BYPASSRLS, and only a role with BYPASSRLS may create one.
+    (allowed,) = conn.execute(
+        "select rolsuper or (rolcreaterole and (rolbypassrls or not %s)) from pg_roles where rolname = current_user",
+        ("service_role" in missing,)).fetchone()
+    if missing and not allowed:
+        user = conn.info.user
+        raise SchemaError(
+            f"the roles {', '.join(missing)} (which Supabase provides) do not exist and {user!r} may not create "
+            f"them: as a superuser, create them (`create role anon nologin noinherit; create role authenticated "
+            f"nologin noinherit; create role service_role nologin noinherit bypassrls;`) or `alter role {user} "
+            "createrole bypassrls`, then run `reinforcement migrate` again")
 
 
 # What service_role may do on the loop's tables and functions, and the connected user may not.
@@ -121,6 +142,9 @@ select format('EXECUTE on function %s', p.oid::regprocedure)
 from pg_proc p join pg_namespace n on n.oid = p.pronamespace, aclexplode(p.proacl) a
 where n.nspname = 'public' and a.grantee = 'service_role'::regrole and a.privilege_type = 'EXECUTE'
   and not has_function_privilege(p.oid, 'EXECUTE')
+union all
+select format('TEMP on database %I (inserts stage their rows in a temporary table)', current_database())
+where not has_database_privilege(current_database(), 'TEMP')
 union all
 select format('to bypass row level security on %I (BYPASSRLS, as service_role has)', c.relname)
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -150,6 +174,8 @@ def prepare_database(url: str, *, migrate: bool) -> list[str]:
             pending, unreadable = [], [HISTORY_PRIVILEGE]
         allowed = migrate or can_migrate(conn)
         user = conn.info.user
+        if pending and allowed:
+            check_roles_can_be_made(conn)
     applied = apply_migrations(url) if pending and allowed else []
     if pending and not allowed:
         raise SchemaError(f"the database has {len(pending)} migration(s) not applied ({', '.join(pending)}), "

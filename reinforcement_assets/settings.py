@@ -9,6 +9,10 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
+class SettingsError(ValueError):
+    """A setting (an environment variable) has a value the loop cannot use; the message names it."""
+
+
 def _from_env(name: str, default: T, parse: Callable[[str], T]) -> T:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -16,7 +20,7 @@ def _from_env(name: str, default: T, parse: Callable[[str], T]) -> T:
     try:
         return parse(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {type(default).__name__}") from exc
+        raise SettingsError(f"environment variable {name}={raw!r} is not a valid {type(default).__name__}") from exc
 
 
 def _flag(raw: str) -> bool:

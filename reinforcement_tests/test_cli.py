@@ -114,3 +114,11 @@ def test_the_installed_command_runs_in_a_subprocess(store, database_url, tmp_pat
                           env={**os.environ, "REINFORCEMENT_DATABASE_URL": database_url})
     assert done.returncode == 0, done.stderr
     assert "from the web UI" in done.stdout and "champion: none yet" in done.stdout
+
+
+def test_store_errors_are_one_line_without_the_password(monkeypatch, capsys):
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", "postgresql://app:Pw@s3cretpw@db.invalid/x?connect_timeout=1")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: read model_versions failed") and "s3cret" not in err
+    assert "Traceback" not in err

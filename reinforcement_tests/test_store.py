@@ -158,7 +158,12 @@ def test_the_database_keeps_exactly_one_champion(store):
 
 
 @pytest.mark.parametrize("url", ["postgres//app:s3cretpw@db.invalid:5432/x",
-                                 "postgresql://app:s3cretpw@127.0.0.1:1/x?connect_timeout=1"])
+                                 "postgresql://app:s3cretpw@127.0.0.1:1/x?connect_timeout=1",
+                                 # passwords libpq cannot parse, and quotes back in its message:
+                                 "postgresql://app:Pw s3cretpw@db.invalid/x",
+                                 "postgresql://app:Pw@s3cretpw@db.invalid/x?connect_timeout=1",
+                                 "postgresql://app:Pw%zzs3cretpw@db.invalid/x",
+                                 "postgresql://app:s3cretpw@[::1/x"])
 def test_connection_errors_never_show_the_password(url):
     from reinforcement_assets.postgres_store import PostgresStore
 
