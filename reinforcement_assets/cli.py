@@ -1,4 +1,4 @@
-"""The `reinforcement` command: run the demo, queue retraining requests, show status, roll back."""
+"""The `reinforcement` command: run the demo, register a model, queue retraining requests, show status, roll back."""
 
 from __future__ import annotations
 
@@ -152,7 +152,8 @@ def request(args: argparse.Namespace) -> int:
     with environment_resources("store") as (store,):
         try:
             queued = store.create_request(args.reason.strip(), priority=args.priority, requested_by=args.requested_by,
-                                          options={"from_scratch": args.from_scratch, "force": args.force})
+                                          options={"from_scratch": args.from_scratch, "force": args.force,
+                                                   **({"learner": args.learner} if args.learner else {})})
         except InvalidRequest as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2
@@ -237,6 +238,38 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("register")
+def register(args: argparse.Namespace) -> int:
+    """Adopt a deployed model: copy its file into artifact storage and register it (with --champion, promote it)."""
+    from .cycle import NotAClassifier
+    from .registration import RegistrationError, register_model
+    from .store import StoreError
+
+    names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
+    with environment_resources("store", "artifacts") as (store, artifacts):
+        try:
+            done = register_model(store, artifacts, args.model_file, version=args.version, champion=args.champion,
+                                  reason=args.reason, feature_names=names, reference_accuracy=args.reference_accuracy)
+        except FileNotFoundError:
+            print(f"refused: no file {args.model_file}", file=sys.stderr)
+            return 2
+        except (NotAClassifier, RegistrationError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        except StoreError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    v = done.version
+    reference = "none" if v.reference_accuracy is None else f"{v.reference_accuracy:.3f}"
+    print(f"registered {v.version}: sha256 {v.sha256}, {len(v.feature_names)} features ({', '.join(v.feature_names)}), "
+          f"classes {list(v.classes)} ({v.class_type}), reference accuracy {reference}"
+          f"{f' on {done.logged_rows:,} logged rows' if args.reference_accuracy is None and done.logged_rows else ''}")
+    print(f"champion: {v.version}" if done.champion else "not promoted (add --champion to make it the champion)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reinforcement", description=__doc__)
     root.add_argument("--data-dir", help="folder of the embedded database and artifacts (default .reinforcement)")
@@ -245,11 +278,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=20_000, help="predictions in the window (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lookback-days", type=float, default=7.0)
+    p = sub.add_parser("register", help="adopt a deployed model file (joblib): register it, optionally as champion")
+    p.add_argument("model_file", help="a fitted scikit-learn classifier saved with joblib (only load files you trust)")
+    p.add_argument("--version", help="its version, as logged in prediction_evaluations.model_version "
+                                     "(default: file name and sha256 prefix)")
+    p.add_argument("--champion", action="store_true", help="make it the champion (compare-and-swap)")
+    p.add_argument("--reason", help="recorded as the promotion reason")
+    p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
+    p.add_argument("--reference-accuracy", type=float,
+                   help="its accuracy on unseen data (default: measured on its logged rows)")
     p = sub.add_parser("request", help="queue a retraining request (run by the retraining_requests sensor)")
     p.add_argument("--reason", required=True, help="why the model should be retrained")
     p.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
     p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
     p.add_argument("--force", action="store_true", help="retrain even with fewer errors than the minimum")
+    p.add_argument("--learner", help="refit with this built-in learner (sgd, logistic_regression, "
+                                     "hist_gradient_boosting, random_forest)")
     p.add_argument("--requested-by", help="the requesting user's id (UUID)")
     p = sub.add_parser("status", help="print the champion, the latest runs and the latest requests")
     p.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")

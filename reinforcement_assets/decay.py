@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from scipy.stats import binomtest
 
 from . import settings
-from .store import AccuracyCount
+from .records import AccuracyCount
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import dagster as dg
 import psycopg
 import pytest
+import threadpoolctl
 from psycopg import conninfo
 
 from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
@@ -16,6 +17,13 @@ from reinforcement_assets.postgres_store import PostgresStore, apply_migrations,
 from reinforcement_tests.supabase_transport import SupabaseEmulator
 
 _numbers = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_openmp_thread():
+    """HistGradientBoosting's OpenMP threads spin-wait on a busy 2-core machine: one thread is ~5x faster here."""
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,7 @@ def test_bad_requests_are_refused_or_failed_with_a_reason(store, instance, datab
     result = tick(request_sensor, instance, store)
     assert [r.run_key for r in result.run_requests] == [ids["d"]]
     assert store.get_request(ids["a"]).error_message == (
-        "invalid request: unknown option(s) 'turbo'; allowed: from_scratch, force")
+        "invalid request: unknown option(s) 'turbo'; allowed: from_scratch, force, learner")
     assert store.get_request(ids["b"]).error_message == "invalid request: option 'force' must be true or false, got 'yes'"
     assert store.get_request(ids["c"]).error_message.startswith("invalid request: options must be a JSON object")
     failed = [store.get_request(ids[k]) for k in "abc"]
