@@ -37,7 +37,8 @@ NAMES = tuple(f"x{i}" for i in range(10))
 
 
 def test_the_core_imports_neither_dagster_nor_a_backend():
-    code = ("import sys, reinforcement_assets.cycle, reinforcement_assets.records;"
+    code = ("import sys, reinforcement_assets.cycle, reinforcement_assets.records, reinforcement_assets.rows,"
+            " reinforcement_assets.dataset;"
             "bad = [m for m in ('dagster', 'psycopg', 'supabase', 'httpx', 'reinforcement_assets.store',"
             " 'reinforcement_assets.postgres_store', 'reinforcement_assets.supabase_store') if m in sys.modules];"
             "print(bad)")
@@ -151,7 +152,7 @@ def test_describe_model_refuses_what_is_not_a_fitted_classifier_with_feature_nam
     with pytest.raises(NotAClassifier, match="takes 10 features, but 2"):
         describe_model(bare, ["a", "b"])
     assert describe_model(bare, list(NAMES)).feature_names == NAMES
-    named = LogisticRegression(max_iter=500).fit(X, y)
+    named = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
     with pytest.raises(NotAClassifier, match="differ"):
         describe_model(named, ["a"] * 10)
     described = describe_model(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y == "class_1"))

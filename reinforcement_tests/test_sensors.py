@@ -108,15 +108,20 @@ def test_bad_requests_are_refused_or_failed_with_a_reason(store, instance, datab
     # What a web client may still insert: options the loop does not understand.
     rows = sql(database_url, "insert into model_retraining_requests (reason, options) values"
                              " ('a', '{\"turbo\": true}'), ('b', '{\"force\": \"yes\"}'), ('c', '[1, 2]'),"
-                             " ('d', '{\"force\": true}') returning id, reason")
+                             " ('d', '{\"force\": true}'), ('e', '{\"learner\": \"os:system\"}'),"
+                             " ('f', '{\"learner\": \"random_forest\"}') returning id, reason")
     ids = {reason: str(i) for i, reason in rows}
     result = tick(request_sensor, instance, store)
-    assert [r.run_key for r in result.run_requests] == [ids["d"]]
+    assert sorted(r.run_key for r in result.run_requests) == sorted([ids["d"], ids["f"]])
+    forest = next(r for r in result.run_requests if r.run_key == ids["f"])
+    assert forest.run_config == {"ops": {"retrained_model": {"config": {"learner": "random_forest"}}}}
+    assert store.get_request(ids["e"]).error_message.startswith(
+        "invalid request: option 'learner': learner 'os:system' is an import path: only the environment")
     assert store.get_request(ids["a"]).error_message == (
         "invalid request: unknown option(s) 'turbo'; allowed: from_scratch, force, learner")
     assert store.get_request(ids["b"]).error_message == "invalid request: option 'force' must be true or false, got 'yes'"
     assert store.get_request(ids["c"]).error_message.startswith("invalid request: options must be a JSON object")
-    failed = [store.get_request(ids[k]) for k in "abc"]
+    failed = [store.get_request(ids[k]) for k in "abce"]
     assert {r.status for r in failed} == {"failed"} and all(r.processed_at for r in failed)
 
 
