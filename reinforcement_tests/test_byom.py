@@ -57,6 +57,8 @@ ZOO = {
     "int_labels": (lambda: make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)), as_int,
                    3, "update"),
     "bool_labels": (lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0), as_bool, 2, "update"),
+    "fitted_on_an_array": (lambda: make_pipeline(StandardScaler(), SGDClassifier(loss="log_loss", random_state=0)),
+                           None, 3, "update"),
 }
 
 
@@ -74,7 +76,7 @@ def users_model(name, seed=21, window_rows=3_000):
     X, y = scenario.train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLP's ConvergenceWarning on small data
-        model = build().fit(X, convert(y) if convert else y)
+        model = build().fit(X.to_numpy() if name == "fitted_on_an_array" else X, convert(y) if convert else y)
     return model, scenario, convert or (lambda y: y)
 
 
@@ -89,11 +91,14 @@ def log_week(store, model, scenario, convert, version, seed=21):
 def test_a_users_model_is_registered_and_carried_through_a_cycle_on_a_drifted_week(
         name, store, artifacts, resources, tmp_path, capsys):
     model, scenario, convert = users_model(name)
-    log = log_week(store, model, scenario, convert, "user-v1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "X has feature names" for the model fitted on an array
+        log = log_week(store, model, scenario, convert, "user-v1")
     path = tmp_path / f"{name}.joblib"
     joblib.dump(model, path)
+    names = ["--feature-names", ",".join(NAMES)] if name == "fitted_on_an_array" else []
 
-    assert main(["register", str(path), "--version", "user-v1", "--champion", "--reason", "adopted"]) == 0
+    assert main(["register", str(path), "--version", "user-v1", "--champion", "--reason", "adopted", *names]) == 0
     out = capsys.readouterr()
     champion = store.champion()
     assert champion.version == "user-v1" and "champion: user-v1" in out.out and out.err == ""
@@ -118,6 +123,7 @@ def test_a_users_model_is_registered_and_carried_through_a_cycle_on_a_drifted_we
     assert 0 < metrics["challenger_accuracy"] <= 1 and metrics["champion_accuracy"] < 0.9
     X_after, y_after = scenario.after
     assert accuracy(new, X_after, convert(y_after)) > accuracy(model, X_after, convert(y_after))
+    assert list(champion.feature_names) == NAMES
     if dataset["mode"] == "update" and name in ("hist_gradient_boosting", "random_forest"):
         grown, registered = final_estimator(new), final_estimator(model)
         size = "max_iter" if name == "hist_gradient_boosting" else "n_estimators"
