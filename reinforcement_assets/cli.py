@@ -263,9 +263,10 @@ def register(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     v = done.version
     reference = "none" if v.reference_accuracy is None else f"{v.reference_accuracy:.3f}"
+    if args.reference_accuracy is None and done.logged_rows:
+        reference += f" on {done.logged_rows:,} logged rows"
     print(f"registered {v.version}: sha256 {v.sha256}, {len(v.feature_names)} features ({', '.join(v.feature_names)}), "
-          f"classes {list(v.classes)} ({v.class_type}), reference accuracy {reference}"
-          f"{f' on {done.logged_rows:,} logged rows' if args.reference_accuracy is None and done.logged_rows else ''}")
+          f"classes {list(v.classes)} ({v.class_type}), reference accuracy {reference}")
     print(f"champion: {v.version}" if done.champion else "not promoted (add --champion to make it the champion)")
     return 0
 
@@ -278,19 +279,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=20_000, help="predictions in the window (default 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lookback-days", type=float, default=7.0)
-    p = sub.add_parser("register", help="adopt a deployed model file (joblib): register it, optionally as champion")
-    p.add_argument("model_file", help="a fitted scikit-learn classifier saved with joblib (only load files you trust)")
-    p.add_argument("--version", help="its version, as logged in prediction_evaluations.model_version "
-                                     "(default: file name and sha256 prefix)")
-    p.add_argument("--champion", action="store_true", help="make it the champion (compare-and-swap)")
-    p.add_argument("--reason", help="recorded as the promotion reason")
-    p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
-    p.add_argument("--reference-accuracy", type=float,
-                   help="its accuracy on unseen data (default: measured on its logged rows)")
     p = sub.add_parser("request", help="queue a retraining request (run by the retraining_requests sensor)")
     p.add_argument("--reason", required=True, help="why the model should be retrained")
     p.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
-    p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
+    p.add_argument("--from-scratch", action="store_true", help="refit the model's family instead of updating it")
     p.add_argument("--force", action="store_true", help="retrain even with fewer errors than the minimum")
     p.add_argument("--learner", help="refit with this built-in learner (sgd, logistic_regression, "
                                      "hist_gradient_boosting, random_forest)")
@@ -300,6 +292,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="make an earlier model version champion again")
     p.add_argument("version", nargs="?", help="the version to restore (default: the previous champion)")
     p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
+    p = sub.add_parser("register", help="adopt a deployed model file (joblib): register it, optionally as champion")
+    p.add_argument("model_file", help="a fitted scikit-learn classifier saved with joblib (only load files you trust)")
+    p.add_argument("--version", help="its version, as logged in prediction_evaluations.model_version "
+                                     "(default: file name and sha256 prefix)")
+    p.add_argument("--champion", action="store_true", help="make it the champion (compare-and-swap)")
+    p.add_argument("--reason", help="recorded as the promotion reason")
+    p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
+    p.add_argument("--reference-accuracy", type=float,
+                   help="its accuracy on unseen data (default: measured on its logged rows)")
     return root
 
 
