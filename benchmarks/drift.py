@@ -522,6 +522,26 @@ def table(agg: dict[str, dict[str, dict[str, Any]]], n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def learner_table(by_learner: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """Per stream and learner: the loop (`default`) against a daily refit (`scratch`) of the same family."""
+    lines = ["| stream | learner | loop: accuracy after drift | loop: promotions / bad | daily refit: accuracy after "
+             "drift | daily refit: bad deployments | loop training s | refit training s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    streams = next(iter(by_learner.values()))
+    for stream in streams:
+        for learner, agg in by_learner.items():
+            loop, refit = agg[stream]["default"], agg[stream]["scratch"]
+            lines.append(f"| {stream} | {learner} | {loop['mean_accuracy_after_drift']:.3f} | {loop['promotions']:g} / "
+                         f"{loop['bad_promotions']} | {refit['mean_accuracy_after_drift']:.3f} | "
+                         f"{refit['bad_promotions']} | {loop['train_seconds']:.1f} | {refit['train_seconds']:.1f} |")
+    means = {learner: np.mean([agg[s]["default"]["mean_accuracy_after_drift"] for s in agg])
+             for learner, agg in by_learner.items()}
+    lines.append("")
+    lines.append("Mean over the streams of the loop's accuracy after the drift: "
+                 + ", ".join(f"{learner} {value:.3f}" for learner, value in means.items()) + ".")
+    return "\n".join(lines)
+
+
 def plot(agg: dict[str, dict[str, dict[str, Any]]], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
