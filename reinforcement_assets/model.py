@@ -20,6 +20,7 @@ from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
 from .labels import LabelTypeError, class_type, predictions_text, typed_labels
@@ -120,7 +121,8 @@ def model_size(model: Any) -> int | None:
 def update_method(model: Any) -> str | None:
     """How `model` can be continued: `partial_fit`, `warm_start`, or None (refit only)."""
     final = final_estimator(model)
-    if hasattr(final, "partial_fit"):
+    # An MLP trained with early stopping refuses partial_fit ("partial_fit does not support early_stopping").
+    if hasattr(final, "partial_fit") and not (isinstance(final, MLPClassifier) and final.early_stopping):
         return "partial_fit"
     return "warm_start" if size_parameter(final) else None
 
@@ -199,6 +201,9 @@ def _partial_fit_passes(final: Any, Xt: Any, y: np.ndarray, epochs: int, learnin
     params = final.get_params()
     step = {name: learning_rate for name in ("eta0", "learning_rate_init") if name in params}
     final.set_params(**step)
+    if "learning_rate_init" in step and hasattr(final, "_optimizer"):
+        # An MLP's partial_fit reuses the optimizer of its last fit, step size included: start one at this rate.
+        del final._optimizer
     rng = np.random.default_rng(seed)
     log = []
     for epoch in range(1, epochs + 1):

@@ -76,6 +76,8 @@ def test_the_learning_rate_sets_only_the_step_size_and_nothing_else_changes(scen
         tuned, _ = update(model, X, y, NAMES, epochs=2, learning_rate=0.0123, growth=0.25)
         before, after = model[-1].get_params(), tuned[-1].get_params()
         assert after[step] == 0.0123
+        if step == "learning_rate_init":  # the optimizer partial_fit used ran at that rate too
+            assert tuned[-1]._optimizer.learning_rate_init == 0.0123
         assert {k: v for k, v in after.items() if k != step} == {k: v for k, v in before.items() if k != step}
 
 
@@ -143,6 +145,17 @@ def test_models_without_an_update_path_are_refit_with_their_own_hyperparameters(
     refitted = refit(model, X, y, NAMES)
     assert refitted is not model and refitted[-1].C == 0.3
     assert accuracy(refitted, X, y) > accuracy(model, X, y)
+
+
+def test_an_mlp_with_early_stopping_has_no_partial_fit_so_it_is_refit(scenario):
+    model = fitted(make_pipeline(StandardScaler(), MLPClassifier((8,), early_stopping=True, max_iter=30,
+                                                                 random_state=0)), scenario)
+    assert update_method(model) is None
+    X, y = scenario.after
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refitted = refit(model, X, y, NAMES)
+    assert refitted[-1].early_stopping and refitted[-1].hidden_layer_sizes == (8,)
 
 
 def test_an_update_refuses_labels_the_model_never_saw(scenario, champion):
