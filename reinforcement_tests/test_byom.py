@@ -119,6 +119,9 @@ def test_a_users_model_is_registered_and_carried_through_a_cycle_on_a_drifted_we
     assert challenger.class_type == champion.class_type and challenger.classes == champion.classes
     assert class_type(new.classes_) == class_type(model.classes_)  # ints stay ints, booleans booleans
     assert challenger.parent_version == ("user-v1" if dataset["mode"] == "update" else None)
+    loaded = load_without_the_package(artifacts.base_dir + "/" + challenger.artifact_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split()[1:] == [type(model).__name__, "[]"]  # no module of this package was imported
     metrics = materialized(result, "run_metrics")
     assert 0 < metrics["challenger_accuracy"] <= 1 and metrics["champion_accuracy"] < 0.9
     X_after, y_after = scenario.after
