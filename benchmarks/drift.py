@@ -10,7 +10,7 @@ rows), then each strategy's daily step runs and may replace the model for the ne
 3. default   this project's cycle: confident errors + replayed correct rows, an update (or a refit when
              the champion cannot be updated), promoted only through the gate. With `--real` (the
              reported run) it is the real `retraining_job` on embedded PostgreSQL, one Dagster run per
-             day; otherwise the same core functions the assets call (`reinforcement_assets.cycle`), in
+             day; otherwise the same core functions the assets call (`reinforcement_assets.core.cycle`), in
              the same order, on the log held in memory (used for the sweeps);
 4. scratch   refit the learner on the whole window every day and deploy it (the ceiling);
 5. river     river's StandardScaler | OneVsRest(LogisticRegression), predicting then learning every
@@ -21,7 +21,7 @@ rows), then each strategy's daily step runs and may replace the model for the ne
 
 The family of 1-4 is `--learner` (default: the fresh-install default, `REINFORCEMENT_LEARNER`).
 
-Streams: `abrupt`, `gradual` (over 10 days) and `stable` from `reinforcement_assets.drift_data`,
+Streams: `abrupt`, `gradual` (over 10 days) and `stable` from `reinforcement_assets.core.drift_data`,
 `hyperplane` (river `Hyperplane`, the plane starts rotating on the drift day) and `rbf` (river
 `RandomRBFDrift`, centroids start moving on the drift day); all generated on the fly.
 Results: `benchmarks/results/<output>.json`, `docs/drift_accuracy.png`.
@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from reinforcement_assets import settings
-from reinforcement_assets.cycle import (
+from reinforcement_assets.core.cycle import (
     TrainingPlan,
     baseline_predictions,
     challenger_record,
@@ -52,15 +52,15 @@ from reinforcement_assets.cycle import (
     plan_training,
     train_challenger,
 )
-from reinforcement_assets.dataset import finetune_frame, from_scratch_frame, replay_size, split
+from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
 from reinforcement_assets.demo import accuracy, log_traffic
-from reinforcement_assets.drift_data import make_stream
-from reinforcement_assets.evaluation import decide_promotion
-from reinforcement_assets.labels import class_type, predictions_text
-from reinforcement_assets.learners import make_learner
+from reinforcement_assets.core.drift_data import make_stream
+from reinforcement_assets.core.evaluation import decide_promotion
+from reinforcement_assets.core.labels import class_type, predictions_text
+from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
-from reinforcement_assets.records import ModelVersion, Window
-from reinforcement_assets.rows import rows_from_records
+from reinforcement_assets.core.records import ModelVersion, Window
+from reinforcement_assets.core.rows import rows_from_records
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
@@ -341,11 +341,11 @@ def simulate_river(stream: Stream, seed: int) -> Trace:
 def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, work_dir) -> Trace:
     """The default strategy through the real `retraining_job` on embedded PostgreSQL, one run per day."""
     import dagster as dg
-    from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
-    from reinforcement_assets.assets import asset_checks, assets
-    from reinforcement_assets.automation import retraining_job
+    from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage
+    from reinforcement_assets.defs.assets import asset_checks, assets
+    from reinforcement_assets.defs.automation import retraining_job
     from reinforcement_assets.demo import register_champion
-    from reinforcement_assets.postgres_store import PostgresStore
+    from reinforcement_assets.backends.postgres_store import PostgresStore
 
     from .scale import step_times
 

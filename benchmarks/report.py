@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
-from reinforcement_assets.learners import BUILT_IN_LEARNERS
+from reinforcement_assets.core.learners import BUILT_IN_LEARNERS
 
 from .machine import RESULTS_DIR, machine_line
 

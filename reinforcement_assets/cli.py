@@ -37,7 +37,7 @@ def environment_resources(*keys: str) -> Iterator[tuple]:
     """The resources the environment selects (`dg.EnvVar`s resolved), without loading the code location."""
     import dagster as dg
 
-    from .resources import default_resources
+    from .defs.resources import default_resources
 
     selected = default_resources()
     with dg.build_resources({key: selected[key] for key in keys}) as resources:
@@ -144,7 +144,7 @@ def report(result, run: dict) -> str:
 @command("request")
 def request(args: argparse.Namespace) -> int:
     """Queue a retraining request, as a user would from the web UI; the request sensor starts its run."""
-    from .request_queue import OPTION_NAMES, InvalidRequest
+    from .defs.request_queue import OPTION_NAMES, InvalidRequest
 
     if not args.reason.strip():
         print("refused: --reason must say why the model should be retrained", file=sys.stderr)
@@ -212,7 +212,7 @@ def previous_champion(versions, champion) -> str | None:
 @command("rollback")
 def rollback(args: argparse.Namespace) -> int:
     """Make an earlier model version champion again, recording why."""
-    from .store import StoreError
+    from .backends.store import StoreError
 
     with environment_resources("store") as (store,):
         champion = store.champion()
@@ -241,9 +241,9 @@ def rollback(args: argparse.Namespace) -> int:
 @command("register")
 def register(args: argparse.Namespace) -> int:
     """Adopt a deployed model: copy its file into artifact storage and register it (with --champion, promote it)."""
-    from .cycle import NotAClassifier
+    from .core.cycle import NotAClassifier
     from .registration import RegistrationError, register_model
-    from .store import StoreError
+    from .backends.store import StoreError
 
     names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
     with environment_resources("store", "artifacts") as (store, artifacts):

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .artifacts import ArtifactStorage, encode
-from .drift_data import corrupt_rows, make_stream, prediction_log, timestamps
-from .labels import predictions_text
+from .backends.artifacts import ArtifactStorage, encode
+from .core.drift_data import corrupt_rows, make_stream, prediction_log, timestamps
+from .core.labels import predictions_text
 from .model import predict_text, train_from_scratch
-from .records import ModelVersion
+from .core.records import ModelVersion
 from .registration import register_loaded
-from .store import Store
+from .backends.store import Store
 
 
 @dataclass(frozen=True)

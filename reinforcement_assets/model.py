@@ -23,8 +23,8 @@ from sklearn.metrics import log_loss
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
-from .labels import LabelTypeError, class_type, predictions_text, typed_labels
-from .learners import built_in
+from .core.labels import LabelTypeError, class_type, predictions_text, typed_labels
+from .core.learners import built_in
 
 UPDATE_METHODS = ("partial_fit", "warm_start")
 

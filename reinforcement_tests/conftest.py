@@ -12,8 +12,8 @@ import pytest
 import threadpoolctl
 from psycopg import conninfo
 
-from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
-from reinforcement_assets.postgres_store import PostgresStore, apply_migrations, embedded_database_url
+from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage
+from reinforcement_assets.backends.postgres_store import PostgresStore, apply_migrations, embedded_database_url
 from reinforcement_tests.supabase_transport import SupabaseEmulator
 
 _numbers = itertools.count()

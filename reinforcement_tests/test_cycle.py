@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from reinforcement_assets.cycle import (
+from reinforcement_assets.core.cycle import (
     NotAClassifier,
     baseline_predictions,
     challenger_record,
@@ -29,18 +29,19 @@ from reinforcement_assets.cycle import (
     version_name,
 )
 from reinforcement_assets.demo import drift_scenario
-from reinforcement_assets.evaluation import decide_promotion
+from reinforcement_assets.core.evaluation import decide_promotion
 from reinforcement_assets.model import EpochLog, train_from_scratch
-from reinforcement_assets.records import ModelVersion
+from reinforcement_assets.core.records import ModelVersion
 
 NAMES = tuple(f"x{i}" for i in range(10))
 
 
 def test_the_core_imports_neither_dagster_nor_a_backend():
-    code = ("import sys, reinforcement_assets.cycle, reinforcement_assets.records, reinforcement_assets.rows,"
-            " reinforcement_assets.dataset;"
-            "bad = [m for m in ('dagster', 'psycopg', 'supabase', 'httpx', 'reinforcement_assets.store',"
-            " 'reinforcement_assets.postgres_store', 'reinforcement_assets.supabase_store') if m in sys.modules];"
+    core = ", ".join(f"reinforcement_assets.core.{m}" for m in ("cycle", "records", "rows", "dataset", "decay",
+                                                               "drift_data"))
+    code = (f"import sys, {core};"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'psycopg', 'supabase', 'httpx')"
+            " or m.startswith(('reinforcement_assets.backends', 'reinforcement_assets.defs'))];"
             "print(bad)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

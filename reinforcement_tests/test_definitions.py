@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from reinforcement_assets.automation import auto_daily, retraining_job
+from reinforcement_assets.defs.automation import auto_daily, retraining_job
 from reinforcement_assets.definitions import defs
 
 ROOT = Path(__file__).resolve().parent.parent

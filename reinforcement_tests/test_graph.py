@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from reinforcement_assets import settings
-from reinforcement_assets.assets import asset_checks, assets
+from reinforcement_assets.defs.assets import asset_checks, assets
 from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
 
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reinforcement_assets.labels import (
+from reinforcement_assets.core.labels import (
     LabelTypeError,
     canonical_text,
     class_type,
@@ -12,7 +12,7 @@ from reinforcement_assets.labels import (
     predictions_text,
     typed_labels,
 )
-from reinforcement_assets.store import evaluation_frame
+from reinforcement_assets.backends.store import evaluation_frame
 
 
 def test_numbers_are_stored_as_their_shortest_exact_text():

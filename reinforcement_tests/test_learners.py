@@ -4,8 +4,8 @@ import pytest
 from sklearn.base import is_classifier
 from sklearn.ensemble import ExtraTreesClassifier
 
-from reinforcement_assets.learners import BUILT_IN_LEARNERS, InvalidLearner, check_learner, make_learner
-from reinforcement_assets.request_queue import InvalidRequest, parse_options, run_config
+from reinforcement_assets.core.learners import BUILT_IN_LEARNERS, InvalidLearner, check_learner, make_learner
+from reinforcement_assets.defs.request_queue import InvalidRequest, parse_options, run_config
 
 
 @pytest.mark.parametrize("name", BUILT_IN_LEARNERS)

@@ -27,7 +27,7 @@ def backend(request, monkeypatch, database_url, tmp_path, store, artifacts, proj
     monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", database_url)
     if request.param == "supabase":
         resources = emulated_resources(project)
-        monkeypatch.setattr("reinforcement_assets.resources.default_resources", lambda: resources)
+        monkeypatch.setattr("reinforcement_assets.defs.resources.default_resources", lambda: resources)
         return resources["store"], resources["artifacts"], request.param
     monkeypatch.setattr("reinforcement_assets.settings.DATA_DIR", str(tmp_path))
     return store, artifacts, request.param

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from reinforcement_assets.assets import asset_checks, assets
-from reinforcement_assets.automation import retraining_job
+from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.defs.automation import retraining_job
 from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
-from reinforcement_assets.request_queue import InvalidRequest
-from reinforcement_assets.sensors import make_request_sensor, make_write_back_sensors
-from reinforcement_assets.store import StoreError
+from reinforcement_assets.defs.request_queue import InvalidRequest
+from reinforcement_assets.defs.sensors import make_request_sensor, make_write_back_sensors
+from reinforcement_assets.backends.store import StoreError
 
 USER = "8f2c1a9e-5b7d-4c3e-9a1f-2d6b8e4c7a10"
 
@@ -349,11 +349,11 @@ def test_the_daemon_queues_one_run_per_request_and_never_a_second(store, databas
     location = tmp_path / "location.py"
     location.write_text(
         "import dagster as dg\n"
-        "from reinforcement_assets.assets import asset_checks, assets\n"
-        "from reinforcement_assets.automation import retraining_job\n"
-        "from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage\n"
-        "from reinforcement_assets.postgres_store import PostgresStore\n"
-        "from reinforcement_assets.sensors import make_request_sensor\n"
+        "from reinforcement_assets.defs.assets import asset_checks, assets\n"
+        "from reinforcement_assets.defs.automation import retraining_job\n"
+        "from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage\n"
+        "from reinforcement_assets.backends.postgres_store import PostgresStore\n"
+        "from reinforcement_assets.defs.sensors import make_request_sensor\n"
         f"artifacts = LocalArtifactStorage(base_dir={str(tmp_path / 'artifacts')!r})\n"
         "defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],\n"
         "    sensors=[make_request_sensor(minimum_interval_seconds=1)],\n"

@@ -6,10 +6,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from reinforcement_assets.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.postgres_store import MIGRATIONS_DIR, apply_migrations
-from reinforcement_assets.rows import reject_reason
-from reinforcement_assets.store import ModelVersion, RowQuery, StoreError, Window
+from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
+from reinforcement_assets.backends.postgres_store import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.core.rows import reject_reason
+from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
 NAMES = ("x0", "x1")
@@ -160,7 +160,7 @@ def test_the_database_keeps_exactly_one_champion(store):
 @pytest.mark.parametrize("url", ["postgres//app:s3cretpw@db.invalid:5432/x",
                                  "postgresql://app:s3cretpw@127.0.0.1:1/x?connect_timeout=1"])
 def test_connection_errors_never_show_the_password(url):
-    from reinforcement_assets.postgres_store import PostgresStore
+    from reinforcement_assets.backends.postgres_store import PostgresStore
 
     with pytest.raises(StoreError) as raised:
         PostgresStore(database_url=url).latest_runs()

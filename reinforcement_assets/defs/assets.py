@@ -15,9 +15,9 @@ from typing import Any, Optional
 import dagster as dg
 import pandas as pd
 
-from . import settings
-from .artifacts import ArtifactStorage
-from .cycle import (
+from .. import settings
+from ..backends.artifacts import ArtifactStorage
+from ..core.cycle import (
     baseline_predictions,
     challenger_record,
     confirm_plan,
@@ -29,7 +29,7 @@ from .cycle import (
     training_log,
     version_name,
 )
-from .dataset import (
+from ..core.dataset import (
     finetune_frame,
     from_scratch_frame,
     is_from_scratch,
@@ -38,13 +38,13 @@ from .dataset import (
     sample_fraction,
     split,
 )
-from .evaluation import classification_metrics, decide_promotion
-from .labels import class_type
-from .learners import check_learner
-from .model import predict_text
+from ..core.evaluation import classification_metrics, decide_promotion
+from ..core.labels import class_type
+from ..core.learners import check_learner
+from ..model import predict_text
 from .request_queue import check_request_run
-from .rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
-from .store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
+from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
+from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 
 GROUP = "reinforcement_loop"
 

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
-from .request_queue import check_new_request
+from ..defs.request_queue import check_new_request
 from .store import (
     ROW_COLUMNS,
     AccuracyCount,
@@ -39,7 +39,7 @@ from .store import (
 from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
 
 MIGRATIONS_DIR = Path(
-    os.environ.get("REINFORCEMENT_MIGRATIONS_DIR", Path(__file__).resolve().parent.parent / "supabase" / "migrations")
+    os.environ.get("REINFORCEMENT_MIGRATIONS_DIR", Path(__file__).resolve().parents[2] / "supabase" / "migrations")
 )
 logger = logging.getLogger(__name__)
 _MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating

@@ -21,7 +21,7 @@ import pandas as pd
 from postgrest.types import CountMethod, ReturnMethod
 from pydantic import Field
 
-from .request_queue import check_new_request, queue_order
+from ..defs.request_queue import check_new_request, queue_order
 from .store import (
     ROW_COLUMNS,
     AccuracyCount,

@@ -18,8 +18,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from .labels import label_text
-from .records import (  # noqa: F401  (re-exported: the backends and callers import them from here)
+from ..core.labels import label_text
+from ..core.records import (  # noqa: F401  (re-exported: the backends and callers import them from here)
     EVALUATION_COLUMNS,
     REQUEST_PRIORITIES,
     ROW_COLUMNS,

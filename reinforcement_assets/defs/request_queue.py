@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from .learners import InvalidLearner, check_learner
-from .records import REQUEST_PRIORITIES, RetrainingRequest
+from ..core.learners import InvalidLearner, check_learner
+from ..core.records import REQUEST_PRIORITIES, RetrainingRequest
 
 # Dagster's queued run coordinator launches higher `dagster/priority` values first (default 0).
 RUN_PRIORITY = {"high": 10, "normal": 0, "low": -10}

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from .evaluation import PromotionDecision
 from .labels import can_type, canonical_text, class_type, predictions_text
 from .learners import make_learner
-from .model import (
+from ..model import (
     EpochLog,
     model_size,
     plain,

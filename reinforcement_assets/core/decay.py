@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from scipy.stats import binomtest
 
-from . import settings
+from .. import settings
 from .records import AccuracyCount
 
 
