@@ -6,16 +6,22 @@ Each day the deployed model predicts that day's rows, the outcomes are logged (w
 rows), then each strategy's daily step runs and may replace the model for the next day:
 
 1. never     never retrain;
-2. naive     fine-tune on the window's confident errors only, always promote;
-3. default   this project's cycle: confident errors + replayed correct rows, fine-tuned, and promoted
-             only through the gate. With `--real` (the reported run) it is the real `retraining_job`
-             on embedded PostgreSQL, one Dagster run per day; otherwise the same pure functions the
-             assets call, in the same order, on the log held in memory (used for the sweeps);
-4. scratch   retrain from scratch on the whole window every day and deploy it (the ceiling);
+2. naive     update on the window's confident errors only, always promote;
+3. default   this project's cycle: confident errors + replayed correct rows, an update (or a refit when
+             the champion cannot be updated), promoted only through the gate. With `--real` (the
+             reported run) it is the real `retraining_job` on embedded PostgreSQL, one Dagster run per
+             day; otherwise the same core functions the assets call (`reinforcement_assets.core.cycle`), in
+             the same order, on the log held in memory (used for the sweeps);
+4. scratch   refit the learner on the whole window every day and deploy it (the ceiling);
 5. river     river's StandardScaler | OneVsRest(LogisticRegression), predicting then learning every
-             row as it arrives (it sees each outcome at once, which no batch strategy does).
+             row as it arrives (it sees each outcome at once, which no batch strategy does);
+6. hgb_loop  a user's HistGradientBoostingClassifier champion through the default cycle (its updates
+             add boosting iterations; refits clone it);
+7. hgb_daily a daily refit of that HistGradientBoostingClassifier on the window, always deployed.
 
-Streams: `abrupt`, `gradual` (over 10 days) and `stable` from `reinforcement_assets.drift_data`,
+The family of 1-4 is `--learner` (default: the fresh-install default, `REINFORCEMENT_LEARNER`).
+
+Streams: `abrupt`, `gradual` (over 10 days) and `stable` from `reinforcement_assets.core.drift_data`,
 `hyperplane` (river `Hyperplane`, the plane starts rotating on the drift day) and `rbf` (river
 `RandomRBFDrift`, centroids start moving on the drift day); all generated on the fly.
 Results: `benchmarks/results/<output>.json`, `docs/drift_accuracy.png`.
@@ -29,7 +35,7 @@ import statistics
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,18 +43,30 @@ import numpy as np
 import pandas as pd
 
 from reinforcement_assets import settings
-from reinforcement_assets.dataset import finetune_frame, replay_size, split
+from reinforcement_assets.core.cycle import (
+    TrainingPlan,
+    baseline_predictions,
+    challenger_record,
+    confirm_plan,
+    holdout_truth,
+    plan_training,
+    train_challenger,
+)
+from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
 from reinforcement_assets.demo import accuracy, log_traffic
-from reinforcement_assets.drift_data import make_stream
-from reinforcement_assets.evaluation import decide_promotion
-from reinforcement_assets.model import UnseenClassError, fine_tune, train_from_scratch
-from reinforcement_assets.rows import rows_from_records
-from reinforcement_assets.store import Window
+from reinforcement_assets.core.drift_data import make_stream
+from reinforcement_assets.core.evaluation import decide_promotion
+from reinforcement_assets.core.labels import class_type, predictions_text
+from reinforcement_assets.core.learners import make_learner
+from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
+from reinforcement_assets.core.records import ModelVersion, Window
+from reinforcement_assets.core.rows import rows_from_records
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
 STREAMS = ("abrupt", "gradual", "stable", "hyperplane", "rbf")
-STRATEGIES = ("never", "naive", "default", "scratch", "river")
+STRATEGIES = ("never", "naive", "default", "scratch", "river", "hgb_loop", "hgb_daily")
+HGB = "hist_gradient_boosting"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BAD_ROW_SHARE = 0.01
 GRADUAL_DAYS = 10
@@ -77,10 +95,13 @@ class Params:
     min_error_samples: int = settings.MIN_ERROR_SAMPLES_FOR_RETRAINING
     lookback_days: float = settings.DEFAULT_LOOKBACK_DAYS
     holdout_share: float = settings.HOLDOUT_SHARE
+    learner: str = settings.LEARNER
+    update_growth: float = settings.UPDATE_GROWTH
 
     def label(self) -> str:
-        return (f"replay {self.replay_ratio:g}, epochs {self.epochs}, lr {self.learning_rate:g}, "
-                f"margin {self.non_inferiority_margin:g}, alpha {self.significance_level:g}")
+        return (f"learner {self.learner}, replay {self.replay_ratio:g}, epochs {self.epochs}, "
+                f"lr {self.learning_rate:g}, growth {self.update_growth:g}, margin {self.non_inferiority_margin:g}, "
+                f"alpha {self.significance_level:g}")
 
 
 @dataclass
@@ -179,12 +200,33 @@ def window_rows(days: list[pd.DataFrame], window: Window) -> pd.DataFrame:
     return frame[(frame["evaluated_at"] >= window.start) & (frame["evaluated_at"] < window.end)]
 
 
-def pure_cycle(champion, rows: pd.DataFrame, window: Window, params: Params, names: Sequence[str],
-               rng: np.random.Generator, naive: bool = False):
-    """The assets' steps on in-memory rows: errors, replay, holdout, fine-tune, gate.
+@dataclass
+class Champion:
+    """The deployed model and its registry record (what the core functions decide on)."""
 
-    Returns (model to deploy or None, seconds spent fitting, retrained?). Sampling is uniform like
-    the store's `sample_key` (but not the same rows). `naive`: errors only, always promoted.
+    record: ModelVersion
+    model: Any
+
+
+def champion_of(model, version: str, names: Sequence[str]) -> Champion:
+    """A model as the registry would record it on registration."""
+    return Champion(ModelVersion(version=version, artifact_path=f"models/{version}.joblib", sha256="0" * 64,
+                                 feature_names=tuple(names), classes=tuple(predictions_text(model.classes_)),
+                                 class_type=class_type(model.classes_), base_size=model_size(model)), model)
+
+
+def uniform_sample(rows: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Up to `n` rows drawn uniformly, in time order (the store's `sample_key` samples uniformly too)."""
+    return rows if len(rows) <= n else rows.iloc[np.sort(rng.choice(len(rows), size=n, replace=False))]
+
+
+def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: Params, names: Sequence[str],
+               rng: np.random.Generator, naive: bool = False, day: int = 0):
+    """The assets' steps on in-memory rows, their decisions made by the same core functions
+    (`plan_training`, `confirm_plan`, `train_challenger`, `baseline_predictions`, `decide_promotion`).
+
+    Only the row selection (the store's part) is done here, in memory. Returns (new Champion or
+    None, seconds spent fitting, retrained?). `naive`: errors only, always promoted.
     """
     train = rows[rows["evaluated_at"] < window.holdout_start]
     holdout = rows[rows["evaluated_at"] >= window.holdout_start]
@@ -193,29 +235,39 @@ def pure_cycle(champion, rows: pd.DataFrame, window: Window, params: Params, nam
     errors = errors.sort_values(["evaluated_at", "id"], ascending=False).head(settings.MAX_ERROR_ROWS)
     if len(errors) < params.min_error_samples:
         return None, 0.0, False
+    holdout = uniform_sample(holdout, settings.MAX_HOLDOUT_ROWS, rng)
+    plan = plan_training(champion.record, champion.model, errors["actual_label"], from_scratch=False,
+                         named_learner=None, default_learner=params.learner, growth=params.update_growth)
     if naive:
-        replay = errors.iloc[0:0]
-    else:
-        correct = train[~wrong]
-        wanted = min(replay_size(len(errors), params.replay_ratio, settings.MAX_TRAINING_ROWS), len(correct))
-        replay = correct.iloc[np.sort(rng.choice(len(correct), size=wanted, replace=False))]
-    holdout = holdout if len(holdout) <= settings.MAX_HOLDOUT_ROWS else holdout.sample(
-        settings.MAX_HOLDOUT_ROWS, random_state=int(rng.integers(2**31)))
-    dataset = finetune_frame(errors, replay, holdout)
-    X, y, X_holdout, holdout_rows = split(dataset, list(names))
+        if update_method(champion.model) is None:
+            return None, 0.0, False
+        plan, dataset = TrainingPlan(True, "naive"), finetune_frame(errors, errors.iloc[0:0], holdout)
+    elif plan.update:
+        wanted = replay_size(len(errors), params.replay_ratio, settings.MAX_TRAINING_ROWS)
+        dataset = finetune_frame(errors, uniform_sample(train[~wrong], wanted, rng), holdout)
+        plan = confirm_plan(plan, champion.record, champion.model,
+                            dataset.loc[dataset["split"] == "train", "label"], params.update_growth)
+    if not plan.update:
+        dataset = from_scratch_frame(uniform_sample(train, settings.MAX_TRAINING_ROWS, rng), holdout)
+    X, y, _, holdout_rows = split(dataset, list(names))
     started = time.perf_counter()
     try:
-        challenger, _ = fine_tune(champion, X, y, epochs=params.epochs, learning_rate=params.learning_rate)
-    except UnseenClassError:
+        challenger, _ = train_challenger(plan, champion.record, champion.model, X, y, names, epochs=params.epochs,
+                                         learning_rate=params.learning_rate, growth=params.update_growth)
+    except ValueError:  # e.g. a naive update meeting a new label, or a refit sample with one class
         return None, time.perf_counter() - started, False
     seconds = time.perf_counter() - started
+    record = challenger_record(challenger, plan, champion.record, version=f"day{day}", artifact_path="",
+                               sha256="0" * 64, feature_names=names, training_run_id=None)
     if naive:
-        return challenger, seconds, True
-    y_true = holdout_rows["actual_label"].to_numpy(dtype=object)
-    decision = decide_promotion(y_true, champion.predict(X_holdout), challenger.predict(X_holdout),
+        return Champion(record, challenger), seconds, True
+    kind = class_type(challenger.classes_)
+    decision = decide_promotion(holdout_truth(holdout_rows, kind),
+                                baseline_predictions(champion.model, holdout_rows, names, kind),
+                                predict_text(challenger, holdout_rows, names),
                                 significance_level=params.significance_level,
                                 non_inferiority_margin=params.non_inferiority_margin)
-    return (challenger if decision.promote else None), seconds, True
+    return (Champion(record, challenger) if decision.promote else None), seconds, True
 
 
 def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:
@@ -229,33 +281,40 @@ def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int)
 
 
 def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> Trace:
-    """Strategies never, naive, scratch and the default on the pure functions, over every day of `stream`."""
+    """Strategies never, naive, scratch, default and the HGB pair on the core functions, over every day of `stream`."""
     names = list(stream.pretrain[0].columns)
-    model = train_from_scratch(*stream.pretrain, seed=seed)
+    if strategy in ("hgb_loop", "hgb_daily"):
+        params = replace(params, learner=HGB)
+        strategy = {"hgb_loop": "default", "hgb_daily": "scratch"}[strategy]
+    model = train_from_scratch(*stream.pretrain, learner=make_learner(params.learner, seed))
+    champion = champion_of(model, "initial", names)
     rng = np.random.default_rng(seed)
     trace, log = Trace(), []
     for day, (X, y) in enumerate(stream.days, start=1):
-        trace.accuracy.append(accuracy(model, X, y))
+        trace.accuracy.append(accuracy(champion.model, X, y))
         if strategy == "never":
             continue
         started = time.perf_counter()
-        log.append(usable_rows(logged_day(model, X, y, day, "current", seed), names, first_id=day * len(y)))
+        log.append(usable_rows(logged_day(champion.model, X, y, day, "current", seed), names,
+                               first_id=day * len(y)))
         window = Window.ending_at(day_bounds(day)[1].to_pydatetime(), params.lookback_days, params.holdout_share)
         log = [frame for frame in log if len(frame) and frame["evaluated_at"].max() >= window.start]
         rows = window_rows(log, window)
         if strategy == "scratch":
             fit_started = time.perf_counter()
-            new_model = train_from_scratch(rows[names], rows["actual_label"].to_numpy(dtype=object), seed=seed)
+            new_model = train_from_scratch(rows[names], rows["actual_label"].to_numpy(dtype=object),
+                                           learner=make_learner(params.learner, seed))
+            new = champion_of(new_model, f"day{day}", names)
             trace.train_seconds += time.perf_counter() - fit_started
             retrained = True
         else:
-            new_model, seconds, retrained = pure_cycle(model, rows, window, params, names, rng,
-                                                       naive=strategy == "naive")
+            new, seconds, retrained = pure_cycle(champion, rows, window, params, names, rng,
+                                                 naive=strategy == "naive", day=day)
             trace.train_seconds += seconds
         trace.retrains += retrained
-        if new_model is not None:
-            _count_promotion(trace, model, new_model, stream, day)
-            model = new_model
+        if new is not None:
+            _count_promotion(trace, champion.model, new.model, stream, day)
+            champion = new
         trace.cycle_seconds += time.perf_counter() - started
     return trace
 
@@ -282,11 +341,11 @@ def simulate_river(stream: Stream, seed: int) -> Trace:
 def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, work_dir) -> Trace:
     """The default strategy through the real `retraining_job` on embedded PostgreSQL, one run per day."""
     import dagster as dg
-    from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage
-    from reinforcement_assets.assets import asset_checks, assets
-    from reinforcement_assets.automation import retraining_job
+    from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage
+    from reinforcement_assets.defs.assets import asset_checks, assets
+    from reinforcement_assets.defs.automation import retraining_job
     from reinforcement_assets.demo import register_champion
-    from reinforcement_assets.postgres_store import PostgresStore
+    from reinforcement_assets.backends.postgres_store import PostgresStore
 
     from .scale import step_times
 
@@ -298,14 +357,15 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
         job = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],
                              resources=resources).resolve_job_def("retraining_job")
         instance = dg.DagsterInstance.ephemeral()
-        model = train_from_scratch(*stream.pretrain, seed=seed)
+        model = train_from_scratch(*stream.pretrain, learner=make_learner(params.learner, seed))
         version = register_champion(store, artifacts, model, "initial", "trained before day 1").version
         trace = Trace()
         config = {
             "error_samples": {"config": {"confidence_threshold": params.confidence_threshold}},
             "finetune_dataset": {"config": {"replay_ratio": params.replay_ratio,
                                             "min_error_samples": params.min_error_samples}},
-            "retrained_model": {"config": {"epochs": params.epochs, "learning_rate": params.learning_rate}},
+            "retrained_model": {"config": {"epochs": params.epochs, "learning_rate": params.learning_rate,
+                                           "update_growth": params.update_growth}},
             "run_metrics": {"config": {"significance_level": params.significance_level,
                                        "non_inferiority_margin": params.non_inferiority_margin}},
         }
@@ -462,6 +522,26 @@ def table(agg: dict[str, dict[str, dict[str, Any]]], n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def learner_table(by_learner: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """Per stream and learner: the loop (`default`) against a daily refit (`scratch`) of the same family."""
+    lines = ["| stream | learner | loop: accuracy after drift | loop: promotions / bad | daily refit: accuracy after "
+             "drift | daily refit: bad deployments | loop training s | refit training s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    streams = next(iter(by_learner.values()))
+    for stream in streams:
+        for learner, agg in by_learner.items():
+            loop, refit = agg[stream]["default"], agg[stream]["scratch"]
+            lines.append(f"| {stream} | {learner} | {loop['mean_accuracy_after_drift']:.3f} | {loop['promotions']:g} / "
+                         f"{loop['bad_promotions']} | {refit['mean_accuracy_after_drift']:.3f} | "
+                         f"{refit['bad_promotions']} | {loop['train_seconds']:.1f} | {refit['train_seconds']:.1f} |")
+    means = {learner: np.mean([agg[s]["default"]["mean_accuracy_after_drift"] for s in agg])
+             for learner, agg in by_learner.items()}
+    lines.append("")
+    lines.append("Mean over the streams of the loop's accuracy after the drift: "
+                 + ", ".join(f"{learner} {value:.3f}" for learner, value in means.items()) + ".")
+    return "\n".join(lines)
+
+
 def plot(agg: dict[str, dict[str, dict[str, Any]]], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -470,7 +550,8 @@ def plot(agg: dict[str, dict[str, dict[str, Any]]], path) -> None:
     streams = list(agg)
     fig, axes = plt.subplots(len(streams), 1, figsize=(9, 2.6 * len(streams)), sharex=True, squeeze=False)
     styles = {"never": ("grey", ":"), "naive": ("tab:red", "-"), "default": ("tab:blue", "-"),
-              "scratch": ("black", "--"), "river": ("tab:green", "-")}
+              "scratch": ("black", "--"), "river": ("tab:green", "-"), "hgb_loop": ("tab:purple", "-"),
+              "hgb_daily": ("tab:purple", "--")}
     for ax, stream in zip(axes[:, 0], streams):
         for strategy, s in agg[stream].items():
             color, line = styles.get(strategy, (None, "-"))
@@ -482,7 +563,7 @@ def plot(agg: dict[str, dict[str, dict[str, Any]]], path) -> None:
         ax.set_ylabel("accuracy")
         ax.set_title(stream, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3)
-    axes[0, 0].legend(ncol=5, fontsize=8, loc="lower left")
+    axes[0, 0].legend(ncol=7, fontsize=8, loc="lower left")
     axes[-1, 0].set_xlabel("day (orange: first drifted day)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -505,11 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("replay_ratio", "learning_rate", "significance_level", "non_inferiority_margin"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(Params(), name))
     parser.add_argument("--epochs", type=int, default=Params().epochs)
+    parser.add_argument("--learner", default=Params().learner, help="family of never/naive/default/scratch")
+    parser.add_argument("--update-growth", type=float, default=Params().update_growth)
     parser.add_argument("--output", default="drift")
     parser.add_argument("--plot", default="drift_accuracy.png", help="file name in docs/ ('' for none)")
     args = parser.parse_args(argv)
     begin_benchmark()
     params = Params(replay_ratio=args.replay_ratio, epochs=args.epochs, learning_rate=args.learning_rate,
+                    learner=args.learner, update_growth=args.update_growth,
                     significance_level=args.significance_level, non_inferiority_margin=args.non_inferiority_margin)
     print(f"default strategy: {params.label()}{' (real retraining_job)' if args.real else ''}")
     started = time.perf_counter()

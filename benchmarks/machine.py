@@ -179,7 +179,7 @@ def scratch_database(server_url: str, name: str) -> Iterator[str]:
     import psycopg
     from psycopg import conninfo
 
-    from reinforcement_assets.schema import apply_migrations
+    from reinforcement_assets.backends.schema import apply_migrations
 
     def drop(conn: psycopg.Connection) -> None:
         conn.execute(f"drop database if exists {name} with (force)")

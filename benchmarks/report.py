@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
+from reinforcement_assets.core.learners import BUILT_IN_LEARNERS
+
 from .machine import RESULTS_DIR, machine_line
 
 
@@ -34,6 +36,14 @@ def main() -> int:
         parts.append(section("Request sensor tick", record, sensor_tick.table(record["results"])))
     if record := load("drift"):
         parts.append(section("Drift recovery", record, drift.table(record["aggregate"], len(record["per_seed"]))))
+    if record := load("drift_byom"):
+        parts.append(section("Drift recovery with a user's HGB champion", record,
+                             drift.table(record["aggregate"], len(record["per_seed"]))))
+    learners = {name: load(f"drift_learner_{name}") for name in BUILT_IN_LEARNERS}
+    if all(learners.values()):
+        record = learners[BUILT_IN_LEARNERS[0]]
+        parts.append(section("Choosing the learner", record,
+                             drift.learner_table({n: r["aggregate"] for n, r in learners.items()})))
     if record := load("drift_sweep"):
         parts.append(section("Settings sweep", record, drift_sweep.table(record["settings"])))
     print("\n".join(parts) if parts else f"no results in {Path(RESULTS_DIR)}")

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.backends.postgres_store import PostgresStore
 
 from .machine import begin_benchmark, embedded_server, save, scratch_database
 
@@ -65,7 +65,7 @@ def one_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, store: P
 
 
 def bench(server_url: str, sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
-    from reinforcement_assets.sensors import retraining_requests
+    from reinforcement_assets.defs.sensors import retraining_requests
 
     results = []
     with scratch_database(server_url, "bench_sensor") as url:

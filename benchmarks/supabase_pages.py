@@ -19,8 +19,8 @@ from typing import Any
 
 
 from reinforcement_assets import settings
-from reinforcement_assets.postgres_store import PostgresStore
-from reinforcement_assets.store import Window
+from reinforcement_assets.backends.postgres_store import PostgresStore
+from reinforcement_assets.backends.store import Window
 
 from .machine import begin_benchmark, embedded_server, median_time, save, scratch_database
 from .scale import FEATURE_NAMES, cycle_queries, fill

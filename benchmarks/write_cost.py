@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from reinforcement_assets.postgres_store import PostgresStore
+from reinforcement_assets.backends.postgres_store import PostgresStore
 
 from .machine import begin_benchmark, embedded_server, median_time, save, scratch_database
 from .scale import FEATURE_NAMES

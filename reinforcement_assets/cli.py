@@ -1,4 +1,4 @@
-"""The `reinforcement` command: run the demo, queue retraining requests, show status, roll back."""
+"""The `reinforcement` command: run the demo, register a model, queue retraining requests, show status, roll back."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def environment_resources(*keys: str) -> Iterator[tuple]:
     """The resources the environment selects (`dg.EnvVar`s resolved), without loading the code location."""
     import dagster as dg
 
-    from .resources import default_resources
+    from .defs.resources import default_resources
 
     selected = default_resources()
     with dg.build_resources({key: selected[key] for key in keys}) as resources:
@@ -163,7 +163,7 @@ def report(result, run: dict) -> str:
 @command("request")
 def request(args: argparse.Namespace) -> int:
     """Queue a retraining request, as a user would from the web UI; the request sensor starts its run."""
-    from .request_queue import OPTION_NAMES, InvalidRequest
+    from .defs.request_queue import OPTION_NAMES, InvalidRequest
 
     if not args.reason.strip():
         print("refused: --reason must say why the model should be retrained", file=sys.stderr)
@@ -171,7 +171,8 @@ def request(args: argparse.Namespace) -> int:
     with environment_resources("store") as (store,):
         try:
             queued = store.create_request(args.reason.strip(), priority=args.priority, requested_by=args.requested_by,
-                                          options={"from_scratch": args.from_scratch, "force": args.force})
+                                          options={"from_scratch": args.from_scratch, "force": args.force,
+                                                   **({"learner": args.learner} if args.learner else {})})
         except InvalidRequest as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2
@@ -230,7 +231,7 @@ def previous_champion(versions, champion) -> str | None:
 @command("rollback")
 def rollback(args: argparse.Namespace) -> int:
     """Make an earlier model version champion again, recording why."""
-    from .store import StoreError
+    from .backends.store import StoreError
 
     with environment_resources("store") as (store,):
         champion = store.champion()
@@ -261,10 +262,10 @@ def migrate(args: argparse.Namespace) -> int:
     """Apply the schema's migrations to the configured database (as its owner)."""
     import psycopg
 
-    from .embedded import EmbeddedServerError, database_url
-    from .postgres_store import redact_credentials
-    from .resources import backend_from_environment
-    from .schema import SchemaError, migrate_as_owner, migration_files, version_of
+    from .backends.embedded import EmbeddedServerError, database_url
+    from .backends.postgres_store import redact_credentials
+    from .defs.resources import backend_from_environment
+    from .backends.schema import SchemaError, migrate_as_owner, migration_files, version_of
 
     if backend_from_environment(os.environ) == "supabase":
         print("refused: the Supabase backend reaches its database through PostgREST, which cannot migrate. Run "
@@ -288,8 +289,8 @@ def migrate(args: argparse.Namespace) -> int:
 @command("stop")
 def stop(args: argparse.Namespace) -> int:
     """Stop the embedded PostgreSQL of the data folder now."""
-    from .embedded import pgdata_of
-    from .embedded import stop as stop_server
+    from .backends.embedded import pgdata_of
+    from .backends.embedded import stop as stop_server
 
     stopped, users = stop_server(os.environ["REINFORCEMENT_DATA_DIR"])
     where = pgdata_of(os.environ["REINFORCEMENT_DATA_DIR"])
@@ -313,6 +314,39 @@ def dev(args: argparse.Namespace) -> int:
     return 0  # not reached: this process becomes `dagster dev`
 
 
+@command("register")
+def register(args: argparse.Namespace) -> int:
+    """Adopt a deployed model: copy its file into artifact storage and register it (with --champion, promote it)."""
+    from .core.cycle import NotAClassifier
+    from .registration import RegistrationError, register_model
+    from .backends.store import StoreError
+
+    names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
+    with environment_resources("store", "artifacts") as (store, artifacts):
+        try:
+            done = register_model(store, artifacts, args.model_file, version=args.version, champion=args.champion,
+                                  reason=args.reason, feature_names=names, reference_accuracy=args.reference_accuracy)
+        except FileNotFoundError:
+            print(f"refused: no file {args.model_file}", file=sys.stderr)
+            return 2
+        except (NotAClassifier, RegistrationError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        except StoreError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    v = done.version
+    reference = "none" if v.reference_accuracy is None else f"{v.reference_accuracy:.3f}"
+    if args.reference_accuracy is None and done.logged_rows:
+        reference += f" on {done.logged_rows:,} logged rows"
+    print(f"registered {v.version}: sha256 {v.sha256}, {len(v.feature_names)} features ({', '.join(v.feature_names)}), "
+          f"classes {list(v.classes)} ({v.class_type}), reference accuracy {reference}")
+    print(f"champion: {v.version}" if done.champion else "not promoted (add --champion to make it the champion)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="reinforcement", description=__doc__)
     root.add_argument("--data-dir", help="folder of the embedded database and artifacts (default .reinforcement)")
@@ -324,8 +358,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("request", help="queue a retraining request (run by the retraining_requests sensor)")
     p.add_argument("--reason", required=True, help="why the model should be retrained")
     p.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
-    p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
+    p.add_argument("--from-scratch", action="store_true", help="refit the model's family instead of updating it")
     p.add_argument("--force", action="store_true", help="retrain even with fewer errors than the minimum")
+    p.add_argument("--learner", help="refit with this built-in learner (sgd, logistic_regression, "
+                                     "hist_gradient_boosting, random_forest)")
     p.add_argument("--requested-by", help="the requesting user's id (UUID)")
     p = sub.add_parser("status", help="print the champion, the latest runs and the latest requests")
     p.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")
@@ -337,6 +373,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", add_help=False,  # every option after `dev`, --help too, is `dagster dev`'s
                    help="run `dagster dev` (UI, daemon) with the data folder's Dagster instance; options after "
                         "`dev` go to it (e.g. -p 3001)")
+    p = sub.add_parser("register", help="adopt a deployed model file (joblib): register it, optionally as champion")
+    p.add_argument("model_file", help="a fitted scikit-learn classifier saved with joblib (only load files you trust)")
+    p.add_argument("--version", help="its version, as logged in prediction_evaluations.model_version "
+                                     "(default: file name and sha256 prefix)")
+    p.add_argument("--champion", action="store_true", help="make it the champion (compare-and-swap)")
+    p.add_argument("--reason", help="recorded as the promotion reason")
+    p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
+    p.add_argument("--reference-accuracy", type=float,
+                   help="its accuracy on unseen data (default: measured on its logged rows)")
     return root
 
 
@@ -350,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
     use_data_dir(args.data_dir)
     from .settings import SettingsError
-    from .store import StoreError
+    from .backends.store import StoreError
 
     try:
         return COMMANDS[args.command](args)

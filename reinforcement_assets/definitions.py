@@ -3,10 +3,10 @@
 import dagster as dg
 
 from . import settings
-from .assets import asset_checks, assets
-from .automation import auto_daily, retraining_job
-from .resources import default_resources
-from .sensors import sensors
+from .defs.assets import asset_checks, assets
+from .defs.automation import auto_daily, retraining_job
+from .defs.resources import default_resources
+from .defs.sensors import sensors
 
 settings.configure_logging()
 

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .artifacts import ArtifactStorage
-from .drift_data import corrupt_rows, make_stream, prediction_log, timestamps
-from .model import train_from_scratch
-from .store import ModelVersion, Store
+from .backends.artifacts import ArtifactStorage, encode
+from .core.drift_data import corrupt_rows, make_stream, prediction_log, timestamps
+from .core.labels import predictions_text
+from .model import predict_text, train_from_scratch
+from .core.records import ModelVersion
+from .registration import register_loaded
+from .backends.store import Store
 
 
 @dataclass(frozen=True)
@@ -49,18 +52,14 @@ def log_traffic(
 def register_champion(
     store: Store, artifacts: ArtifactStorage, model, version: str, reason: str, reference_accuracy: float | None = None,
 ) -> ModelVersion:
-    """Save `model`, register it and make it the champion (how an existing model joins the loop).
+    """Save `model`, register it and make it the champion (what `reinforcement register --champion` does).
 
     `reference_accuracy` (measured on data the model did not train on) is what the decay
     trigger compares its live accuracy with; without it, decay cannot fire.
     """
-    stored = artifacts.write_value(f"models/{version}", model)
-    store.register_model_version(ModelVersion(
-        version=version, artifact_path=stored.path, sha256=stored.sha256,
-        feature_names=tuple(str(c) for c in model.feature_names_in_),
-        classes=tuple(str(c) for c in model.classes_),
-    ))
-    return store.promote(version, reason, reference_accuracy)
+    data, _, _ = encode(model)
+    return register_loaded(store, artifacts, data, model, version=version, champion=True, reason=reason,
+                           reference_accuracy=reference_accuracy).version
 
 
 def deploy_initial_model(store: Store, artifacts: ArtifactStorage, scenario: Scenario, version: str = "v0"):
@@ -74,4 +73,5 @@ def deploy_initial_model(store: Store, artifacts: ArtifactStorage, scenario: Sce
 
 
 def accuracy(model, X: pd.DataFrame, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(X) == y))
+    """The share of rows of X `model` labels as y (compared as text, so an int model scores on text labels)."""
+    return float(np.mean(predict_text(model, X, list(X.columns)) == predictions_text(y)))

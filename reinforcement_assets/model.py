@@ -1,21 +1,36 @@
-"""The default classifier, and how it is trained from scratch or fine-tuned."""
+"""The user's model, continued: an update (`partial_fit` passes or a `warm_start` continuation) or a refit.
+
+Any fitted scikit-learn classifier works: a bare estimator, a `Pipeline` (whose transformers an
+update leaves as they are) or a `ColumnTransformer` inside one. The estimator API is the seam:
+`partial_fit`, `warm_start`, `clone`, `get_params`/`set_params`. Nothing of this package ends up in
+a model: what is stored is the user's objects only.
+"""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+from .core.labels import LabelTypeError, class_type, predictions_text, typed_labels
+from .core.learners import built_in
+
+UPDATE_METHODS = ("partial_fit", "warm_start")
 
 
 class IncrementalPipeline(Pipeline):
-    """A Pipeline whose every step learns incrementally, so the whole model supports `partial_fit`."""
+    """The model class of earlier versions, kept so that their stored champions still load (see `plain`)."""
 
     def partial_fit(self, X, y, classes=None):
         Xt = X
@@ -29,6 +44,10 @@ class UnseenClassError(ValueError):
     """Fine-tuning data has a label the model was never trained on."""
 
 
+class UpdateImpossible(ValueError):
+    """The model cannot be updated on this data (a refit can): the message says why."""
+
+
 @dataclass(frozen=True)
 class EpochLog:
     epoch: int
@@ -36,41 +55,179 @@ class EpochLog:
     seconds: float
 
 
-def make_model(seed: int = 0) -> IncrementalPipeline:
-    """Standard scaling then logistic regression by SGD: takes a DataFrame of feature columns."""
-    classifier = SGDClassifier(loss="log_loss", alpha=1e-4, max_iter=200, tol=1e-4, random_state=seed)
-    return IncrementalPipeline([("scale", StandardScaler()), ("classify", classifier)])
+def plain(model: Any) -> Any:
+    """`model` with nothing of this package in it: an earlier version's `IncrementalPipeline` becomes a
+    scikit-learn `Pipeline` of the same fitted steps, its SGD set to the constant schedule those
+    versions fine-tuned with."""
+    if not isinstance(model, IncrementalPipeline):
+        return model
+    steps = [(name, copy.deepcopy(step)) for name, step in model.steps]
+    final = steps[-1][1]
+    if isinstance(final, SGDClassifier):
+        final.set_params(learning_rate="constant")
+    return Pipeline(steps)
 
 
-def train_from_scratch(X: pd.DataFrame, y: np.ndarray, seed: int = 0) -> IncrementalPipeline:
-    """A new model fitted on (X, y)."""
-    if len(np.unique(y)) < 2:
-        raise ValueError("training from scratch needs at least two classes in the window")
-    return make_model(seed).fit(X, y)
+def make_model(seed: int = 0) -> Pipeline:
+    """The built-in `sgd` learner, unfitted."""
+    return built_in("sgd", seed)
 
 
-def fine_tune(
-    model: Pipeline, X: pd.DataFrame, y: np.ndarray, *, epochs: int, learning_rate: float, seed: int = 0
-) -> tuple[Pipeline, list[EpochLog]]:
-    """A copy of `model` updated by `epochs` shuffled `partial_fit` passes at a constant learning rate.
+def train_from_scratch(X: pd.DataFrame, y: np.ndarray, seed: int = 0, learner: Any = None) -> Any:
+    """`learner` (default: the built-in `sgd`) fitted on (X, y), labels as given."""
+    return refit(learner if learner is not None else make_model(seed), X, y, list(X.columns))
 
-    The transformers stay as they are: only the classifier moves, so the update budget
-    (epochs x learning rate) bounds how far the copy can drift from `model`.
+
+def final_estimator(model: Any) -> Any:
+    """The estimator that predicts: the last step of a (nested) Pipeline, else `model`."""
+    while isinstance(model, Pipeline):
+        model = model.steps[-1][1]
+    return model
+
+
+def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> Any:
+    """What `model` takes: the frame's columns in the order it was fitted with, or an array in the
+    registered feature order for a model fitted without feature names."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        return X[[str(n) for n in names]]
+    return X[list(feature_names)].to_numpy(dtype=float)
+
+
+def predict_text(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
+    """The model's predictions for the rows of `X`, as text comparable with the log's labels."""
+    if len(X) == 0:
+        return np.asarray([], dtype=object)
+    return predictions_text(model.predict(model_input(model, X, feature_names)))
+
+
+def size_parameter(estimator: Any) -> str | None:
+    """The parameter a warm-start continuation grows: boosting iterations or ensemble members."""
+    params = estimator.get_params(deep=False)
+    if "warm_start" not in params:
+        return None
+    if isinstance(estimator, HistGradientBoostingClassifier):
+        return "max_iter"
+    return "n_estimators" if "n_estimators" in params else None
+
+
+def model_size(model: Any) -> int | None:
+    """Iterations or trees of a model a warm-start update can grow, else None."""
+    final = final_estimator(model)
+    parameter = size_parameter(final)
+    return int(final.get_params()[parameter]) if parameter else None
+
+
+def update_method(model: Any) -> str | None:
+    """How `model` can be continued: `partial_fit`, `warm_start`, or None (refit only)."""
+    final = final_estimator(model)
+    # An MLP trained with early stopping refuses partial_fit ("partial_fit does not support early_stopping").
+    if hasattr(final, "partial_fit") and not (isinstance(final, MLPClassifier) and final.early_stopping):
+        return "partial_fit"
+    return "warm_start" if size_parameter(final) else None
+
+
+def grown_size(current: int, base: int, growth: float) -> int | None:
+    """The size after one update: `growth` x `base` more (at least 1), never past 2 x `base`; None when full."""
+    grown = min(current + max(1, int(round(growth * base))), 2 * base)
+    return grown if grown > current else None
+
+
+def update_obstacle(model: Any, labels: Sequence[str], *, base_size: int | None, growth: float,
+                    whole_set: bool = True) -> str | None:
+    """Why `model` cannot be updated on training labels `labels` (text), or None if it can.
+
+    `whole_set=False` (only the errors are known yet) skips the check that every class is present.
     """
-    unseen = sorted(set(y) - set(model.classes_))
+    method = update_method(model)
+    if method is None:
+        return f"{type(final_estimator(model)).__name__} has neither partial_fit nor warm_start"
+    kind = class_type(model.classes_)
+    try:
+        y = set(typed_labels(labels, kind).tolist())
+    except LabelTypeError as exc:
+        return f"{exc}, the type of the champion's classes"
+    unseen = sorted(map(str, y - set(model.classes_.tolist())))
     if unseen:
-        raise UnseenClassError(f"labels {unseen} are not among the model's classes {list(model.classes_)}")
-    tuned = copy.deepcopy(model)
-    classifier = tuned[-1]
-    classifier.set_params(learning_rate="constant", eta0=learning_rate)
-    Xt = tuned[:-1].transform(X)
-    y = np.asarray(y, dtype=object)
+        return f"labels {unseen} are new to the champion"
+    if method == "warm_start" and whole_set:
+        missing = sorted(map(str, set(model.classes_.tolist()) - y))
+        if missing:
+            return f"a warm-start update needs every class, and the fine-tuning set lacks {missing}"
+    if method == "warm_start":
+        size = model_size(model)
+        if grown_size(size, base_size or size, growth) is None:
+            return f"the champion has {size} {size_parameter(final_estimator(model))}, twice its registered size"
+    return None
+
+
+def update(
+    model: Any, X: pd.DataFrame, labels: Sequence[str], feature_names: Sequence[str], *, epochs: int,
+    learning_rate: float, growth: float, base_size: int | None = None, seed: int = 0,
+) -> tuple[Any, list[EpochLog]]:
+    """A copy of `model` trained further on (X, labels); `model` itself is left alone.
+
+    `partial_fit`: `epochs` shuffled passes, the step size (SGD's `eta0`, MLP's `learning_rate_init`,
+    where they exist) set to `learning_rate`. `warm_start`: `growth` x `base_size` more iterations or
+    trees fitted on the new rows, up to twice `base_size`. Transformers of a Pipeline stay as they are;
+    no other hyperparameter changes.
+    """
+    tuned = copy.deepcopy(plain(model))
+    obstacle = update_obstacle(tuned, labels, base_size=base_size, growth=growth)
+    if obstacle:
+        raise (UnseenClassError if "new to" in obstacle else UpdateImpossible)(obstacle)
+    y = typed_labels(labels, class_type(tuned.classes_))
+    Xt = model_input(tuned, X, feature_names)
+    if isinstance(tuned, Pipeline):
+        Xt = tuned[:-1].transform(Xt)
+    final = final_estimator(tuned)
+    if update_method(tuned) == "partial_fit":
+        return tuned, _partial_fit_passes(final, Xt, y, epochs, learning_rate, seed)
+    started = time.perf_counter()
+    parameter = size_parameter(final)
+    size = int(final.get_params()[parameter])
+    warm = final.get_params()["warm_start"]
+    final.set_params(warm_start=True, **{parameter: grown_size(size, base_size or size, growth)})
+    classes = final.classes_.copy()
+    final.fit(Xt, y)
+    final.set_params(warm_start=warm)
+    if not np.array_equal(final.classes_, classes):  # defensive: update_obstacle rules this out
+        raise UpdateImpossible(f"a warm-start update changed the classes from {classes} to {final.classes_}")
+    return tuned, [EpochLog(1, training_loss(final, Xt, y), time.perf_counter() - started)]
+
+
+def _partial_fit_passes(final: Any, Xt: Any, y: np.ndarray, epochs: int, learning_rate: float,
+                        seed: int) -> list[EpochLog]:
+    params = final.get_params()
+    step = {name: learning_rate for name in ("eta0", "learning_rate_init") if name in params}
+    final.set_params(**step)
+    if "learning_rate_init" in step and hasattr(final, "_optimizer"):
+        # An MLP's partial_fit reuses the optimizer of its last fit, step size included: start one at this rate.
+        del final._optimizer
     rng = np.random.default_rng(seed)
     log = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         order = rng.permutation(len(y))
-        classifier.partial_fit(Xt[order], y[order])
-        loss = log_loss(y, classifier.predict_proba(Xt), labels=classifier.classes_)
-        log.append(EpochLog(epoch, float(loss), time.perf_counter() - started))
-    return tuned, log
+        final.partial_fit(Xt.iloc[order] if isinstance(Xt, pd.DataFrame) else Xt[order], y[order])
+        log.append(EpochLog(epoch, training_loss(final, Xt, y), time.perf_counter() - started))
+    return log
+
+
+def training_loss(estimator: Any, Xt: Any, y: np.ndarray) -> float:
+    """Log loss where the estimator has `predict_proba` (hinge SGD has not: then the error rate)."""
+    if hasattr(estimator, "predict_proba"):
+        return float(log_loss(y, estimator.predict_proba(Xt), labels=estimator.classes_))
+    return float(np.mean(estimator.predict(Xt) != y))
+
+
+def refit(template: Any, X: pd.DataFrame, labels: Sequence[Any], feature_names: Sequence[str],
+          kind: str | None = None) -> Any:
+    """`clone(template)` (same family and hyperparameters, nothing fitted) fitted on (X, labels).
+
+    `kind`: the class type to read text labels as (None: use them as given).
+    """
+    y = typed_labels(labels, kind) if kind else np.asarray(labels)
+    if len(np.unique(y)) < 2:
+        raise ValueError("a refit needs at least two classes in the training sample")
+    return clone(plain(template)).fit(X[list(feature_names)], y)

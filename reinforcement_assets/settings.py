@@ -38,6 +38,10 @@ DEFAULT_FINE_TUNE_EPOCHS = _from_env("DEFAULT_FINE_TUNE_EPOCHS", 5, int)
 # Replay 1:1 at learning rate 0.01: the drift benchmark's evidence, docs/benchmarks.md.
 DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.01, float)
 REPLAY_RATIO = _from_env("REPLAY_RATIO", 1.0, float)
+# The family of a refit with no champion yet (a built-in name or package.module:factory); docs/benchmarks.md.
+LEARNER = _from_env("REINFORCEMENT_LEARNER", "sgd", str).strip()
+# A warm-start update adds this share of the registered size (trees, iterations); never past twice it.
+UPDATE_GROWTH = _from_env("UPDATE_GROWTH", 0.25, float)
 HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)
 SIGNIFICANCE_LEVEL = _from_env("SIGNIFICANCE_LEVEL", 0.05, float)
 NON_INFERIORITY_MARGIN = _from_env("NON_INFERIORITY_MARGIN", 0.0, float)

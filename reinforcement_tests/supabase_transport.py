@@ -52,8 +52,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from reinforcement_assets.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
-from reinforcement_assets.supabase_store import SupabaseStore
+from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
+from reinforcement_assets.backends.supabase_store import SupabaseStore
 
 SERVICE_KEY = "test-service-role-key-0123456789abcdef"
 ANON_KEY = "test-anon-key-0123456789abcdef"

@@ -2,7 +2,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from reinforcement_assets.artifacts import ArtifactIntegrityError, ArtifactIOManager, LocalArtifactStorage
+from reinforcement_assets.backends.artifacts import ArtifactIntegrityError, ArtifactIOManager, LocalArtifactStorage
 
 
 def test_values_round_trip_with_their_sha256(artifacts):

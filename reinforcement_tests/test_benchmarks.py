@@ -40,7 +40,7 @@ def test_peak_memory_sees_a_short_spike():
 
 def test_scale_cycle_and_floor(server_url, tmp_path):
     result = scale.bench_size(server_url, 4_000, repeats=1, work_dir=tmp_path)
-    assert result["mode"] == "fine_tune"
+    assert result["mode"] == "update"
     assert 0.95 * 4_000 < result["steps"]["evaluation_log"]["rows"] < 4_000  # ~1.2 % broken rows set aside
     assert result["steps"]["error_samples"]["rows"] > 0
     assert result["floor_seconds"] > 0 and result["to_dataset_seconds"] > 0
@@ -53,11 +53,13 @@ def test_scale_cycle_and_floor(server_url, tmp_path):
 
 def test_drift_strategies_on_every_stream(tmp_path):
     needs_bench_extra()
-    results = drift.run(drift.STREAMS, days=5, rows_per_day=300, pretrain_rows=1_500, drift_day=3, seeds=[0])
+    quick = [s for s in drift.STRATEGIES if not s.startswith("hgb_")]  # the HGB pair: next test, one stream
+    results = drift.run(drift.STREAMS, days=5, rows_per_day=300, pretrain_rows=1_500, drift_day=3, seeds=[0],
+                        strategies=quick)
     agg = drift.aggregate(results)
     assert set(agg) == set(drift.STREAMS)
     for stream, strategies in agg.items():
-        assert set(strategies) == set(drift.STRATEGIES)
+        assert set(strategies) == set(quick)
         for name, figures in strategies.items():
             assert len(figures["accuracy"]) == 5 and all(0 <= a <= 1 for a in figures["accuracy"])
         assert strategies["never"]["promotions"] == 0
@@ -68,6 +70,18 @@ def test_drift_strategies_on_every_stream(tmp_path):
     drift.plot(agg, tmp_path / "drift.png")
     assert (tmp_path / "drift.png").stat().st_size > 0
     assert "| abrupt | default |" in drift.table(agg, 1)
+
+
+def test_a_users_hgb_champion_against_a_daily_hgb_refit():
+    results = drift.run(["abrupt"], days=4, rows_per_day=300, pretrain_rows=1_500, drift_day=2, seeds=[0],
+                        strategies=["never", "scratch", "hgb_loop", "hgb_daily"])
+    strategies = results["0"]["abrupt"]["strategies"]
+    assert strategies["hgb_daily"]["promotions"] == 4 and strategies["hgb_loop"]["retrains"] >= 1
+    never = strategies["never"]["accuracy"]
+    assert never[2] < never[0] - 0.1
+    hgb = strategies["hgb_loop"]
+    assert hgb["accuracy"][0] != never[0]  # a different champion: the user's HGB, not the default SGD
+    assert hgb["mean_accuracy_after_drift"] > strategies["never"]["mean_accuracy_after_drift"]
 
 
 def test_drift_default_through_the_real_job(server_url, tmp_path):

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from reinforcement_assets.dataset import (
+from reinforcement_assets.core.dataset import (
     finetune_frame,
     from_scratch_frame,
     is_from_scratch,

@@ -32,7 +32,7 @@ import yaml
 from psycopg import conninfo, errors
 
 from reinforcement_assets import definitions
-from reinforcement_assets.automation import CYCLE_TAG
+from reinforcement_assets.defs.automation import CYCLE_TAG
 from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic, register_champion
 from reinforcement_assets.model import train_from_scratch
 from reinforcement_tests.test_security import acting_as

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from reinforcement_assets.demo import accuracy
-from reinforcement_assets.drift_data import (
+from reinforcement_assets.core.drift_data import (
     BAD_ROW_KINDS,
     FEATURE_PREFIX,
     Concept,

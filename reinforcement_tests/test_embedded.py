@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from reinforcement_assets.cli import main
-from reinforcement_assets.embedded import (
+from reinforcement_assets.backends.embedded import (
     WATCH_INTERVAL_SECONDS,
     EmbeddedServerError,
     database_url,
@@ -25,12 +25,12 @@ from reinforcement_assets.embedded import (
     postmaster_pid,
     stop,
 )
-from reinforcement_assets.postgres_store import PostgresStore
-from reinforcement_assets.store import StoreError
+from reinforcement_assets.backends.postgres_store import PostgresStore
+from reinforcement_assets.backends.store import StoreError
 
 USER = textwrap.dedent("""
     import sys, time, psycopg
-    from reinforcement_assets.embedded import database_url
+    from reinforcement_assets.backends.embedded import database_url
     url = database_url(sys.argv[1])
     psycopg.connect(url).execute("select 1")
     print(url, flush=True)

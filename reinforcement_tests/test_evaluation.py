@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from reinforcement_assets.evaluation import classification_metrics, decide_promotion, mcnemar_exact
+from reinforcement_assets.core.evaluation import classification_metrics, decide_promotion, mcnemar_exact
 
 
 def test_classification_metrics_are_macro_averaged():

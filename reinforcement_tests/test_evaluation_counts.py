@@ -12,8 +12,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from reinforcement_assets.schema import MIGRATIONS_DIR, apply_migrations
-from reinforcement_assets.store import Window
+from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.backends.store import Window
 
 END = datetime(2026, 11, 20, 2, 17, 43, tzinfo=timezone.utc)
 NAMES = ["x0", "x1"]

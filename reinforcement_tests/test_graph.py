@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from reinforcement_assets import settings
-from reinforcement_assets.assets import asset_checks, assets
+from reinforcement_assets.defs.assets import asset_checks, assets
 from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
 
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
@@ -53,7 +53,7 @@ def test_a_drift_is_repaired_and_the_better_model_promoted(store, artifacts, res
     assert window["rows"] + window["rows_rejected"] == 6_000 and window["rows_rejected"] == 120
     assert materialized(result, "error_samples")["count"] >= 10
     dataset = materialized(result, "finetune_dataset")
-    assert dataset["mode"] == "fine_tune"
+    assert dataset["mode"] == "update"
     assert dataset["replay_rows"] == round(settings.REPLAY_RATIO * dataset["error_rows"])
     metrics = materialized(result, "run_metrics")
     assert metrics["promoted"] and metrics["challenger_accuracy"] > metrics["champion_accuracy"] + 0.05
@@ -149,7 +149,7 @@ def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resource
     assert not result.success
     run = store.get_run(result.run_id)
     assert run["status"] == "failed" and run["completed_at"] is not None
-    assert run["error_message"].startswith("retrained_model: ArtifactIntegrityError: refusing to load")
+    assert run["error_message"].startswith("finetune_dataset: ArtifactIntegrityError: refusing to load")
     assert store.champion().version == champion.version
     assert len(store.model_versions()) == 1
 
@@ -157,7 +157,7 @@ def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resource
 def test_training_from_scratch_when_asked(store, artifacts, resources, drifted):
     result = materialize(resources, finetune_dataset={"from_scratch": True})
     assert result.success
-    assert materialized(result, "finetune_dataset")["mode"] == "from_scratch"
+    assert materialized(result, "finetune_dataset")["mode"] == "refit"
     run = store.get_run(result.run_id)
     assert run["fine_tune_flag"] is False
     version = next(v for v in store.model_versions() if v.version == run["model_version"])
@@ -211,4 +211,4 @@ def test_labels_new_to_the_champion_switch_to_training_from_scratch(store, artif
     result = materialize(resources)
     assert result.success
     dataset = materialized(result, "finetune_dataset")
-    assert dataset["mode"] == "from_scratch" and "class_new" in dataset["mode_reason"]
+    assert dataset["mode"] == "refit" and "class_new" in dataset["mode_reason"]

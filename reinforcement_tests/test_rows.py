@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from reinforcement_assets.rows import (
+from reinforcement_assets.core.rows import (
     FeatureSchemaError,
     check_feature_names,
     choose_feature_names,

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from reinforcement_assets.assets import asset_checks, assets
-from reinforcement_assets.automation import retraining_job
+from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.defs.automation import retraining_job
 from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
-from reinforcement_assets.request_queue import InvalidRequest
-from reinforcement_assets.sensors import make_request_sensor, make_write_back_sensors
-from reinforcement_assets.store import ModelVersion, StoreError
+from reinforcement_assets.backends.store import ModelVersion, StoreError
+from reinforcement_assets.defs.request_queue import InvalidRequest
+from reinforcement_assets.defs.sensors import make_request_sensor, make_write_back_sensors
 
 USER = "8f2c1a9e-5b7d-4c3e-9a1f-2d6b8e4c7a10"
 
@@ -108,15 +108,20 @@ def test_bad_requests_are_refused_or_failed_with_a_reason(store, instance, datab
     # What a web client may still insert: options the loop does not understand.
     rows = sql(database_url, "insert into model_retraining_requests (reason, options) values"
                              " ('a', '{\"turbo\": true}'), ('b', '{\"force\": \"yes\"}'), ('c', '[1, 2]'),"
-                             " ('d', '{\"force\": true}') returning id, reason")
+                             " ('d', '{\"force\": true}'), ('e', '{\"learner\": \"os:system\"}'),"
+                             " ('f', '{\"learner\": \"random_forest\"}') returning id, reason")
     ids = {reason: str(i) for i, reason in rows}
     result = tick(request_sensor, instance, store)
-    assert [r.run_key for r in result.run_requests] == [ids["d"]]
+    assert sorted(r.run_key for r in result.run_requests) == sorted([ids["d"], ids["f"]])
+    forest = next(r for r in result.run_requests if r.run_key == ids["f"])
+    assert forest.run_config == {"ops": {"retrained_model": {"config": {"learner": "random_forest"}}}}
+    assert store.get_request(ids["e"]).error_message.startswith(
+        "invalid request: option 'learner': learner 'os:system' is an import path: only the environment")
     assert store.get_request(ids["a"]).error_message == (
-        "invalid request: unknown option(s) 'turbo'; allowed: from_scratch, force")
+        "invalid request: unknown option(s) 'turbo'; allowed: from_scratch, force, learner")
     assert store.get_request(ids["b"]).error_message == "invalid request: option 'force' must be true or false, got 'yes'"
     assert store.get_request(ids["c"]).error_message.startswith("invalid request: options must be a JSON object")
-    failed = [store.get_request(ids[k]) for k in "abc"]
+    failed = [store.get_request(ids[k]) for k in "abce"]
     assert {r.status for r in failed} == {"failed"} and all(r.processed_at for r in failed)
 
 
@@ -347,11 +352,11 @@ def test_the_daemon_queues_one_run_per_request_and_never_a_second(store, databas
     location = tmp_path / "location.py"
     location.write_text(
         "import dagster as dg\n"
-        "from reinforcement_assets.assets import asset_checks, assets\n"
-        "from reinforcement_assets.automation import retraining_job\n"
-        "from reinforcement_assets.artifacts import ArtifactIOManager, LocalArtifactStorage\n"
-        "from reinforcement_assets.postgres_store import PostgresStore\n"
-        "from reinforcement_assets.sensors import make_request_sensor\n"
+        "from reinforcement_assets.defs.assets import asset_checks, assets\n"
+        "from reinforcement_assets.defs.automation import retraining_job\n"
+        "from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage\n"
+        "from reinforcement_assets.backends.postgres_store import PostgresStore\n"
+        "from reinforcement_assets.defs.sensors import make_request_sensor\n"
         f"artifacts = LocalArtifactStorage(base_dir={str(tmp_path / 'artifacts')!r})\n"
         "defs = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],\n"
         "    sensors=[make_request_sensor(minimum_interval_seconds=1)],\n"

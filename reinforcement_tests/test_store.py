@@ -6,10 +6,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from reinforcement_assets.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.rows import reject_reason
-from reinforcement_assets.schema import MIGRATIONS_DIR, apply_migrations
-from reinforcement_assets.store import ModelVersion, RowQuery, StoreError, Window
+from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
+from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window
+from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
+from reinforcement_assets.core.rows import reject_reason
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
 NAMES = ("x0", "x1")
@@ -165,7 +165,7 @@ def test_the_database_keeps_exactly_one_champion(store):
                                  "postgresql://app:Pw%zzs3cretpw@db.invalid/x",
                                  "postgresql://app:s3cretpw@[::1/x"])
 def test_connection_errors_never_show_the_password(url):
-    from reinforcement_assets.postgres_store import PostgresStore
+    from reinforcement_assets.backends.postgres_store import PostgresStore
 
     with pytest.raises(StoreError) as raised:
         PostgresStore(database_url=url).latest_runs()

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reinforcement_assets.store import StoreError, Window, period_query
-from reinforcement_assets.supabase_storage import SupabaseArtifactStorage
-from reinforcement_assets.supabase_store import SupabaseStore
+from reinforcement_assets.backends.store import StoreError, Window, period_query
+from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage
+from reinforcement_assets.backends.supabase_store import SupabaseStore
 
 pytestmark = [
     pytest.mark.supabase_live,

@@ -15,8 +15,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from reinforcement_assets.artifacts import ArtifactIntegrityError, sha256_hex
-from reinforcement_assets.store import StoreError
+from reinforcement_assets.backends.artifacts import ArtifactIntegrityError, sha256_hex
+from reinforcement_assets.backends.store import StoreError
 from reinforcement_tests.supabase_transport import (
     SERVICE_KEY,
     URL,

@@ -16,11 +16,11 @@ from typing import TypeVar
 
 import dagster as dg
 
-from . import settings
+from .. import settings
 from .automation import retraining_job
-from .decay import DecayThresholds, assess_decay, cooling_down
+from ..core.decay import DecayThresholds, assess_decay, cooling_down
 from .request_queue import InvalidRequest, run_request_for
-from .store import RUN_SOURCES, RetrainingRequest, Store, StoreError
+from ..backends.store import RUN_SOURCES, RetrainingRequest, Store, StoreError
 
 T = TypeVar("T")
 

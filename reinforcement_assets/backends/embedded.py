@@ -201,7 +201,7 @@ def _start_watcher(pgdata: Path) -> None:
         if not free:
             return
     subprocess.Popen(
-        [sys.executable, "-m", "reinforcement_assets.embedded", str(pgdata)],
+        [sys.executable, "-m", "reinforcement_assets.backends.embedded", str(pgdata)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )

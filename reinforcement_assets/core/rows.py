@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .store import ROW_COLUMNS
+from .records import ROW_COLUMNS
 
 RESERVED_COLUMNS = frozenset(ROW_COLUMNS) | {"label", "origin", "split"}
 

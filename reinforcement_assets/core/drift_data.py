@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .store import EVALUATION_COLUMNS
+from .labels import label_text
+from .records import EVALUATION_COLUMNS
 
 FEATURE_PREFIX = "x"
 
@@ -234,8 +235,8 @@ def prediction_log(
 ) -> pd.DataFrame:
     """What a deployed `model` logged for `X` once the true labels `y` arrived.
 
-    `model` is a fitted classifier with ``predict_proba`` and ``classes_``.
-    ``confidence`` is the probability of the predicted label; ``predicted_at``
+    `model` is a fitted classifier with ``classes_``.
+    ``confidence`` is the probability of the predicted label (`confidences`); ``predicted_at``
     is ``evaluated_at - predicted_lag``; naive timestamps are taken as UTC.
     """
     y = np.asarray(y)
@@ -246,7 +247,7 @@ def prediction_log(
     if predicted_lag <= pd.Timedelta(0):
         raise ValueError("predicted_lag must be positive")
 
-    proba = np.asarray(model.predict_proba(X), dtype=float)
+    proba = confidences(model, X)
     best = proba.argmax(axis=1)
     rows = np.arange(len(X))
     return pd.DataFrame(
@@ -254,14 +255,26 @@ def prediction_log(
             "prediction_id": [f"{prefix}-{seed}-{i}" for i in range(len(X))],
             "model_version": np.full(len(X), str(model_version), dtype=object),
             "features": feature_dicts(X),
-            "predicted_label": np.asarray(model.classes_).astype(str)[best].astype(object),
-            "actual_label": y.astype(str).astype(object),
+            "predicted_label": np.asarray([label_text(c) for c in model.classes_], dtype=object)[best],
+            "actual_label": np.asarray([label_text(v) for v in y], dtype=object),
             "confidence": proba[rows, best],
             "predicted_at": evaluated_at - predicted_lag,
             "evaluated_at": evaluated_at,
         },
         columns=list(LOG_COLUMNS),
     )
+
+
+def confidences(model, X: pd.DataFrame) -> np.ndarray:
+    """Per-class probabilities: `predict_proba`, or for a model without it (hinge SGD) a softmax of
+    `decision_function` (binary: a sigmoid), as a deployed service would log a confidence."""
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X), dtype=float)
+    scores = np.asarray(model.decision_function(X), dtype=float)
+    if scores.ndim == 1:
+        scores = np.column_stack([-scores / 2, scores / 2])
+    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return scores / scores.sum(axis=1, keepdims=True)
 
 
 def _not_numeric(value: float, choice: int) -> object:

@@ -21,7 +21,7 @@ import pandas as pd
 from postgrest.types import CountMethod, ReturnMethod
 from pydantic import Field
 
-from .request_queue import check_new_request, queue_order
+from ..defs.request_queue import check_new_request, queue_order
 from .store import (
     ROW_COLUMNS,
     AccuracyCount,
@@ -218,6 +218,8 @@ class SupabaseStore(Store, SupabaseProject):
             "parent_version": version.parent_version, "training_run_id": version.training_run_id,
             "fine_tuned": version.fine_tuned, "feature_names": list(version.feature_names),
             "classes": list(version.classes), "metrics": version.metrics,
+            "class_type": version.class_type, "base_size": version.base_size,
+            "reference_accuracy": version.reference_accuracy,
         })
         self._call("insert", VERSIONS,
                    lambda: self.client.table(VERSIONS).insert(row, returning=ReturnMethod.minimal).execute(),

@@ -1,7 +1,8 @@
 """The store: every read and write of the loop's tables goes through this interface.
 
 Backends (PostgreSQL through psycopg, Supabase through PostgREST) implement `Store`; assets,
-sensors and the CLI only ever see this interface and the plain records below.
+sensors and the CLI only ever see this interface and the plain records of `records` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import abc
 import math
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -18,174 +18,24 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
-REQUEST_PRIORITIES = ("high", "normal", "low")  # queue order
-TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
-
-# Columns of a prediction-log frame handed to `Store.insert_evaluations`.
-EVALUATION_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
-                      "confidence", "predicted_at", "evaluated_at")
-# Columns every loaded sample has besides one float column per feature.
-ROW_COLUMNS = ("id", "prediction_id", "evaluated_at", "predicted_label", "actual_label", "confidence")
-
-SAMPLE_KEY_RANGE = 1 << 20  # prediction_evaluations.sample_key lies in [0, SAMPLE_KEY_RANGE)
-
-
-class StoreError(RuntimeError):
-    """A backend operation failed; the message names the operation and the table, never a secret."""
-
-
-@dataclass(frozen=True)
-class Window:
-    """The evaluated window [start, end): training rows before `holdout_start`, holdout after."""
-
-    start: datetime
-    end: datetime
-    holdout_start: datetime
-
-    @classmethod
-    def ending_at(cls, end: datetime, lookback_days: float, holdout_share: float) -> Window:
-        length = timedelta(days=lookback_days)
-        return cls(start=end - length, end=end, holdout_start=end - length * holdout_share)
-
-    @property
-    def train(self) -> tuple[datetime, datetime]:
-        return self.start, self.holdout_start
-
-    @property
-    def holdout(self) -> tuple[datetime, datetime]:
-        return self.holdout_start, self.end
-
-
-@dataclass(frozen=True)
-class WindowSummary:
-    """Counts over a window, computed where the rows are (never by loading them)."""
-
-    rows: int = 0
-    correct: int = 0
-    train_rows: int = 0
-    train_correct: int = 0
-    holdout_rows: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.rows if self.rows else None
-
-    @property
-    def rows_rejected(self) -> int:
-        return sum(self.rejected.values())
-
-
-@dataclass(frozen=True)
-class RowQuery:
-    """Which usable evaluated rows of a period to load, with every filter pushed down.
-
-    `is_correct`: True for correct predictions, False for errors, None for both.
-    `sample_fraction` < 1 keeps the rows whose fixed `sample_key` falls in that share and returns
-    them in sample-key order, so `limit` takes a reproducible uniform sample. Otherwise rows come
-    newest first.
-    """
-
-    start: datetime
-    end: datetime
-    feature_names: tuple[str, ...]
-    limit: int
-    is_correct: bool | None = None
-    min_confidence: float | None = None
-    sample_fraction: float = 1.0
-
-    @property
-    def sample_key_below(self) -> int | None:
-        if self.sample_fraction >= 1:
-            return None
-        return max(1, int(self.sample_fraction * SAMPLE_KEY_RANGE))
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A row of the model registry."""
-
-    version: str
-    artifact_path: str
-    sha256: str
-    feature_names: tuple[str, ...]
-    classes: tuple[str, ...]
-    parent_version: str | None = None
-    training_run_id: str | None = None
-    fine_tuned: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
-    reference_accuracy: float | None = None
-    is_champion: bool = False
-    promoted_at: datetime | None = None
-    promotion_reason: str | None = None
-    created_at: datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ModelVersion:
-        """A `model_versions` row, from psycopg (native types) or PostgREST (JSON), as a `ModelVersion`."""
-        values = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
-        values["feature_names"] = tuple(values["feature_names"])
-        values["classes"] = tuple(values["classes"])
-        if values.get("training_run_id") is not None:
-            values["training_run_id"] = str(values["training_run_id"])
-        for key in ("promoted_at", "created_at"):
-            values[key] = parse_timestamp(values.get(key))
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class RetrainingRequest:
-    """A row of `model_retraining_requests`: a user's (or the CLI's) ask for a retraining run.
-
-    `options` is the raw jsonb value, which a web client may have filled with anything; the
-    request sensor validates it.
-    """
-
-    id: str
-    status: str
-    priority: str = "normal"
-    reason: str | None = None
-    requested_by: str | None = None
-    options: Any = field(default_factory=dict)
-    created_at: datetime | None = None
-    claimed_at: datetime | None = None
-    claimed_by: str | None = None
-    claim_count: int = 0
-    processed_at: datetime | None = None
-    retraining_run_id: str | None = None
-    dagster_run_id: str | None = None
-    error_message: str | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> RetrainingRequest:
-        """From a database row (psycopg values, or PostgREST JSON with ISO 8601 timestamps)."""
-        names = cls.__dataclass_fields__
-        values = {k: v for k, v in row.items() if k in names}
-        for key in ("id", "requested_by", "retraining_run_id"):
-            if values.get(key) is not None:
-                values[key] = str(values[key])
-        for key in ("created_at", "claimed_at", "processed_at"):
-            values[key] = parse_timestamp(values.get(key))
-        values["options"] = {} if values.get("options") is None else values["options"]
-        values["claim_count"] = values.get("claim_count") or 0
-        return cls(**values)
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_REQUEST_STATUSES
-
-
-@dataclass(frozen=True)
-class AccuracyCount:
-    """Usable evaluated predictions in a period and how many were right (counted in the database)."""
-
-    evaluated: int = 0
-    correct: int = 0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.evaluated if self.evaluated else None
+from ..core.labels import label_text
+from ..core.records import (  # noqa: F401  (re-exported: the backends and callers import them from here)
+    EVALUATION_COLUMNS,
+    REQUEST_PRIORITIES,
+    ROW_COLUMNS,
+    RUN_SOURCES,
+    SAMPLE_KEY_RANGE,
+    TERMINAL_REQUEST_STATUSES,
+    AccuracyCount,
+    ModelVersion,
+    RetrainingRequest,
+    RowQuery,
+    StoreError,
+    Window,
+    WindowSummary,
+    parse_timestamp,
+    period_query,
+)
 
 
 class Store(dg.ConfigurableResource):
@@ -338,12 +188,6 @@ class Store(dg.ConfigurableResource):
         return {"backend": self.backend}
 
 
-def period_query(period: tuple[datetime, datetime], feature_names: tuple[str, ...], **kwargs: Any) -> RowQuery:
-    """A `RowQuery` over `period`."""
-    start, end = period
-    return RowQuery(start=start, end=end, feature_names=tuple(feature_names), **kwargs)
-
-
 def to_json(value: Any) -> Any:
     """`value` as plain JSON: numpy scalars unwrapped, NaN and infinities as null, times in ISO 8601."""
     if isinstance(value, np.generic):
@@ -365,15 +209,14 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def parse_timestamp(value: Any) -> Any:
-    """A datetime from an ISO 8601 string (as PostgREST sends them); anything else as it is."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
-    """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None."""
+    """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None, labels as text
+    (`label_text`: 3, 3.0 and '3' are all stored as '3')."""
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
-    return frame.astype(object).where(frame.notna(), None)
+    frame = frame.astype(object).where(frame.notna(), None)
+    for column in ("predicted_label", "actual_label"):
+        frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
+    return frame
 
 
 def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:

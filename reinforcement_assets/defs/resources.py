@@ -9,11 +9,11 @@ from typing import Any
 
 import dagster as dg
 
-from . import settings
-from .artifacts import ArtifactIOManager, LocalArtifactStorage
-from .postgres_store import PostgresStore
-from .supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
-from .supabase_store import SupabaseStore
+from .. import settings
+from ..backends.artifacts import ArtifactIOManager, LocalArtifactStorage
+from ..backends.postgres_store import PostgresStore
+from ..backends.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
+from ..backends.supabase_store import SupabaseStore
 
 
 def backend_from_environment(environ: Mapping[str, str]) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from .store import REQUEST_PRIORITIES, RetrainingRequest
+from ..core.learners import InvalidLearner, check_learner
+from ..core.records import REQUEST_PRIORITIES, RetrainingRequest
 
 # Dagster's queued run coordinator launches higher `dagster/priority` values first (default 0).
 RUN_PRIORITY = {"high": 10, "normal": 0, "low": -10}
@@ -29,11 +30,13 @@ class InvalidRequest(ValueError):
 class RequestOptions:
     """What a request may ask of its run (`model_retraining_requests.options`)."""
 
-    from_scratch: bool = False  # train a new model on a window sample instead of fine-tuning
+    from_scratch: bool = False  # refit the champion's family on a window sample instead of updating it
     force: bool = False  # retrain even with fewer errors than MIN_ERROR_SAMPLES_FOR_RETRAINING
+    learner: str | None = None  # a built-in learner to refit with; never an import path (anyone may write requests)
 
-    def as_json(self) -> dict[str, bool]:
-        return {"from_scratch": self.from_scratch, "force": self.force}
+    def as_json(self) -> dict[str, Any]:
+        flags = {"from_scratch": self.from_scratch, "force": self.force}
+        return {**flags, "learner": self.learner} if self.learner else flags
 
 
 OPTION_NAMES = tuple(RequestOptions.__dataclass_fields__)
@@ -49,9 +52,22 @@ def parse_options(raw: Any) -> RequestOptions:
     if unknown:
         raise InvalidRequest(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_NAMES)}")
     for name, value in raw.items():
-        if not isinstance(value, bool):
+        if name == "learner":
+            if value is not None:
+                check_request_learner(value)
+        elif not isinstance(value, bool):
             raise InvalidRequest(f"option {name!r} must be true or false, got {value!r:.100}")
     return RequestOptions(**raw)
+
+
+def check_request_learner(value: Any) -> str:
+    """A request's learner: a built-in name only, since import paths run code and anyone may queue a request."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"option 'learner' must be a learner name, got {value!r:.100}")
+    try:
+        return check_learner(value, allow_import_path=False)
+    except InvalidLearner as exc:
+        raise InvalidRequest(f"option 'learner': {exc}") from None
 
 
 def check_priority(priority: Any) -> str:
@@ -82,10 +98,13 @@ def queue_order(requests: Iterable[RetrainingRequest]) -> list[RetrainingRequest
 
 
 def run_config(options: RequestOptions) -> dict[str, Any]:
-    """Run config carrying the request's options to the `finetune_dataset` asset."""
-    if options == RequestOptions():
-        return {}
-    return {"ops": {"finetune_dataset": {"config": options.as_json()}}}
+    """Run config carrying the request's options to the `finetune_dataset` and `retrained_model` assets."""
+    ops: dict[str, Any] = {}
+    if options.from_scratch or options.force:
+        ops["finetune_dataset"] = {"config": {"from_scratch": options.from_scratch, "force": options.force}}
+    if options.learner:
+        ops["retrained_model"] = {"config": {"learner": check_request_learner(options.learner)}}
+    return {"ops": ops} if ops else {}
 
 
 def run_tags(request: RetrainingRequest) -> dict[str, str]:

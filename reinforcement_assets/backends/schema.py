@@ -14,7 +14,7 @@ import psycopg
 
 from .supabase_environment import SUPABASE_ENVIRONMENT_SQL
 
-MIGRATIONS_DIR = Path(os.environ.get("REINFORCEMENT_MIGRATIONS_DIR") or str(files(__package__) / "migrations"))
+MIGRATIONS_DIR = Path(os.environ.get("REINFORCEMENT_MIGRATIONS_DIR") or str(files("reinforcement_assets") / "migrations"))
 MIGRATE_HINT = "run `reinforcement migrate` as the database owner"
 _MIGRATION_LOCK = 74_120_001  # pg_advisory_xact_lock key shared by every process migrating
 

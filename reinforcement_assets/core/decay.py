@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from scipy.stats import binomtest
 
-from . import settings
-from .store import AccuracyCount
+from .. import settings
+from .records import AccuracyCount
 
 
 @dataclass(frozen=True)

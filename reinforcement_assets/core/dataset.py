@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .store import Window, WindowSummary
+from .records import Window, WindowSummary
 
 
 def skip_reason(window: Window, summary: WindowSummary, n_errors: int, min_errors: int, force: bool) -> str | None:

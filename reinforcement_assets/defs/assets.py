@@ -1,23 +1,35 @@
 """The asset graph: evaluation_log -> error_samples -> finetune_dataset -> retrained_model -> run_metrics.
 
-Each asset is a thin shell: it reads through the store, calls the pure functions of `rows`,
-`dataset`, `model` and `evaluation`, and records what happened in `model_retraining_runs`.
+Each asset is a thin shell: it reads through the store, calls the pure functions of `cycle` (the
+cycle's decisions), `rows`, `dataset` and `evaluation`, and records what happened in
+`model_retraining_runs`.
 (No `from __future__ import annotations`: Dagster reads the config and resource annotations.)
 """
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
 
-from . import settings
-from .artifacts import ArtifactStorage
-from .dataset import (
+from .. import settings
+from ..backends.artifacts import ArtifactStorage
+from ..core.cycle import (
+    baseline_predictions,
+    challenger_record,
+    confirm_plan,
+    holdout_truth,
+    plan_of_dataset,
+    plan_training,
+    settle_promotion,
+    train_challenger,
+    training_log,
+    version_name,
+)
+from ..core.dataset import (
     finetune_frame,
     from_scratch_frame,
     is_from_scratch,
@@ -27,11 +39,13 @@ from .dataset import (
     skip_reason,
     split,
 )
-from .evaluation import classification_metrics, decide_promotion
-from .model import fine_tune, train_from_scratch
+from ..core.evaluation import classification_metrics, decide_promotion
+from ..core.labels import class_type
+from ..core.learners import check_learner
+from ..model import predict_text
 from .request_queue import check_request_run
-from .rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
-from .store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
+from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
+from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 
 GROUP = "reinforcement_loop"
 
@@ -77,8 +91,12 @@ class FinetuneDatasetConfig(dg.Config):
 
 
 class RetrainedModelConfig(dg.Config):
-    epochs: int = settings.DEFAULT_FINE_TUNE_EPOCHS
-    learning_rate: float = settings.DEFAULT_LEARNING_RATE
+    epochs: int = settings.DEFAULT_FINE_TUNE_EPOCHS  # partial_fit passes of an update
+    learning_rate: float = settings.DEFAULT_LEARNING_RATE  # SGD's eta0, MLP's learning_rate_init
+    update_growth: float = settings.UPDATE_GROWTH  # share of the registered size a warm-start update adds
+    # A built-in name or package.module:factory: the family of this run's refit. Unset: the champion's
+    # family (REINFORCEMENT_LEARNER when there is no champion).
+    learner: Optional[str] = None
     seed: int = 0
 
 
@@ -127,16 +145,18 @@ def feature_columns(dataset: pd.DataFrame) -> list[str]:
     return [c for c in dataset.columns if c not in RESERVED_COLUMNS]
 
 
-def training_mode(champion: ModelVersion | None, error_labels: pd.Series, from_scratch: bool) -> tuple[bool, str]:
-    """(train from scratch?, why): fine-tuning needs a champion that knows every label to learn."""
-    if from_scratch:
-        return True, "from scratch, as asked"
-    if champion is None:
-        return True, "from scratch: no champion yet"
-    unseen = sorted(set(error_labels) - set(champion.classes))
-    if unseen:
-        return True, f"from scratch: labels {unseen} are new to the champion {champion.version}"
-    return False, f"fine-tuning the champion {champion.version}"
+def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig:
+    """`retrained_model`'s config of this run: `finetune_dataset` picks the training set it will need."""
+    ops = (context.run.run_config or {}).get("ops", {})
+    config = RetrainedModelConfig(**(ops.get("retrained_model", {}).get("config") or {}))
+    if config.learner:
+        check_learner(config.learner, allow_import_path=True)  # run config is the launchpad's: trusted
+    return config
+
+
+def champion_model(champion: ModelVersion | None, artifacts: ArtifactStorage) -> Any:
+    """The champion's model, its sha256 checked, or None with no champion."""
+    return artifacts.read_value(champion.artifact_path, champion.sha256) if champion else None
 
 
 @dg.asset(
@@ -216,7 +236,7 @@ def error_samples(
 )
 def finetune_dataset(
     context: dg.AssetExecutionContext, config: FinetuneDatasetConfig, evaluation_log: EvaluatedWindow,
-    error_samples: pd.DataFrame, store: Store,
+    error_samples: pd.DataFrame, store: Store, artifacts: ArtifactStorage,
 ) -> Iterator[dg.Output[pd.DataFrame]]:
     run_id = context.run.run_id
     with run_record(context, store):
@@ -228,28 +248,37 @@ def finetune_dataset(
             context.log.info(reason)
             return
         window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
-        from_scratch, mode = training_mode(evaluation_log.champion, error_samples["actual_label"],
-                                           config.from_scratch)
+        champion, training = evaluation_log.champion, retraining_config(context)
+        model = champion_model(champion, artifacts)
+        plan = plan_training(champion, model, error_samples["actual_label"], from_scratch=config.from_scratch,
+                             named_learner=training.learner, default_learner=settings.LEARNER,
+                             growth=training.update_growth)
         holdout_query = period_query(window.holdout, names, limit=config.max_holdout_rows,
                                      sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows))
-        if from_scratch:
-            sample_query = period_query(window.train, names, limit=config.max_training_rows,
-                                        sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
-        else:
+        window_query = period_query(window.train, names, limit=config.max_training_rows,
+                                    sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
+        if plan.update:
             wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
-            sample_query = period_query(window.train, names, limit=wanted, is_correct=True,
-                                        sample_fraction=sample_fraction(wanted, summary.train_correct))
-        sample, holdout = store.load_many(sample_query, holdout_query)
-        dataset = from_scratch_frame(sample, holdout) if from_scratch else finetune_frame(error_samples, sample, holdout)
+            replay, holdout = store.load_many(
+                period_query(window.train, names, limit=wanted, is_correct=True,
+                             sample_fraction=sample_fraction(wanted, summary.train_correct)), holdout_query)
+            dataset = finetune_frame(error_samples, replay, holdout)
+            plan = confirm_plan(plan, champion, model, dataset.loc[dataset["split"] == "train", "label"],
+                                training.update_growth)
+            if not plan.update:  # e.g. a warm-start update missing a class: refit on a window sample instead
+                dataset = from_scratch_frame(store.load_rows(window_query), holdout)
+        else:
+            sample, holdout = store.load_many(window_query, holdout_query)
+            dataset = from_scratch_frame(sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
-        store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=not from_scratch)
-    context.log.info(mode)
+        store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
+    context.log.info(plan.reason)
     origins = dataset["origin"].value_counts()
     yield dg.Output(
         dataset,
         metadata={
-            "mode": "from_scratch" if from_scratch else "fine_tune",
-            "mode_reason": mode,
+            "mode": plan.mode,
+            "mode_reason": plan.reason,
             "train_rows": train_rows,
             "holdout_rows": int(origins.get("holdout", 0)),
             "error_rows": int(origins.get("error", 0)),
@@ -269,8 +298,9 @@ def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
 @dg.asset(
     group_name=GROUP,
     kinds={"scikitlearn"},
-    description="The challenger: the run's champion fine-tuned by partial_fit passes on the fine-tuning set, or "
-    "a new model trained from scratch; registered in model_versions with the sha256 of its file.",
+    description="The challenger, of the champion's family: an update (partial_fit passes, or a warm-start "
+    "continuation adding trees or iterations) on the fine-tuning set, or a refit (a clone of the champion, or "
+    "the learner a run names) on a window sample; registered in model_versions with the sha256 of its file.",
 )
 def retrained_model(
     context: dg.AssetExecutionContext, config: RetrainedModelConfig, evaluation_log: EvaluatedWindow,
@@ -279,37 +309,35 @@ def retrained_model(
     run_id = context.run.run_id
     with run_record(context, store) as row_id:
         names = feature_columns(finetune_dataset)
-        X, y, _, _ = split(finetune_dataset, names)
+        X, labels, _, _ = split(finetune_dataset, names)
         baseline = evaluation_log.champion
-        parent = None if is_from_scratch(finetune_dataset) else baseline
-        if parent is None:
-            model, epochs = train_from_scratch(X, y, seed=config.seed), []
-        else:
-            model, epochs = fine_tune(artifacts.read_value(parent.artifact_path, parent.sha256), X, y,
-                                      epochs=config.epochs, learning_rate=config.learning_rate, seed=config.seed)
-        version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{run_id[:8]}"
-        stored = artifacts.write_value(f"models/{version}", model)
-        training_log = "\n".join(json.dumps(line) for line in [
-            {"version": version, "parent_version": parent.version if parent else None,
-             "fine_tuned": parent is not None, "train_rows": len(y), "epochs": config.epochs,
-             "learning_rate": config.learning_rate, "seed": config.seed, "sha256": stored.sha256},
-            *({"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds} for e in epochs),
-        ]) + "\n"
-        log = artifacts.write(f"logs/{run_id}.log", training_log.encode(), "text/plain")
-        registered = ModelVersion(
-            version=version, artifact_path=stored.path, sha256=stored.sha256, feature_names=tuple(names),
-            classes=tuple(str(c) for c in model.classes_), parent_version=parent.version if parent else None,
-            training_run_id=row_id, fine_tuned=parent is not None,
-        )
+        model = champion_model(baseline, artifacts)
+        plan = plan_of_dataset(not is_from_scratch(finetune_dataset), baseline, named_learner=config.learner,
+                               default_learner=settings.LEARNER)
+        challenger, epochs = train_challenger(plan, baseline, model, X, labels, names, epochs=config.epochs,
+                                              learning_rate=config.learning_rate, growth=config.update_growth,
+                                              seed=config.seed)
+        version = version_name(datetime.now(timezone.utc), run_id)
+        stored = artifacts.write_value(f"models/{version}", challenger)
+        registered = challenger_record(challenger, plan, baseline, version=version, artifact_path=stored.path,
+                                       sha256=stored.sha256, feature_names=names, training_run_id=row_id)
+        log = artifacts.write(f"logs/{run_id}.log", training_log(
+            {"version": version, "parent_version": registered.parent_version, "mode": plan.mode,
+             "fine_tuned": plan.update, "model": type(challenger).__name__, "learner": plan.learner,
+             "train_rows": len(labels), "epochs": config.epochs, "learning_rate": config.learning_rate,
+             "update_growth": config.update_growth, "base_size": registered.base_size, "seed": config.seed,
+             "sha256": stored.sha256}, epochs).encode(), "text/plain")
         store.register_model_version(registered)
-        store.update_run(run_id, fine_tune_flag=parent is not None, log_url=log.uri, model_version=version)
+        store.update_run(run_id, fine_tune_flag=plan.update, log_url=log.uri, model_version=version)
     return dg.Output(
         Challenger(registered, baseline),
         metadata={
             "version": version,
-            "fine_tuned": parent is not None,
-            "parent_version": parent.version if parent else "",
-            "train_rows": len(y),
+            "mode": plan.mode,
+            "model": type(challenger).__name__,
+            "fine_tuned": plan.update,
+            "parent_version": registered.parent_version or "",
+            "train_rows": len(labels),
             "final_loss": epochs[-1].loss if epochs else float("nan"),
             "model_sha256": stored.sha256,
             "training_log": dg.MetadataValue.url(log.uri),
@@ -332,13 +360,13 @@ def run_metrics(
 ) -> dg.MaterializeResult:
     baseline, version = retrained_model.baseline, retrained_model.model.version
     with run_record(context, store):
-        _, _, X_holdout, holdout = split(finetune_dataset, feature_columns(finetune_dataset))
-        y_true = holdout["actual_label"].to_numpy(dtype=object)
-        # With no champion yet, the baseline is what the deployed model actually predicted.
-        champion_pred = (artifacts.read_value(baseline.artifact_path, baseline.sha256).predict(X_holdout)
-                         if baseline and len(holdout) else holdout["predicted_label"].to_numpy(dtype=object))
-        challenger_pred = (artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
-                           .predict(X_holdout) if len(holdout) else champion_pred)
+        names = feature_columns(finetune_dataset)
+        _, _, _, holdout = split(finetune_dataset, names)
+        model = artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
+        kind = class_type(model.classes_)
+        y_true = holdout_truth(holdout, kind)
+        champion_pred = baseline_predictions(champion_model(baseline, artifacts), holdout, names, kind)
+        challenger_pred = predict_text(model, holdout, names)
         challenger = classification_metrics(y_true, challenger_pred)
         champion = classification_metrics(y_true, champion_pred)
         decision = decide_promotion(y_true, champion_pred, challenger_pred,
@@ -347,10 +375,7 @@ def run_metrics(
         if decision.promote:
             now = store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"],
                                 expected_champion=baseline.version if baseline else None, check_champion=True)
-            if now is None or now.version != version:
-                decision = replace(decision, promote=False, reason=(
-                    f"not promoted: the champion changed to {now.version if now else 'none'} during the run, "
-                    f"so this comparison no longer applies ({decision.reason})"))
+            decision = settle_promotion(decision, now, version)
         store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
         store.update_run(context.run.run_id, status="completed", metrics={
             **challenger, "champion": champion, "champion_version": baseline.version if baseline else None,

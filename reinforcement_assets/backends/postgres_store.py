@@ -20,8 +20,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
+from ..defs.request_queue import check_new_request
 from .embedded import EmbeddedServerError, database_url
-from .request_queue import check_new_request
 from .schema import SchemaError, prepare_database
 from .store import (
     ROW_COLUMNS,
@@ -272,12 +272,13 @@ class PostgresStore(Store):
                 """
                 insert into public.model_versions
                     (version, artifact_path, sha256, parent_version, training_run_id, fine_tuned,
-                     feature_names, classes, metrics)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     feature_names, classes, metrics, class_type, base_size, reference_accuracy)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
                 (version.version, version.artifact_path, version.sha256, version.parent_version,
                  version.training_run_id, version.fine_tuned, Jsonb(list(version.feature_names)),
-                 Jsonb(list(version.classes)), _jsonb(version.metrics)),
+                 Jsonb(list(version.classes)), _jsonb(version.metrics), version.class_type, version.base_size,
+                 version.reference_accuracy),
             )
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:

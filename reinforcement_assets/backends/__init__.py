@@ -1,0 +1,1 @@
+"""The stores and artifact storages: PostgreSQL (embedded or URL) and Supabase."""

@@ -1,0 +1,1 @@
+"""The pure core: records, labels, learners, the cycle's decisions, datasets, scoring. No Dagster, no I/O."""

@@ -1,0 +1,201 @@
+"""The cycle's decisions, as pure functions: what to train, how to name and log it, what to compare it
+with, and what a lost compare-and-swap means.
+
+The assets, the `register` command and the drift benchmark all call these; this module imports
+neither Dagster nor a store backend (a test checks it), only scikit-learn and the plain records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from .evaluation import PromotionDecision
+from .labels import can_type, canonical_text, class_type, predictions_text
+from .learners import make_learner
+from ..model import (
+    EpochLog,
+    model_size,
+    plain,
+    predict_text,
+    refit,
+    update,
+    update_method,
+    update_obstacle,
+)
+from .records import ModelVersion
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a run trains: an update of the champion, or a refit (of the champion's family, or of
+    `learner` when the run names one or there is no champion)."""
+
+    update: bool
+    reason: str
+    learner: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "update" if self.update else "refit"
+
+
+def plan_training(
+    champion: ModelVersion | None, champion_model: Any, error_labels: Sequence[str], *, from_scratch: bool,
+    named_learner: str | None, default_learner: str, growth: float,
+) -> TrainingPlan:
+    """Update when the champion supports it and no error label is new to it; else refit.
+
+    A learner the run names replaces the family; with no champion the default learner is the family.
+    """
+    if champion is None:
+        return TrainingPlan(False, f"refit: no champion yet, learner {named_learner or default_learner}",
+                            named_learner or default_learner)
+    if named_learner:
+        return TrainingPlan(False, f"refit with the learner {named_learner} this run names", named_learner)
+    if from_scratch:
+        return TrainingPlan(False, f"refit of the champion {champion.version}'s family, as asked")
+    obstacle = update_obstacle(champion_model, error_labels, base_size=champion.base_size, growth=growth,
+                               whole_set=False)
+    if obstacle:
+        return TrainingPlan(False, f"refit of the champion {champion.version}'s family: {obstacle}")
+    method = update_method(champion_model)
+    return TrainingPlan(True, f"update of the champion {champion.version} by {method}")
+
+
+def confirm_plan(plan: TrainingPlan, champion: ModelVersion | None, champion_model: Any,
+                 train_labels: Sequence[str], growth: float) -> TrainingPlan:
+    """`plan` checked against the whole fine-tuning set: a warm-start update needs every class in it."""
+    if not plan.update:
+        return plan
+    obstacle = update_obstacle(champion_model, train_labels, base_size=champion.base_size, growth=growth)
+    if obstacle:
+        return TrainingPlan(False, f"refit of the champion {champion.version}'s family: {obstacle}")
+    return plan
+
+
+def plan_of_dataset(is_update_set: bool, champion: ModelVersion | None, *, named_learner: str | None,
+                    default_learner: str) -> TrainingPlan:
+    """The plan a fine-tuning set was built for, read back from it (a window sample means a refit)."""
+    if is_update_set and champion is not None:
+        return TrainingPlan(True, f"update of the champion {champion.version}")
+    learner = named_learner or (None if champion else default_learner)
+    return TrainingPlan(False, "refit", learner)
+
+
+def label_kind(champion_model: Any, labels: Sequence[str]) -> str:
+    """The class type a challenger learns: the champion's, when every label reads as it; else text."""
+    if champion_model is None:
+        return "str"
+    kind = class_type(champion_model.classes_)
+    return kind if can_type(labels, kind) else "str"
+
+
+def train_challenger(
+    plan: TrainingPlan, champion: ModelVersion | None, champion_model: Any, X: pd.DataFrame,
+    labels: Sequence[str], feature_names: Sequence[str], *, epochs: int, learning_rate: float, growth: float,
+    seed: int = 0,
+) -> tuple[Any, list[EpochLog]]:
+    """The challenger `plan` asks for, fitted on (X, labels); the champion is left untouched."""
+    if plan.update:
+        return update(champion_model, X, labels, feature_names, epochs=epochs, learning_rate=learning_rate,
+                      growth=growth, base_size=champion.base_size, seed=seed)
+    template = make_learner(plan.learner, seed) if plan.learner else plain(champion_model)
+    return refit(template, X, labels, feature_names, label_kind(champion_model, labels)), []
+
+
+def version_name(now: datetime, run_id: str) -> str:
+    """A new model version's name: UTC time of training, then the run's id."""
+    return f"{now:%Y%m%d-%H%M%S}-{run_id[:8]}"
+
+
+def challenger_record(
+    model: Any, plan: TrainingPlan, champion: ModelVersion | None, *, version: str, artifact_path: str,
+    sha256: str, feature_names: Sequence[str], training_run_id: str | None,
+) -> ModelVersion:
+    """The registry row of a challenger: an update descends from the champion and keeps its base size."""
+    parent = champion if plan.update else None
+    base = (champion.base_size or model_size(model)) if plan.update else model_size(model)
+    return ModelVersion(
+        version=version, artifact_path=artifact_path, sha256=sha256, feature_names=tuple(feature_names),
+        classes=tuple(predictions_text(model.classes_)), class_type=class_type(model.classes_),
+        parent_version=parent.version if parent else None, training_run_id=training_run_id,
+        fine_tuned=plan.update, base_size=base,
+    )
+
+
+def training_log(header: dict[str, Any], epochs: Sequence[EpochLog]) -> str:
+    """The training log: one JSON line describing the fit, then one per epoch."""
+    lines = [header, *({"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds} for e in epochs)]
+    return "\n".join(json.dumps(line) for line in lines) + "\n"
+
+
+def holdout_truth(holdout: pd.DataFrame, kind: str) -> np.ndarray:
+    """The holdout's true labels as text comparable with a model of class type `kind`."""
+    return canonical_text(holdout["actual_label"], kind)
+
+
+def baseline_predictions(champion_model: Any, holdout: pd.DataFrame, feature_names: Sequence[str],
+                         kind: str) -> np.ndarray:
+    """What the challenger is compared with: the champion's predictions, or with no champion what the
+    deployed model actually predicted (the log's `predicted_label`)."""
+    if champion_model is not None:
+        return predict_text(champion_model, holdout, feature_names)
+    return canonical_text(holdout["predicted_label"], kind)
+
+
+def settle_promotion(decision: PromotionDecision, champion_now: ModelVersion | None, version: str) -> PromotionDecision:
+    """The decision once the compare-and-swap answered: lost if another model became champion meanwhile."""
+    if not decision.promote or (champion_now is not None and champion_now.version == version):
+        return decision
+    return replace(decision, promote=False, reason=(
+        f"not promoted: the champion changed to {champion_now.version if champion_now else 'none'} during the run, "
+        f"so this comparison no longer applies ({decision.reason})"))
+
+
+class NotAClassifier(ValueError):
+    """A file offered as a model is not a fitted scikit-learn classifier with feature names."""
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the registry records about a user's model."""
+
+    feature_names: tuple[str, ...]
+    classes: tuple[str, ...]
+    class_type: str
+    base_size: int | None
+
+
+def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> ModelDescription:
+    """Feature names, classes and size of a fitted classifier, or `NotAClassifier` saying what is wrong."""
+    if not is_classifier(model) or not hasattr(model, "predict"):
+        raise NotAClassifier(f"a {type(model).__module__}.{type(model).__name__} is not a scikit-learn classifier")
+    try:
+        check_is_fitted(model)
+        classes = model.classes_
+    except (NotFittedError, AttributeError):
+        raise NotAClassifier(f"the {type(model).__name__} is not fitted: fit it before registering it") from None
+    own = getattr(model, "feature_names_in_", None)
+    own = tuple(str(n) for n in own) if own is not None else None
+    given = tuple(n.strip() for n in feature_names) if feature_names else None
+    if own and given and set(own) != set(given):
+        raise NotAClassifier(f"the feature names given {list(given)} differ from those the model was fitted with "
+                             f"{list(own)}")
+    names = own or given
+    if not names:
+        raise NotAClassifier("the model was fitted without feature names: give them (--feature-names a,b,c), in "
+                             "the order of its input columns")
+    expected = getattr(model, "n_features_in_", None)
+    if expected is not None and expected != len(names):
+        raise NotAClassifier(f"the model takes {expected} features, but {len(names)} names were given")
+    return ModelDescription(names, tuple(predictions_text(classes)), class_type(classes), model_size(model))

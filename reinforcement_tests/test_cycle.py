@@ -1,0 +1,160 @@
+"""The cycle core: pure decisions, no Dagster and no backend."""
+
+import json
+import subprocess
+import sys
+import warnings
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from reinforcement_assets.core.cycle import (
+    NotAClassifier,
+    baseline_predictions,
+    challenger_record,
+    confirm_plan,
+    describe_model,
+    holdout_truth,
+    plan_of_dataset,
+    plan_training,
+    settle_promotion,
+    train_challenger,
+    training_log,
+    version_name,
+)
+from reinforcement_assets.demo import drift_scenario
+from reinforcement_assets.core.evaluation import decide_promotion
+from reinforcement_assets.model import EpochLog, train_from_scratch
+from reinforcement_assets.core.records import ModelVersion
+
+NAMES = tuple(f"x{i}" for i in range(10))
+
+
+def test_the_core_imports_neither_dagster_nor_a_backend():
+    core = ", ".join(f"reinforcement_assets.core.{m}" for m in ("cycle", "records", "rows", "dataset", "decay",
+                                                               "drift_data"))
+    code = (f"import sys, {core};"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'psycopg', 'supabase', 'httpx')"
+            " or m.startswith(('reinforcement_assets.backends', 'reinforcement_assets.defs'))];"
+            "print(bad)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return drift_scenario(1_500, seed=4, train_rows=1_500, after_rows=500)
+
+
+def record(model, version="v0", base_size=None) -> ModelVersion:
+    return ModelVersion(version=version, artifact_path=f"models/{version}.joblib", sha256="0" * 64,
+                        feature_names=NAMES, classes=tuple(model.classes_), base_size=base_size)
+
+
+def plan(champion, model, errors, **kwargs):
+    settings = {"from_scratch": False, "named_learner": None, "default_learner": "sgd", "growth": 0.25}
+    return plan_training(champion, model, errors, **{**settings, **kwargs})
+
+
+def test_the_training_mode_follows_the_champion_the_labels_and_the_run(scenario):
+    sgd = train_from_scratch(*scenario.train)
+    champion = record(sgd)
+    errors = ["class_0", "class_1"]
+    assert plan(champion, sgd, errors).update
+    assert "by partial_fit" in plan(champion, sgd, errors).reason
+    first = plan(None, None, errors)
+    assert (first.update, first.learner) == (False, "sgd") and "no champion yet" in first.reason
+    read_back = plan_of_dataset(False, None, named_learner=None, default_learner="sgd")
+    assert (read_back.update, read_back.learner) == (first.update, first.learner)
+    named = plan(champion, sgd, errors, named_learner="random_forest")
+    assert not named.update and named.learner == "random_forest" and "names" in named.reason
+    scratch = plan(champion, sgd, errors, from_scratch=True)
+    assert not scratch.update and scratch.learner is None and "as asked" in scratch.reason
+    new = plan(champion, sgd, ["class_0", "class_9"])
+    assert not new.update and "class_9" in new.reason and new.learner is None
+    logistic = make_pipeline(StandardScaler(), LogisticRegression()).fit(*scenario.train)
+    assert "neither partial_fit nor warm_start" in plan(record(logistic), logistic, errors).reason
+
+
+def test_a_warm_start_plan_is_confirmed_on_the_whole_set(scenario):
+    hgb = HistGradientBoostingClassifier(max_iter=10).fit(*scenario.train)
+    champion = record(hgb, base_size=10)
+    planned = plan(champion, hgb, ["class_0"])  # the errors alone lack classes: fine at this point
+    assert planned.update
+    assert confirm_plan(planned, champion, hgb, ["class_0", "class_1", "class_2"], 0.25).update
+    refit = confirm_plan(planned, champion, hgb, ["class_0", "class_1"], 0.25)
+    assert not refit.update and "lacks ['class_2']" in refit.reason
+    full = record(hgb, base_size=5)  # already twice its registered size
+    assert "twice its registered size" in plan(full, hgb, ["class_0"]).reason
+
+
+def test_a_challenger_keeps_the_family_and_its_record_says_how_it_was_made(scenario):
+    X, y = scenario.after
+    hgb = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(*scenario.train)
+    champion = record(hgb, base_size=10)
+    planned = plan(champion, hgb, list(y))
+    model, log = train_challenger(planned, champion, hgb, X, y, NAMES, epochs=5, learning_rate=0.01, growth=0.5)
+    assert type(model) is HistGradientBoostingClassifier and model.max_iter == 15 and len(log) == 1
+    made = challenger_record(model, planned, champion, version="v1", artifact_path="models/v1.joblib",
+                             sha256="1" * 64, feature_names=NAMES, training_run_id=None)
+    assert (made.parent_version, made.fine_tuned, made.base_size, made.class_type) == ("v0", True, 10, "str")
+    refit_plan = plan(champion, hgb, list(y), from_scratch=True)
+    refitted, _ = train_challenger(refit_plan, champion, hgb, X, y, NAMES, epochs=5, learning_rate=0.01, growth=0.5)
+    made = challenger_record(refitted, refit_plan, champion, version="v2", artifact_path="models/v2.joblib",
+                             sha256="2" * 64, feature_names=NAMES, training_run_id=None)
+    assert type(refitted) is HistGradientBoostingClassifier and refitted.max_iter == 10
+    assert (made.parent_version, made.fine_tuned, made.base_size) == (None, False, 10)
+
+
+def test_with_no_champion_the_baseline_is_what_the_deployed_model_predicted(scenario):
+    holdout = pd.DataFrame({"predicted_label": ["1", "2.0", "2"], "actual_label": ["1", "2", "3"],
+                            **{n: [0.0, 0.0, 0.0] for n in NAMES}})
+    assert baseline_predictions(None, holdout, NAMES, "int").tolist() == ["1", "2", "2"]
+    assert holdout_truth(holdout, "int").tolist() == ["1", "2", "3"]
+
+
+def test_a_lost_compare_and_swap_is_not_a_promotion():
+    decision = decide_promotion(["a"] * 40, ["b"] * 40, ["a"] * 40)
+    assert decision.promote
+    winner = ModelVersion(version="other", artifact_path="x", sha256="0" * 64, feature_names=(), classes=())
+    lost = settle_promotion(decision, winner, "mine")
+    assert not lost.promote and "the champion changed to other" in lost.reason and decision.reason in lost.reason
+    assert settle_promotion(decision, None, "mine").reason.startswith("not promoted: the champion changed to none")
+    mine = ModelVersion(version="mine", artifact_path="x", sha256="0" * 64, feature_names=(), classes=())
+    assert settle_promotion(decision, mine, "mine") == decision
+
+
+def test_version_names_and_the_training_log():
+    when = datetime(2026, 12, 1, 2, 3, 4, tzinfo=timezone.utc)
+    assert version_name(when, "5975a3a2-aaaa") == "20261201-020304-5975a3a2"
+    text = training_log({"version": "v1", "mode": "update"}, [EpochLog(1, 0.5, 0.1), EpochLog(2, 0.4, 0.1)])
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines[0] == {"version": "v1", "mode": "update"} and [line["epoch"] for line in lines[1:]] == [1, 2]
+
+
+def test_describe_model_refuses_what_is_not_a_fitted_classifier_with_feature_names(scenario):
+    X, y = scenario.train
+    with pytest.raises(NotAClassifier, match="not a scikit-learn classifier"):
+        describe_model(RandomForestRegressor(n_estimators=2).fit(X, np.arange(len(X))))
+    with pytest.raises(NotAClassifier, match="not fitted"):
+        describe_model(LogisticRegression())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bare = LogisticRegression(max_iter=500).fit(X.to_numpy(), y)
+    with pytest.raises(NotAClassifier, match="without feature names"):
+        describe_model(bare)
+    with pytest.raises(NotAClassifier, match="takes 10 features, but 2"):
+        describe_model(bare, ["a", "b"])
+    assert describe_model(bare, list(NAMES)).feature_names == NAMES
+    named = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    with pytest.raises(NotAClassifier, match="differ"):
+        describe_model(named, ["a"] * 10)
+    described = describe_model(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y == "class_1"))
+    assert (described.classes, described.class_type, described.base_size) == (("False", "True"), "bool", None)
