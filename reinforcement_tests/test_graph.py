@@ -140,6 +140,22 @@ def test_a_window_whose_rows_are_all_set_aside_says_why(store, resources):
                                     "confidence_missing 2, confidence_out_of_range 1")
 
 
+def test_a_first_refit_on_a_window_of_one_class_is_skipped(store, resources):
+    # A new install whose outcomes so far are all one label: nothing to fit a classifier on yet.
+    rows = [{"prediction_id": f"p{i}", "model_version": "v0", "features": {"x0": float(i)},
+             "predicted_label": "a", "actual_label": "b", "confidence": 0.9,
+             "predicted_at": END - pd.Timedelta(hours=60), "evaluated_at": END - pd.Timedelta(hours=48 + i % 24)}
+            for i in range(50)]
+    store.insert_evaluations(pd.DataFrame(rows))
+    result = materialize(resources)
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped"
+    assert run["error_message"] == ("skipped: a refit needs at least two classes, and the window's training "
+                                    "rows have only 'b'")
+    assert store.model_versions() == []
+
+
 def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resources, drifted, tmp_path):
     champion = store.champion()
     path = tmp_path / "artifacts" / champion.artifact_path

@@ -83,6 +83,15 @@ def confirm_plan(plan: TrainingPlan, champion: ModelVersion | None, champion_mod
     return plan
 
 
+def refit_skip_reason(plan: TrainingPlan, train_labels: Sequence[str]) -> str | None:
+    """Why a refit has nothing to learn from (its training rows hold fewer than two classes), or None."""
+    classes = sorted(set(train_labels))
+    if plan.update or len(classes) >= 2:
+        return None
+    found = f"only {classes[0]!r}" if classes else "no rows"
+    return f"skipped: a refit needs at least two classes, and the window's training rows have {found}"
+
+
 def plan_of_dataset(is_update_set: bool, champion: ModelVersion | None, *, named_learner: str | None,
                     default_learner: str) -> TrainingPlan:
     """The plan a fine-tuning set was built for, read back from it (a window sample means a refit)."""

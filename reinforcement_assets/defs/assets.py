@@ -24,6 +24,7 @@ from ..core.cycle import (
     holdout_truth,
     plan_of_dataset,
     plan_training,
+    refit_skip_reason,
     settle_promotion,
     train_challenger,
     training_log,
@@ -271,6 +272,11 @@ def finetune_dataset(
             sample, holdout = store.load_many(window_query, holdout_query)
             dataset = from_scratch_frame(sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
+        if reason := refit_skip_reason(plan, dataset.loc[dataset["split"] == "train", "label"]):
+            store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
+                             metrics={"skip_reason": reason})
+            context.log.info(reason)
+            return
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
     context.log.info(plan.reason)
     origins = dataset["origin"].value_counts()
