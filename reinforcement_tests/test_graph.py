@@ -29,6 +29,15 @@ def materialized(result, key):
     return {k: v.value for k, v in events[0].materialization.metadata.items()} if events else None
 
 
+def skipped_run(store, resources) -> dict:
+    """A cycle's row, after checking that the cycle succeeded and was recorded `skipped`."""
+    result = materialize(resources)
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped"
+    return run
+
+
 def check(result, name):
     (evaluation,) = [c for c in result.get_asset_check_evaluations() if c.check_name == name]
     return evaluation
@@ -132,10 +141,7 @@ def test_a_window_whose_rows_are_all_set_aside_says_why(store, resources):
              "predicted_at": END - pd.Timedelta(hours=2), "evaluated_at": END - pd.Timedelta(hours=1)}
             for i, confidence in enumerate([None, None, 1.5])]
     store.insert_evaluations(pd.DataFrame(rows))
-    result = materialize(resources)
-    assert result.success
-    run = store.get_run(result.run_id)
-    assert run["status"] == "skipped"
+    run = skipped_run(store, resources)
     assert run["error_message"] == ("skipped: all 3 evaluated rows of the window set aside: "
                                     "confidence_missing 2, confidence_out_of_range 1")
 
@@ -147,10 +153,7 @@ def test_a_first_refit_on_a_window_of_one_class_is_skipped(store, resources):
              "predicted_at": END - pd.Timedelta(hours=60), "evaluated_at": END - pd.Timedelta(hours=48 + i % 24)}
             for i in range(50)]
     store.insert_evaluations(pd.DataFrame(rows))
-    result = materialize(resources)
-    assert result.success
-    run = store.get_run(result.run_id)
-    assert run["status"] == "skipped"
+    run = skipped_run(store, resources)
     assert run["error_message"] == ("skipped: a refit needs at least two classes, and the window's training "
                                     "rows have only 'b'")
     assert store.model_versions() == []

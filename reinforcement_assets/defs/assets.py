@@ -155,6 +155,13 @@ def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig
     return config
 
 
+def record_skip(context: dg.AssetExecutionContext, store: Store, reason: str) -> None:
+    """The run ends here, `skipped` with its reason: the rest of the graph does not run."""
+    store.update_run(context.run.run_id, status="skipped", error_message=reason, dataset_size=0,
+                     metrics={"skip_reason": reason})
+    context.log.info(reason)
+
+
 def champion_model(champion: ModelVersion | None, artifacts: ArtifactStorage) -> Any:
     """The champion's model, its sha256 checked, or None with no champion."""
     return artifacts.read_value(champion.artifact_path, champion.sha256) if champion else None
@@ -244,9 +251,7 @@ def finetune_dataset(
         reason = skip_reason(evaluation_log.window, evaluation_log.summary, len(error_samples),
                              config.min_error_samples, config.force)
         if reason:
-            store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
-                             metrics={"skip_reason": reason})
-            context.log.info(reason)
+            record_skip(context, store, reason)
             return
         window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
         champion, training = evaluation_log.champion, retraining_config(context)
@@ -273,9 +278,7 @@ def finetune_dataset(
             dataset = from_scratch_frame(sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
         if reason := refit_skip_reason(plan, dataset.loc[dataset["split"] == "train", "label"]):
-            store.update_run(run_id, status="skipped", error_message=reason, dataset_size=0,
-                             metrics={"skip_reason": reason})
-            context.log.info(reason)
+            record_skip(context, store, reason)
             return
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
     context.log.info(plan.reason)
