@@ -53,14 +53,14 @@ from reinforcement_assets.core.cycle import (
     train_challenger,
 )
 from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
-from reinforcement_assets.demo import accuracy, log_traffic
 from reinforcement_assets.core.drift_data import make_stream
 from reinforcement_assets.core.evaluation import decide_promotion
 from reinforcement_assets.core.labels import class_type, predictions_text
 from reinforcement_assets.core.learners import make_learner
-from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
 from reinforcement_assets.core.records import ModelVersion, Window
 from reinforcement_assets.core.rows import rows_from_records
+from reinforcement_assets.demo import accuracy, log_traffic
+from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
@@ -341,11 +341,12 @@ def simulate_river(stream: Stream, seed: int) -> Trace:
 def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, work_dir) -> Trace:
     """The default strategy through the real `retraining_job` on embedded PostgreSQL, one run per day."""
     import dagster as dg
+
     from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage
+    from reinforcement_assets.backends.postgres_store import PostgresStore
     from reinforcement_assets.defs.assets import asset_checks, assets
     from reinforcement_assets.defs.automation import retraining_job
     from reinforcement_assets.demo import register_champion
-    from reinforcement_assets.backends.postgres_store import PostgresStore
 
     from .scale import step_times
 

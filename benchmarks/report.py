@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
 from reinforcement_assets.core.learners import BUILT_IN_LEARNERS
 
+from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
 from .machine import RESULTS_DIR, machine_line
 
 

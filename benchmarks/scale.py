@@ -36,17 +36,16 @@ from psycopg import conninfo
 
 from reinforcement_assets import settings
 from reinforcement_assets.backends.artifacts import ArtifactIOManager, LocalArtifactStorage
-from reinforcement_assets.defs.assets import asset_checks, assets
-from reinforcement_assets.defs.automation import retraining_job
-from reinforcement_assets.core.dataset import replay_size, sample_fraction
-from reinforcement_assets.demo import register_champion
-from reinforcement_assets.model import train_from_scratch
 from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.schema import apply_migrations
 from reinforcement_assets.backends.store import Window, period_query
+from reinforcement_assets.core.dataset import replay_size, sample_fraction
+from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.defs.automation import retraining_job
+from reinforcement_assets.demo import register_champion
+from reinforcement_assets.model import train_from_scratch
 
-from .machine import (DOCS_DIR, PeakMemory, begin_benchmark, current_rss, embedded_server, median_time,
-                      save)
+from .machine import DOCS_DIR, PeakMemory, begin_benchmark, current_rss, embedded_server, median_time, save
 
 N_FEATURES = 10
 CLASSES = ("class_0", "class_1", "class_2", "class_3")

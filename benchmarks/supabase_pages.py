@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-
 from reinforcement_assets import settings
 from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.store import Window

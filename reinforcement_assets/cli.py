@@ -264,8 +264,8 @@ def migrate(args: argparse.Namespace) -> int:
 
     from .backends.embedded import EmbeddedServerError, database_url
     from .backends.postgres_store import redact_credentials
-    from .defs.resources import backend_from_environment
     from .backends.schema import SchemaError, migrate_as_owner, migration_files, version_of
+    from .defs.resources import backend_from_environment
 
     if backend_from_environment(os.environ) == "supabase":
         print("refused: the Supabase backend reaches its database through PostgREST, which cannot migrate. Run "
@@ -317,9 +317,9 @@ def dev(args: argparse.Namespace) -> int:
 @command("register")
 def register(args: argparse.Namespace) -> int:
     """Adopt a deployed model: copy its file into artifact storage and register it (with --champion, promote it)."""
+    from .backends.store import StoreError
     from .core.cycle import NotAClassifier
     from .registration import RegistrationError, register_model
-    from .backends.store import StoreError
 
     names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
     with environment_resources("store", "artifacts") as (store, artifacts):
@@ -394,8 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif dagster_args:
         root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
     use_data_dir(args.data_dir)
-    from .settings import SettingsError
     from .backends.store import StoreError
+    from .settings import SettingsError
 
     try:
         return COMMANDS[args.command](args)

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 
 from .backends.artifacts import ArtifactStorage, encode
+from .backends.store import Store
 from .core.drift_data import corrupt_rows, make_stream, prediction_log, timestamps
 from .core.labels import predictions_text
-from .model import predict_text, train_from_scratch
 from .core.records import ModelVersion
+from .model import predict_text, train_from_scratch
 from .registration import register_loaded
-from .backends.store import Store
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any
 import joblib
 
 from .backends.artifacts import ArtifactStorage, encode, sha256_hex
-from .core.cycle import NotAClassifier, describe_model
-from .model import plain
-from .core.records import ModelVersion
 from .backends.store import Store
+from .core.cycle import NotAClassifier, describe_model
+from .core.records import ModelVersion
+from .model import plain
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALL_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -18,10 +18,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from reinforcement_assets.cli import main
-from reinforcement_assets.demo import accuracy, drift_scenario, log_traffic
 from reinforcement_assets.core.labels import class_type
-from reinforcement_assets.model import IncrementalPipeline, final_estimator
 from reinforcement_assets.core.records import ModelVersion
+from reinforcement_assets.demo import accuracy, drift_scenario, log_traffic
+from reinforcement_assets.model import IncrementalPipeline, final_estimator
 from reinforcement_tests.supabase_transport import emulated_resources
 from reinforcement_tests.test_graph import END, START, materialize, materialized
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from reinforcement_assets.backends.store import ModelVersion
 from reinforcement_assets.cli import main
 from reinforcement_assets.defs.sensors import make_request_sensor
-from reinforcement_assets.backends.store import ModelVersion
 
 USER = "3b9d6c1e-0f4a-4e8b-b2d7-5a1c9e8f6d20"
 

@@ -28,10 +28,10 @@ from reinforcement_assets.core.cycle import (
     training_log,
     version_name,
 )
-from reinforcement_assets.demo import drift_scenario
 from reinforcement_assets.core.evaluation import decide_promotion
-from reinforcement_assets.model import EpochLog, train_from_scratch
 from reinforcement_assets.core.records import ModelVersion
+from reinforcement_assets.demo import drift_scenario
+from reinforcement_assets.model import EpochLog, train_from_scratch
 
 NAMES = tuple(f"x{i}" for i in range(10))
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from reinforcement_assets.backends.store import AccuracyCount
 from reinforcement_assets.core.decay import DecayThresholds, assess_decay, cooling_down
+from reinforcement_assets.defs.sensors import make_decay_sensor
 from reinforcement_assets.demo import accuracy, drift_scenario, log_traffic, register_champion
 from reinforcement_assets.model import train_from_scratch
-from reinforcement_assets.defs.sensors import make_decay_sensor
-from reinforcement_assets.backends.store import AccuracyCount
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DAYS = 7

@@ -15,9 +15,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from reinforcement_assets.defs.automation import auto_daily, retraining_job
-from reinforcement_assets.definitions import defs
 from reinforcement_assets.backends.embedded import postmaster_pid
+from reinforcement_assets.definitions import defs
+from reinforcement_assets.defs.automation import auto_daily, retraining_job
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ["evaluation_log", "error_samples", "finetune_dataset", "retrained_model", "run_metrics"]

@@ -9,7 +9,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from reinforcement_assets.demo import accuracy
 from reinforcement_assets.core.drift_data import (
     BAD_ROW_KINDS,
     FEATURE_PREFIX,
@@ -21,6 +20,7 @@ from reinforcement_assets.core.drift_data import (
     rotated,
     timestamps,
 )
+from reinforcement_assets.demo import accuracy
 
 LOG_COLUMNS = [
     "prediction_id",

@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from reinforcement_assets.cli import main
 from reinforcement_assets.backends.embedded import (
     WATCH_INTERVAL_SECONDS,
     EmbeddedServerError,
@@ -27,6 +26,7 @@ from reinforcement_assets.backends.embedded import (
 )
 from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.store import StoreError
+from reinforcement_assets.cli import main
 
 USER = textwrap.dedent("""
     import sys, time, psycopg

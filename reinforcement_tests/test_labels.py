@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reinforcement_assets.backends.store import evaluation_frame
 from reinforcement_assets.core.labels import (
     LabelTypeError,
     canonical_text,
@@ -12,7 +13,6 @@ from reinforcement_assets.core.labels import (
     predictions_text,
     typed_labels,
 )
-from reinforcement_assets.backends.store import evaluation_frame
 
 
 def test_numbers_are_stored_as_their_shortest_exact_text():

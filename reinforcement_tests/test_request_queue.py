@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from reinforcement_assets.backends.store import RetrainingRequest
 from reinforcement_assets.defs.request_queue import (
     InvalidRequest,
     RequestOptions,
@@ -13,7 +14,6 @@ from reinforcement_assets.defs.request_queue import (
     queue_order,
     run_request_for,
 )
-from reinforcement_assets.backends.store import RetrainingRequest
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
 

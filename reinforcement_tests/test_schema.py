@@ -17,12 +17,12 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from reinforcement_assets.cli import main
 from reinforcement_assets.backends.embedded import database_url as embedded_database_url
 from reinforcement_assets.backends.embedded import stop
 from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.schema import MIGRATE_HINT, MIGRATIONS_DIR, migration_files
 from reinforcement_assets.backends.store import StoreError
+from reinforcement_assets.cli import main
 
 REPOSITORY_MIGRATIONS = Path(__file__).resolve().parents[1] / "supabase" / "migrations"
 

@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from postgrest import APIError
 from psycopg import conninfo, errors, sql
-from supabase import ClientOptions, create_client
 
 from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.backends.supabase_environment import SUPABASE_ENVIRONMENT_SQL
 from reinforcement_tests.supabase_transport import ANON_KEY, URL, SupabaseEmulator
+from supabase import ClientOptions, create_client
 
 TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraining_runs", "model_versions",
           "prediction_evaluation_counts", "prediction_feature_key_sets")

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from reinforcement_assets.backends.store import ModelVersion, StoreError
 from reinforcement_assets.defs.assets import asset_checks, assets
 from reinforcement_assets.defs.automation import retraining_job
-from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
-from reinforcement_assets.backends.store import ModelVersion, StoreError
 from reinforcement_assets.defs.request_queue import InvalidRequest
 from reinforcement_assets.defs.sensors import make_request_sensor, make_write_back_sensors
+from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
 
 USER = "8f2c1a9e-5b7d-4c3e-9a1f-2d6b8e4c7a10"
 

@@ -22,15 +22,15 @@ import pandas as pd
 import psycopg
 import pytest
 
-from reinforcement_assets.defs.assets import asset_checks, assets
-from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
-from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.defs.request_queue import InvalidRequest
-from reinforcement_assets.defs.resources import backend_from_environment, default_resources
-from reinforcement_assets.defs.sensors import make_request_sensor
 from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window, period_query
 from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
 from reinforcement_assets.backends.supabase_store import SupabaseStore, keyset_after
+from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
+from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.defs.request_queue import InvalidRequest
+from reinforcement_assets.defs.resources import backend_from_environment, default_resources
+from reinforcement_assets.defs.sensors import make_request_sensor
+from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
 from reinforcement_tests.supabase_transport import SERVICE_KEY, URL, SupabaseEmulator, emulated_resources
 
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))

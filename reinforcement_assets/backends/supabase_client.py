@@ -16,9 +16,10 @@ from typing import Optional, TypeVar
 
 import dagster as dg
 import httpx
-from pydantic import Field, PrivateAttr
 from postgrest import APIError
+from pydantic import Field, PrivateAttr
 from storage3.exceptions import StorageApiError
+
 from supabase import Client, ClientOptions, create_client
 
 from .store import StoreError

@@ -19,9 +19,6 @@ from sklearn.base import is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from .evaluation import PromotionDecision
-from .labels import can_type, canonical_text, class_type, predictions_text
-from .learners import make_learner
 from ..model import (
     EpochLog,
     model_size,
@@ -32,6 +29,9 @@ from ..model import (
     update_method,
     update_obstacle,
 )
+from .evaluation import PromotionDecision
+from .labels import can_type, canonical_text, class_type, predictions_text
+from .learners import make_learner
 from .records import ModelVersion
 
 

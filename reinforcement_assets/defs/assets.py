@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import settings
 from ..backends.artifacts import ArtifactStorage
+from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 from ..core.cycle import (
     baseline_predictions,
     challenger_record,
@@ -43,10 +44,9 @@ from ..core.dataset import (
 from ..core.evaluation import classification_metrics, decide_promotion
 from ..core.labels import class_type
 from ..core.learners import check_learner
+from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
 from ..model import predict_text
 from .request_queue import check_request_run
-from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
-from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 
 GROUP = "reinforcement_loop"
 

@@ -17,10 +17,10 @@ from typing import TypeVar
 import dagster as dg
 
 from .. import settings
-from .automation import retraining_job
-from ..core.decay import DecayThresholds, assess_decay, cooling_down
-from .request_queue import InvalidRequest, run_request_for
 from ..backends.store import RUN_SOURCES, RetrainingRequest, Store, StoreError
+from ..core.decay import DecayThresholds, assess_decay, cooling_down
+from .automation import retraining_job
+from .request_queue import InvalidRequest, run_request_for
 
 T = TypeVar("T")
 
