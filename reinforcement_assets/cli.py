@@ -394,8 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif dagster_args:
         root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
     use_data_dir(args.data_dir)
-    from .backends.store import StoreError
-    from .settings import SettingsError
+    try:
+        from .backends.store import StoreError
+        from .settings import SettingsError  # reading the settings validates them
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     try:
         return COMMANDS[args.command](args)

@@ -118,6 +118,17 @@ def model_size(model: Any) -> int | None:
     return int(final.get_params()[parameter]) if parameter else None
 
 
+def at_size(model: Any, size: int | None) -> Any:
+    """An unfitted copy of `model` whose iterations or trees are `size` (a grown champion's registered
+    size, so refits do not inherit its updates' growth); `model` itself when it has no such size."""
+    template = clone(plain(model))
+    final = final_estimator(template)
+    parameter = size_parameter(final)
+    if parameter and size:
+        final.set_params(**{parameter: int(size)})
+    return template
+
+
 def update_method(model: Any) -> str | None:
     """How `model` can be continued: `partial_fit`, `warm_start`, or None (refit only)."""
     final = final_estimator(model)
@@ -154,6 +165,8 @@ def update_obstacle(model: Any, labels: Sequence[str], *, base_size: int | None,
         missing = sorted(map(str, set(model.classes_.tolist()) - y))
         if missing:
             return f"a warm-start update needs every class, and the fine-tuning set lacks {missing}"
+    if method == "warm_start" and final_estimator(model).get_params().get("oob_score"):
+        return f"{type(final_estimator(model)).__name__} with oob_score=True cannot be continued by warm_start"
     if method == "warm_start":
         size = model_size(model)
         if grown_size(size, base_size or size, growth) is None:
@@ -177,9 +190,11 @@ def update(
     if obstacle:
         raise (UnseenClassError if "new to" in obstacle else UpdateImpossible)(obstacle)
     y = typed_labels(labels, class_type(tuned.classes_))
-    Xt = model_input(tuned, X, feature_names)
-    if isinstance(tuned, Pipeline):
-        Xt = tuned[:-1].transform(Xt)
+    Xt, step = model_input(tuned, X, feature_names), tuned
+    while isinstance(step, Pipeline):  # through every transformer, nested Pipelines' too
+        if len(step.steps) > 1:
+            Xt = step[:-1].transform(Xt)
+        step = step.steps[-1][1]
     final = final_estimator(tuned)
     if update_method(tuned) == "partial_fit":
         return tuned, _partial_fit_passes(final, Xt, y, epochs, learning_rate, seed)
@@ -200,6 +215,7 @@ def _partial_fit_passes(final: Any, Xt: Any, y: np.ndarray, epochs: int, learnin
                         seed: int) -> list[EpochLog]:
     params = final.get_params()
     step = {name: learning_rate for name in ("eta0", "learning_rate_init") if name in params}
+    original = {name: params[name] for name in step}
     final.set_params(**step)
     if "learning_rate_init" in step and hasattr(final, "_optimizer"):
         # An MLP's partial_fit reuses the optimizer of its last fit, step size included: start one at this rate.
@@ -211,6 +227,7 @@ def _partial_fit_passes(final: Any, Xt: Any, y: np.ndarray, epochs: int, learnin
         order = rng.permutation(len(y))
         final.partial_fit(Xt.iloc[order] if isinstance(Xt, pd.DataFrame) else Xt[order], y[order])
         log.append(EpochLog(epoch, training_loss(final, Xt, y), time.perf_counter() - started))
+    final.set_params(**original)  # the stored challenger keeps the user's hyperparameters
     return log
 
 

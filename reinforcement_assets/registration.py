@@ -19,13 +19,14 @@ from typing import Any
 import joblib
 
 from .backends.artifacts import ArtifactStorage, encode, sha256_hex
-from .backends.store import Store
+from .backends.store import Store, StoreError
 from .core.cycle import NotAClassifier, describe_model
 from .core.records import ModelVersion
 from .model import plain
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALL_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+REGISTRY_LOOKUP = 100_000  # versions read to refuse a duplicate before any file is written
 
 
 class RegistrationError(ValueError):
@@ -44,7 +45,12 @@ class Registration:
 
 def load_model_file(path: str | Path) -> tuple[bytes, Any]:
     """The file's bytes and the object joblib reads from them (or `NotAClassifier`)."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, no permission
+        raise RegistrationError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         return data, joblib.load(io.BytesIO(data))
     except Exception as exc:  # any unpickling failure means: not a model file we can use
@@ -82,7 +88,10 @@ def register_loaded(
     description = describe_model(model, feature_names)
     if plain(model) is not model:  # an earlier version's champion: store it without this package's class
         data, _, _ = encode(plain(model))
-    stored = artifacts.write(f"models/{version}.joblib", data)
+    if any(v.version == version for v in store.model_versions(limit=REGISTRY_LOOKUP)):
+        raise RegistrationError(f"version {version!r} is already registered: choose another --version")
+    # The file's name carries its sha256: no registration can overwrite another model's file.
+    stored = artifacts.write(f"models/{version}-{sha256_hex(data)[:12]}.joblib", data)
     count = store.count_correct(_ALL_TIME, datetime.now(timezone.utc) + timedelta(days=1), model_version=version)
     warnings = []
     if count.evaluated == 0:
@@ -96,7 +105,12 @@ def register_loaded(
                           class_type=description.class_type, base_size=description.base_size,
                           reference_accuracy=reference_accuracy,
                           metrics={"registered_from_logged_rows": count.evaluated})
-    store.register_model_version(record)
+    try:
+        store.register_model_version(record)
+    except StoreError as exc:
+        if "duplicate key" in str(exc) or "23505" in str(exc):  # registered meanwhile, by someone else
+            raise RegistrationError(f"version {version!r} is already registered: choose another --version") from None
+        raise
     registered = record
     if champion:
         current = store.champion()

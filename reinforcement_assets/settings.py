@@ -6,6 +6,8 @@ import logging
 import os
 from typing import Callable, TypeVar
 
+from .core.learners import check_learner
+
 T = TypeVar("T")
 
 
@@ -20,7 +22,9 @@ def _from_env(name: str, default: T, parse: Callable[[str], T]) -> T:
     try:
         return parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"environment variable {name}={raw!r} is not a valid {type(default).__name__}") from exc
+        detail = f": {exc}" if str(exc) and str(exc) != raw else ""
+        raise SettingsError(f"environment variable {name}={raw!r} is not a valid {type(default).__name__}"
+                            f"{detail}") from exc
 
 
 def _flag(raw: str) -> bool:
@@ -39,7 +43,7 @@ DEFAULT_FINE_TUNE_EPOCHS = _from_env("DEFAULT_FINE_TUNE_EPOCHS", 5, int)
 DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.01, float)
 REPLAY_RATIO = _from_env("REPLAY_RATIO", 1.0, float)
 # The family of a refit with no champion yet (a built-in name or package.module:factory); docs/benchmarks.md.
-LEARNER = _from_env("REINFORCEMENT_LEARNER", "sgd", str).strip()
+LEARNER = _from_env("REINFORCEMENT_LEARNER", "sgd", lambda raw: check_learner(raw.strip(), allow_import_path=True))
 # A warm-start update adds this share of the registered size (trees, iterations); never past twice it.
 UPDATE_GROWTH = _from_env("UPDATE_GROWTH", 0.25, float)
 HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)

@@ -10,3 +10,15 @@ def extra_trees():
 
 def regressor():
     return LinearRegression()
+
+
+def nothing():
+    return None
+
+
+def a_class():
+    return ExtraTreesClassifier
+
+
+def broken():
+    raise RuntimeError("the feature store is down")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -21,6 +21,7 @@ from reinforcement_assets.core.cycle import (
     confirm_plan,
     describe_model,
     holdout_truth,
+    labels_set_aside,
     plan_of_dataset,
     plan_training,
     settle_promotion,
@@ -111,6 +112,32 @@ def test_a_challenger_keeps_the_family_and_its_record_says_how_it_was_made(scena
                              sha256="2" * 64, feature_names=NAMES, training_run_id=None)
     assert type(refitted) is HistGradientBoostingClassifier and refitted.max_iter == 10
     assert (made.parent_version, made.fine_tuned, made.base_size) == (None, False, 10)
+
+
+def test_a_refit_of_a_grown_champion_starts_again_from_its_registered_size(scenario):
+    X, y = scenario.after
+    grown = RandomForestClassifier(n_estimators=16, random_state=0).fit(*scenario.train)  # 8 registered, updated
+    champion = record(grown, base_size=8)
+    refit_plan = plan(champion, grown, list(y), from_scratch=True)
+    refitted, _ = train_challenger(refit_plan, champion, grown, X, y, NAMES, epochs=1, learning_rate=0.01,
+                                   growth=1.0)
+    made = challenger_record(refitted, refit_plan, champion, version="v1", artifact_path="models/v1.joblib",
+                             sha256="1" * 64, feature_names=NAMES, training_run_id=None)
+    assert refitted.n_estimators == 8 and made.base_size == 8  # the 2x bound cannot creep up refit by refit
+    assert grown.n_estimators == 16
+
+
+def test_a_refit_keeps_an_integer_champions_class_type_and_sets_other_labels_aside(scenario):
+    X, y = scenario.after
+    ints = np.array([v[-1] for v in y], dtype=object)
+    ints[:25] = "unknown"  # a label the service never predicts, logged by mistake
+    champion_model = LogisticRegression(max_iter=300).fit(scenario.train[0], [int(v[-1]) for v in scenario.train[1]])
+    champion = record(champion_model)
+    refit_plan = plan(champion, champion_model, list(ints), from_scratch=True)
+    assert labels_set_aside(champion_model, ints) == 25
+    refitted, _ = train_challenger(refit_plan, champion, champion_model, X, ints, NAMES, epochs=1,
+                                   learning_rate=0.01, growth=0.25)
+    assert refitted.classes_.tolist() == [0, 1, 2]
 
 
 def test_with_no_champion_the_baseline_is_what_the_deployed_model_predicted(scenario):

@@ -1,5 +1,9 @@
 """The learner setting: built-in names, import paths from trusted settings only."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sklearn.base import is_classifier
 from sklearn.ensemble import ExtraTreesClassifier
@@ -35,3 +39,19 @@ def test_requests_may_name_a_built_in_learner_but_never_an_import_path():
     with pytest.raises(InvalidRequest, match="must be a learner name"):
         parse_options({"learner": ["sgd"]})
     assert check_learner("os.path:join", allow_import_path=True) == "os.path:join"  # the launchpad may
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("nothing", "returned NoneType, not a scikit-learn classifier"),
+    ("a_class", "returned ABCMeta, not a scikit-learn classifier"),
+    ("broken", "raised RuntimeError: the feature store is down"),
+])
+def test_a_factory_that_gives_no_classifier_is_a_clear_learner_error(factory, message):
+    with pytest.raises(InvalidLearner, match=message):
+        make_learner(f"reinforcement_tests.learner_factories:{factory}")
+
+
+def test_the_learner_setting_is_checked_when_read():
+    done = subprocess.run([sys.executable, "-c", "import reinforcement_assets.settings"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "REINFORCEMENT_LEARNER": "nope"})
+    assert done.returncode != 0 and "REINFORCEMENT_LEARNER='nope' is not a valid str: unknown learner" in done.stderr

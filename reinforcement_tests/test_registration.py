@@ -128,3 +128,37 @@ def test_promotion_is_the_registrys_compare_and_swap(backend, store, int_model, 
     monkeypatch.setattr(type(sb_or_pg), "champion", real_champion)
     assert store.champion().version == "first"
     assert "second" in [v.version for v in store.model_versions()]  # registered, not promoted
+
+
+def test_a_version_registered_twice_is_refused_and_the_first_file_is_untouched(backend, store, scenario, int_model,
+                                                                             tmp_path, capsys):
+    sb_or_pg, artifacts, _ = backend
+    joblib.dump(int_model, tmp_path / "a.joblib")
+    assert main(["register", str(tmp_path / "a.joblib"), "--version", "v1", "--champion"]) == 0
+    X, y = scenario.train
+    other = HistGradientBoostingClassifier(max_iter=5, random_state=1).fit(X, y)
+    joblib.dump(other, tmp_path / "b.joblib")
+    capsys.readouterr()
+    assert main(["register", str(tmp_path / "b.joblib"), "--version", "v1"]) == 2
+    assert "version 'v1' is already registered" in capsys.readouterr().err
+    champion = store.champion()
+    assert artifacts.read(champion.artifact_path, champion.sha256) == (tmp_path / "a.joblib").read_bytes()
+
+
+def test_register_refuses_names_the_runs_could_not_use_and_files_that_are_not_models(backend, store, scenario,
+                                                                                   tmp_path, capsys):
+    X, y = scenario.train
+    reserved = LogisticRegression(max_iter=300).fit(X.rename(columns={"x0": "confidence"}), y)
+    joblib.dump(reserved, tmp_path / "reserved.joblib")
+    assert main(["register", str(tmp_path / "reserved.joblib")]) == 2
+    assert "clash with reserved columns" in capsys.readouterr().err
+    joblib.dump(LogisticRegression(max_iter=300).fit(X.to_numpy(), y), tmp_path / "unnamed.joblib")
+    assert main(["register", str(tmp_path / "unnamed.joblib"), "--feature-names", ",".join(["x0"] * 10)]) == 2
+    assert "repeat a name" in capsys.readouterr().err
+    joblib.dump({"not": "a model"}, tmp_path / "dict.joblib")
+    assert main(["register", str(tmp_path / "dict.joblib")]) == 2
+    assert "builtins.dict is not a scikit-learn classifier" in capsys.readouterr().err
+    (tmp_path / "folder.joblib").mkdir()
+    assert main(["register", str(tmp_path / "folder.joblib")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert store.model_versions() == []

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..model import (
+    at_size,
     EpochLog,
     model_size,
     plain,
@@ -30,9 +30,10 @@ from ..model import (
     update_obstacle,
 )
 from .evaluation import PromotionDecision
-from .labels import can_type, canonical_text, class_type, predictions_text
-from .learners import make_learner
+from .labels import canonical_text, class_type, predictions_text, readable
+from .learners import is_estimator_classifier, make_learner
 from .records import ModelVersion
+from .rows import FeatureSchemaError, check_feature_names
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,14 @@ def plan_of_dataset(is_update_set: bool, champion: ModelVersion | None, *, named
     return TrainingPlan(False, "refit", learner)
 
 
-def label_kind(champion_model: Any, labels: Sequence[str]) -> str:
-    """The class type a challenger learns: the champion's, when every label reads as it; else text."""
-    if champion_model is None:
-        return "str"
-    kind = class_type(champion_model.classes_)
-    return kind if can_type(labels, kind) else "str"
+def label_kind(champion_model: Any) -> str:
+    """The class type a challenger learns: the champion's (a serving system expects it), else text."""
+    return "str" if champion_model is None else class_type(champion_model.classes_)
+
+
+def labels_set_aside(champion_model: Any, labels: Sequence[str]) -> int:
+    """How many training labels a challenger cannot learn: not of the champion's class type."""
+    return int((~readable(labels, label_kind(champion_model))).sum())
 
 
 def train_challenger(
@@ -118,8 +121,10 @@ def train_challenger(
     if plan.update:
         return update(champion_model, X, labels, feature_names, epochs=epochs, learning_rate=learning_rate,
                       growth=growth, base_size=champion.base_size, seed=seed)
-    template = make_learner(plan.learner, seed) if plan.learner else plain(champion_model)
-    return refit(template, X, labels, feature_names, label_kind(champion_model, labels)), []
+    template = make_learner(plan.learner, seed) if plan.learner else at_size(champion_model, champion.base_size)
+    kind = label_kind(champion_model)
+    keep = readable(labels, kind)  # rows whose label is not of the champion's class type are set aside
+    return refit(template, X[keep], np.asarray(labels, dtype=object)[keep], feature_names, kind), []
 
 
 def version_name(now: datetime, run_id: str) -> str:
@@ -187,7 +192,7 @@ class ModelDescription:
 
 def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> ModelDescription:
     """Feature names, classes and size of a fitted classifier, or `NotAClassifier` saying what is wrong."""
-    if not is_classifier(model) or not hasattr(model, "predict"):
+    if not is_estimator_classifier(model):
         raise NotAClassifier(f"a {type(model).__module__}.{type(model).__name__} is not a scikit-learn classifier")
     try:
         check_is_fitted(model)
@@ -200,6 +205,8 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> Mo
     if own and given and set(own) != set(given):
         raise NotAClassifier(f"the feature names given {list(given)} differ from those the model was fitted with "
                              f"{list(own)}")
+    if given and len(set(given)) != len(given):
+        raise NotAClassifier(f"the feature names given {list(given)} repeat a name")
     names = own or given
     if not names:
         raise NotAClassifier("the model was fitted without feature names: give them (--feature-names a,b,c), in "
@@ -207,4 +214,8 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> Mo
     expected = getattr(model, "n_features_in_", None)
     if expected is not None and expected != len(names):
         raise NotAClassifier(f"the model takes {expected} features, but {len(names)} names were given")
+    try:
+        check_feature_names(names)
+    except FeatureSchemaError as exc:  # every run would refuse them: refuse them now
+        raise NotAClassifier(f"{exc}: the loop cannot feed this model, register one fitted on other names") from None
     return ModelDescription(names, tuple(predictions_text(classes)), class_type(classes), model_size(model))

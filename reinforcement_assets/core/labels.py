@@ -87,6 +87,17 @@ def can_type(texts: Iterable[str], kind: str) -> bool:
     return True
 
 
+def readable(texts: Iterable[str], kind: str) -> np.ndarray:
+    """For each label, whether it reads as class type `kind`."""
+    def reads(text: str) -> bool:
+        try:
+            parse_label(text, kind)
+        except LabelTypeError:
+            return False
+        return True
+    return np.asarray([reads(t) for t in texts], dtype=bool)
+
+
 def canonical_text(texts: Iterable[str], kind: str) -> np.ndarray:
     """Logged labels in the text `label_text` gives the model's predictions ('3.0' -> '3' for an int model);
     a label that is not of the type stays as it is (it then matches no prediction)."""

@@ -73,7 +73,20 @@ def make_learner(spec: str, seed: int = 0) -> BaseEstimator:
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         raise InvalidLearner(f"learner {spec!r}: cannot import it ({type(exc).__name__}: {exc})") from None
-    estimator = target()
-    if not is_classifier(estimator):
+    try:
+        estimator = target()
+    except Exception as exc:  # the factory is the user's code: say which setting broke
+        raise InvalidLearner(f"learner {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not is_estimator_classifier(estimator):
         raise InvalidLearner(f"learner {spec!r} returned {type(estimator).__name__}, not a scikit-learn classifier")
     return estimator
+
+
+def is_estimator_classifier(value: object) -> bool:
+    """Whether `value` is a scikit-learn classifier instance (not a class, not anything without the API)."""
+    if isinstance(value, type) or not all(hasattr(value, m) for m in ("fit", "predict", "get_params")):
+        return False
+    try:
+        return is_classifier(value)
+    except (AttributeError, TypeError):
+        return False

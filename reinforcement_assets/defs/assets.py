@@ -23,6 +23,8 @@ from ..core.cycle import (
     challenger_record,
     confirm_plan,
     holdout_truth,
+    label_kind,
+    labels_set_aside,
     plan_of_dataset,
     plan_training,
     refit_skip_reason,
@@ -323,6 +325,10 @@ def retrained_model(
         model = champion_model(baseline, artifacts)
         plan = plan_of_dataset(not is_from_scratch(finetune_dataset), baseline, named_learner=config.learner,
                                default_learner=settings.LEARNER)
+        set_aside = 0 if plan.update else labels_set_aside(model, labels)
+        if set_aside:
+            context.log.warning(f"{set_aside} training rows set aside: their label is not a "
+                                f"{label_kind(model)}, the type of the champion's classes")
         challenger, epochs = train_challenger(plan, baseline, model, X, labels, names, epochs=config.epochs,
                                               learning_rate=config.learning_rate, growth=config.update_growth,
                                               seed=config.seed)
@@ -333,7 +339,8 @@ def retrained_model(
         log = artifacts.write(f"logs/{run_id}.log", training_log(
             {"version": version, "parent_version": registered.parent_version, "mode": plan.mode,
              "fine_tuned": plan.update, "model": type(challenger).__name__, "learner": plan.learner,
-             "train_rows": len(labels), "epochs": config.epochs, "learning_rate": config.learning_rate,
+             "train_rows": len(labels) - set_aside, "labels_not_of_class_type": set_aside,
+             "epochs": config.epochs, "learning_rate": config.learning_rate,
              "update_growth": config.update_growth, "base_size": registered.base_size, "seed": config.seed,
              "sha256": stored.sha256}, epochs).encode(), "text/plain")
         store.register_model_version(registered)
@@ -346,7 +353,8 @@ def retrained_model(
             "model": type(challenger).__name__,
             "fine_tuned": plan.update,
             "parent_version": registered.parent_version or "",
-            "train_rows": len(labels),
+            "train_rows": len(labels) - set_aside,
+            "labels_not_of_class_type": set_aside,
             "final_loss": epochs[-1].loss if epochs else float("nan"),
             "model_sha256": stored.sha256,
             "training_log": dg.MetadataValue.url(log.uri),
