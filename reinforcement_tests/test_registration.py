@@ -148,11 +148,11 @@ def test_a_version_registered_twice_is_refused_and_the_first_file_is_untouched(b
 def test_register_refuses_names_the_runs_could_not_use_and_files_that_are_not_models(backend, store, scenario,
                                                                                    tmp_path, capsys):
     X, y = scenario.train
-    reserved = LogisticRegression(max_iter=300).fit(X.rename(columns={"x0": "confidence"}), y)
+    reserved = HistGradientBoostingClassifier(max_iter=5).fit(X.rename(columns={"x0": "confidence"}), y)
     joblib.dump(reserved, tmp_path / "reserved.joblib")
     assert main(["register", str(tmp_path / "reserved.joblib")]) == 2
     assert "clash with reserved columns" in capsys.readouterr().err
-    joblib.dump(LogisticRegression(max_iter=300).fit(X.to_numpy(), y), tmp_path / "unnamed.joblib")
+    joblib.dump(HistGradientBoostingClassifier(max_iter=5).fit(X.to_numpy(), y), tmp_path / "unnamed.joblib")
     assert main(["register", str(tmp_path / "unnamed.joblib"), "--feature-names", ",".join(["x0"] * 10)]) == 2
     assert "repeat a name" in capsys.readouterr().err
     joblib.dump({"not": "a model"}, tmp_path / "dict.joblib")
