@@ -152,7 +152,8 @@ def update_obstacle(model: Any, labels: Sequence[str], *, base_size: int | None,
     """
     method = update_method(model)
     if method is None:
-        return f"{type(final_estimator(model)).__name__} has neither partial_fit nor warm_start"
+        return (f"{type(final_estimator(model)).__name__} has neither partial_fit nor a warm_start continuation "
+                "(iterations or trees to add)")
     kind = class_type(model.classes_)
     try:
         y = set(typed_labels(labels, kind).tolist())

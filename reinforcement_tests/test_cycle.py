@@ -81,7 +81,7 @@ def test_the_training_mode_follows_the_champion_the_labels_and_the_run(scenario)
     new = plan(champion, sgd, ["class_0", "class_9"])
     assert not new.update and "class_9" in new.reason and new.learner is None
     logistic = make_pipeline(StandardScaler(), LogisticRegression()).fit(*scenario.train)
-    assert "neither partial_fit nor warm_start" in plan(record(logistic), logistic, errors).reason
+    assert "neither partial_fit nor a warm_start continuation" in plan(record(logistic), logistic, errors).reason
 
 
 def test_a_warm_start_plan_is_confirmed_on_the_whole_set(scenario):

@@ -140,7 +140,7 @@ def test_warm_start_updates_refuse_a_set_missing_a_class_so_the_run_refits(scena
 def test_models_without_an_update_path_are_refit_with_their_own_hyperparameters(scenario):
     model = fitted(make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=500)), scenario)
     assert update_method(model) is None
-    assert "neither partial_fit nor warm_start" in update_obstacle(model, ["class_0"], base_size=None, growth=0.25)
+    assert "neither partial_fit nor a warm_start continuation" in update_obstacle(model, ["class_0"], base_size=None, growth=0.25)
     X, y = scenario.after
     refitted = refit(model, X, y, NAMES)
     assert refitted is not model and refitted[-1].C == 0.3
