@@ -45,22 +45,21 @@ import pandas as pd
 from reinforcement_assets import settings
 from reinforcement_assets.core.cycle import (
     TrainingPlan,
-    baseline_predictions,
     challenger_record,
     confirm_plan,
-    holdout_truth,
+    judge_challenger,
     plan_training,
+    refit_skip_reason,
     train_challenger,
 )
 from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
 from reinforcement_assets.core.drift_data import make_stream
-from reinforcement_assets.core.evaluation import decide_promotion
 from reinforcement_assets.core.labels import class_type, predictions_text
 from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.core.records import ModelVersion, Window
 from reinforcement_assets.core.rows import rows_from_records
 from reinforcement_assets.demo import accuracy, log_traffic
-from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
+from reinforcement_assets.model import model_size, train_from_scratch, update_method
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
@@ -223,7 +222,7 @@ def uniform_sample(rows: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.D
 def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: Params, names: Sequence[str],
                rng: np.random.Generator, naive: bool = False, day: int = 0):
     """The assets' steps on in-memory rows, their decisions made by the same core functions
-    (`plan_training`, `confirm_plan`, `train_challenger`, `baseline_predictions`, `decide_promotion`).
+    (`plan_training`, `confirm_plan`, `refit_skip_reason`, `train_challenger`, `judge_challenger`).
 
     Only the row selection (the store's part) is done here, in memory. Returns (new Champion or
     None, seconds spent fitting, retrained?). `naive`: errors only, always promoted.
@@ -250,6 +249,8 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     if not plan.update:
         dataset = from_scratch_frame(uniform_sample(train, settings.MAX_TRAINING_ROWS, rng), holdout)
     X, y, _, holdout_rows = split(dataset, list(names))
+    if refit_skip_reason(plan, y):  # as finetune_dataset: a refit needs two classes
+        return None, 0.0, False
     started = time.perf_counter()
     try:
         challenger, _ = train_challenger(plan, champion.record, champion.model, X, y, names, epochs=params.epochs,
@@ -261,13 +262,10 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
                                sha256="0" * 64, feature_names=names, training_run_id=None)
     if naive:
         return Champion(record, challenger), seconds, True
-    kind = class_type(challenger.classes_)
-    decision = decide_promotion(holdout_truth(holdout_rows, kind),
-                                baseline_predictions(champion.model, holdout_rows, names, kind),
-                                predict_text(challenger, holdout_rows, names),
-                                significance_level=params.significance_level,
-                                non_inferiority_margin=params.non_inferiority_margin)
-    return (Champion(record, challenger) if decision.promote else None), seconds, True
+    verdict = judge_challenger(challenger, champion.model, holdout_rows, names,
+                               significance_level=params.significance_level,
+                               non_inferiority_margin=params.non_inferiority_margin)
+    return (Champion(record, challenger) if verdict.decision.promote else None), seconds, True
 
 
 def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:

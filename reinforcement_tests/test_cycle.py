@@ -21,6 +21,7 @@ from reinforcement_assets.core.cycle import (
     confirm_plan,
     describe_model,
     holdout_truth,
+    judge_challenger,
     labels_set_aside,
     plan_of_dataset,
     plan_training,
@@ -186,3 +187,16 @@ def test_describe_model_refuses_what_is_not_a_fitted_classifier_with_feature_nam
         describe_model(named, ["a"] * 10)
     described = describe_model(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y == "class_1"))
     assert (described.classes, described.class_type, described.base_size) == (("False", "True"), "bool", None)
+
+
+def test_a_challenger_is_judged_on_the_holdout_against_the_champion(scenario):
+    X, y = scenario.after
+    holdout = X.assign(actual_label=y, predicted_label=y)
+    old = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(*scenario.train)
+    new = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)  # fitted on these very rows
+    verdict = judge_challenger(new, old, holdout, NAMES, significance_level=0.05, non_inferiority_margin=0.0)
+    assert verdict.challenger["accuracy"] > verdict.champion["accuracy"] and verdict.decision.promote
+    assert verdict.decision.holdout_rows == len(holdout)
+    # With no champion, the baseline is what was deployed: here it predicted every row right.
+    first = judge_challenger(new, None, holdout, NAMES, significance_level=0.05, non_inferiority_margin=0.0)
+    assert first.champion["accuracy"] == 1.0 and not first.decision.promote

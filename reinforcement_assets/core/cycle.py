@@ -22,14 +22,13 @@ from ..model import (
     at_size,
     EpochLog,
     model_size,
-    plain,
     predict_text,
     refit,
     update,
     update_method,
     update_obstacle,
 )
-from .evaluation import PromotionDecision
+from .evaluation import PromotionDecision, classification_metrics, decide_promotion
 from .labels import canonical_text, class_type, predictions_text, readable
 from .learners import is_estimator_classifier, make_learner
 from .records import ModelVersion
@@ -165,6 +164,30 @@ def baseline_predictions(champion_model: Any, holdout: pd.DataFrame, feature_nam
     if champion_model is not None:
         return predict_text(champion_model, holdout, feature_names)
     return canonical_text(holdout["predicted_label"], kind)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A challenger judged against its baseline on the same holdout rows."""
+
+    decision: PromotionDecision
+    challenger: dict[str, float]
+    champion: dict[str, float]
+
+
+def judge_challenger(challenger_model: Any, champion_model: Any, holdout: pd.DataFrame,
+                     feature_names: Sequence[str], *, significance_level: float,
+                     non_inferiority_margin: float) -> Verdict:
+    """Score challenger and baseline (the champion, or with none what was deployed) on the holdout,
+    and the gate's decision, in the challenger's class type."""
+    kind = class_type(challenger_model.classes_)
+    y_true = holdout_truth(holdout, kind)
+    champion_pred = baseline_predictions(champion_model, holdout, feature_names, kind)
+    challenger_pred = predict_text(challenger_model, holdout, feature_names)
+    decision = decide_promotion(y_true, champion_pred, challenger_pred, significance_level=significance_level,
+                                non_inferiority_margin=non_inferiority_margin)
+    return Verdict(decision, classification_metrics(y_true, challenger_pred),
+                   classification_metrics(y_true, champion_pred))
 
 
 def settle_promotion(decision: PromotionDecision, champion_now: ModelVersion | None, version: str) -> PromotionDecision:

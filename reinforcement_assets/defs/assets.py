@@ -19,10 +19,9 @@ from .. import settings
 from ..backends.artifacts import ArtifactStorage
 from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 from ..core.cycle import (
-    baseline_predictions,
     challenger_record,
     confirm_plan,
-    holdout_truth,
+    judge_challenger,
     label_kind,
     labels_set_aside,
     plan_of_dataset,
@@ -43,11 +42,8 @@ from ..core.dataset import (
     skip_reason,
     split,
 )
-from ..core.evaluation import classification_metrics, decide_promotion
-from ..core.labels import class_type
 from ..core.learners import check_learner
 from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
-from ..model import predict_text
 from .request_queue import check_request_run
 
 GROUP = "reinforcement_loop"
@@ -380,15 +376,10 @@ def run_metrics(
         names = feature_columns(finetune_dataset)
         _, _, _, holdout = split(finetune_dataset, names)
         model = artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
-        kind = class_type(model.classes_)
-        y_true = holdout_truth(holdout, kind)
-        champion_pred = baseline_predictions(champion_model(baseline, artifacts), holdout, names, kind)
-        challenger_pred = predict_text(model, holdout, names)
-        challenger = classification_metrics(y_true, challenger_pred)
-        champion = classification_metrics(y_true, champion_pred)
-        decision = decide_promotion(y_true, champion_pred, challenger_pred,
-                                    significance_level=config.significance_level,
-                                    non_inferiority_margin=config.non_inferiority_margin)
+        verdict = judge_challenger(model, champion_model(baseline, artifacts), holdout, names,
+                                   significance_level=config.significance_level,
+                                   non_inferiority_margin=config.non_inferiority_margin)
+        decision, challenger, champion = verdict.decision, verdict.challenger, verdict.champion
         if decision.promote:
             now = store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"],
                                 expected_champion=baseline.version if baseline else None, check_champion=True)
