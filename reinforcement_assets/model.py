@@ -26,9 +26,6 @@ from sklearn.pipeline import Pipeline
 from .core.labels import LabelTypeError, class_type, predictions_text, typed_labels
 from .core.learners import built_in
 
-UPDATE_METHODS = ("partial_fit", "warm_start")
-
-
 class IncrementalPipeline(Pipeline):
     """The model class of earlier versions, kept so that their stored champions still load (see `plain`)."""
 

@@ -78,15 +78,6 @@ def typed_labels(texts: Iterable[str], kind: str) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-def can_type(texts: Iterable[str], kind: str) -> bool:
-    """Whether every label reads as class type `kind`."""
-    try:
-        typed_labels(texts, kind)
-    except LabelTypeError:
-        return False
-    return True
-
-
 def readable(texts: Iterable[str], kind: str) -> np.ndarray:
     """For each label, whether it reads as class type `kind`."""
     def reads(text: str) -> bool:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from typing import TYPE_CHECKING
 
-from sklearn.base import BaseEstimator, is_classifier
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 BUILT_IN_LEARNERS = ("sgd", "logistic_regression", "hist_gradient_boosting", "random_forest")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -27,6 +25,12 @@ class InvalidLearner(ValueError):
 
 def built_in(name: str, seed: int = 0) -> BaseEstimator:
     """An unfitted built-in learner; each takes a DataFrame with one column per feature."""
+    # Imported here: settings check learner names when read, and should not pay for scikit-learn.
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if name == "sgd":  # the loop's original model: scaling, then logistic regression by SGD
         return Pipeline([("scale", StandardScaler()), ("classify", SGDClassifier(
             loss="log_loss", alpha=1e-4, max_iter=200, tol=1e-4, learning_rate="constant", eta0=0.01,
@@ -84,6 +88,8 @@ def make_learner(spec: str, seed: int = 0) -> BaseEstimator:
 
 def is_estimator_classifier(value: object) -> bool:
     """Whether `value` is a scikit-learn classifier instance (not a class, not anything without the API)."""
+    from sklearn.base import is_classifier
+
     if isinstance(value, type) or not all(hasattr(value, m) for m in ("fit", "predict", "get_params")):
         return False
     try:
