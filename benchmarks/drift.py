@@ -249,7 +249,7 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     if not plan.update:
         dataset = from_scratch_frame(uniform_sample(train, settings.MAX_TRAINING_ROWS, rng), holdout)
     X, y, _, holdout_rows = split(dataset, list(names))
-    if refit_skip_reason(plan, y):  # as finetune_dataset: a refit needs two classes
+    if refit_skip_reason(plan, champion.model, y):  # as finetune_dataset: a refit needs two classes
         return None, 0.0, False
     started = time.perf_counter()
     try:

@@ -23,7 +23,7 @@ from sklearn.metrics import log_loss
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
-from .core.labels import LabelTypeError, class_type, predictions_text, typed_labels
+from .core.labels import class_type, predictions_text, readable, typed_labels
 from .core.learners import built_in
 
 class IncrementalPipeline(Pipeline):
@@ -152,10 +152,8 @@ def update_obstacle(model: Any, labels: Sequence[str], *, base_size: int | None,
         return (f"{type(final_estimator(model)).__name__} has neither partial_fit nor a warm_start continuation "
                 "(iterations or trees to add)")
     kind = class_type(model.classes_)
-    try:
-        y = set(typed_labels(labels, kind).tolist())
-    except LabelTypeError as exc:
-        return f"{exc}, the type of the champion's classes"
+    labels = np.asarray(labels, dtype=object)
+    y = set(typed_labels(labels[readable(labels, kind)], kind).tolist())  # the others are set aside
     unseen = sorted(map(str, y - set(model.classes_.tolist())))
     if unseen:
         return f"labels {unseen} are new to the champion"

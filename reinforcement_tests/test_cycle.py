@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -25,12 +25,14 @@ from reinforcement_assets.core.cycle import (
     labels_set_aside,
     plan_of_dataset,
     plan_training,
+    refit_skip_reason,
     settle_promotion,
     train_challenger,
     training_log,
     version_name,
 )
 from reinforcement_assets.core.evaluation import decide_promotion
+from reinforcement_assets.core.labels import typed_labels
 from reinforcement_assets.core.records import ModelVersion
 from reinforcement_assets.demo import drift_scenario
 from reinforcement_assets.model import EpochLog, train_from_scratch
@@ -200,3 +202,26 @@ def test_a_challenger_is_judged_on_the_holdout_against_the_champion(scenario):
     # With no champion, the baseline is what was deployed: here it predicted every row right.
     first = judge_challenger(new, None, holdout, NAMES, significance_level=0.05, non_inferiority_margin=0.0)
     assert first.champion["accuracy"] == 1.0 and not first.decision.promote
+
+
+def test_labels_not_of_the_champions_type_are_set_aside_alike_for_plans_skips_and_training(scenario):
+    X, y = scenario.after
+    ints = [int(v[-1]) for v in scenario.train[1]]
+    sgd = SGDClassifier(loss="log_loss", random_state=0).fit(scenario.train[0], ints)
+    champion = record(sgd)
+    errors = [v[-1] for v in y[:60]] + ["unknown"]  # one stray label does not rule the update out
+    assert plan(champion, sgd, errors).update
+    # '1' and '1.0' are one class of an int model: a refit on them has nothing to learn.
+    one_class = ["1"] * 30 + ["1.0"] * 30 + ["unknown"] * 2
+    refit_plan = plan(champion, sgd, one_class, from_scratch=True)
+    assert refit_skip_reason(refit_plan, sgd, one_class) == (
+        "skipped: a refit needs at least two classes, and the window's training rows have only '1'")
+    labels = np.array([v[-1] for v in y], dtype=object)
+    labels[:5] = "unknown"
+    updated, _ = train_challenger(plan(champion, sgd, list(labels)), champion, sgd, X, labels, NAMES, epochs=1,
+                                  learning_rate=0.01, growth=0.25)
+    assert updated.classes_.tolist() == [0, 1, 2]
+
+
+def test_int_labels_read_exactly_past_two_to_the_53():
+    assert typed_labels(["9007199254740993", "-3", "+4", "5.0"], "int").tolist() == [9007199254740993, -3, 4, 5]

@@ -83,9 +83,11 @@ def confirm_plan(plan: TrainingPlan, champion: ModelVersion | None, champion_mod
     return plan
 
 
-def refit_skip_reason(plan: TrainingPlan, train_labels: Sequence[str]) -> str | None:
-    """Why a refit has nothing to learn from (its training rows hold fewer than two classes), or None."""
-    classes = sorted(set(train_labels))
+def refit_skip_reason(plan: TrainingPlan, champion_model: Any, train_labels: Sequence[str]) -> str | None:
+    """Why a refit has nothing to learn from (its learnable training rows hold fewer than two classes), or None."""
+    kind = label_kind(champion_model)
+    labels = np.asarray(train_labels, dtype=object)
+    classes = sorted(set(canonical_text(labels[readable(labels, kind)], kind)))
     if plan.update or len(classes) >= 2:
         return None
     found = f"only {classes[0]!r}" if classes else "no rows"
@@ -111,19 +113,25 @@ def labels_set_aside(champion_model: Any, labels: Sequence[str]) -> int:
     return int((~readable(labels, label_kind(champion_model))).sum())
 
 
+def learnable(champion_model: Any, X: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The training rows whose label reads as the champion's class type (the others are set aside)."""
+    labels = np.asarray(labels, dtype=object)
+    keep = readable(labels, label_kind(champion_model))
+    return X[keep], labels[keep]
+
+
 def train_challenger(
     plan: TrainingPlan, champion: ModelVersion | None, champion_model: Any, X: pd.DataFrame,
     labels: Sequence[str], feature_names: Sequence[str], *, epochs: int, learning_rate: float, growth: float,
     seed: int = 0,
 ) -> tuple[Any, list[EpochLog]]:
     """The challenger `plan` asks for, fitted on (X, labels); the champion is left untouched."""
+    X, labels = learnable(champion_model, X, labels)
     if plan.update:
         return update(champion_model, X, labels, feature_names, epochs=epochs, learning_rate=learning_rate,
                       growth=growth, base_size=champion.base_size, seed=seed)
     template = make_learner(plan.learner, seed) if plan.learner else at_size(champion_model, champion.base_size)
-    kind = label_kind(champion_model)
-    keep = readable(labels, kind)  # rows whose label is not of the champion's class type are set aside
-    return refit(template, X[keep], np.asarray(labels, dtype=object)[keep], feature_names, kind), []
+    return refit(template, X, labels, feature_names, label_kind(champion_model)), []
 
 
 def version_name(now: datetime, run_id: str) -> str:

@@ -61,6 +61,8 @@ def parse_label(text: str, kind: str) -> Any:
             if stripped.lower() in _FALSE:
                 return False
             raise ValueError(stripped)
+        if kind == "int" and stripped.lstrip("+-").isdigit():  # exact, also past 2**53
+            return int(stripped)
         number = float(stripped)
         if kind == "float":
             return number

@@ -275,7 +275,7 @@ def finetune_dataset(
             sample, holdout = store.load_many(window_query, holdout_query)
             dataset = from_scratch_frame(sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
-        if reason := refit_skip_reason(plan, dataset.loc[dataset["split"] == "train", "label"]):
+        if reason := refit_skip_reason(plan, model, dataset.loc[dataset["split"] == "train", "label"]):
             record_skip(context, store, reason)
             return
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
@@ -321,7 +321,7 @@ def retrained_model(
         model = champion_model(baseline, artifacts)
         plan = plan_of_dataset(not is_from_scratch(finetune_dataset), baseline, named_learner=config.learner,
                                default_learner=settings.LEARNER)
-        set_aside = 0 if plan.update else labels_set_aside(model, labels)
+        set_aside = labels_set_aside(model, labels)
         if set_aside:
             context.log.warning(f"{set_aside} training rows set aside: their label is not a "
                                 f"{label_kind(model)}, the type of the champion's classes")
