@@ -9,16 +9,14 @@ code: only load files you name yourself.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import joblib
 
-from .backends.artifacts import ArtifactStorage, encode, sha256_hex
+from .backends.artifacts import ArtifactStorage, decode, encode, sha256_hex
 from .backends.store import Store, StoreError
 from .core.cycle import NotAClassifier, describe_model
 from .core.records import ModelVersion
@@ -26,7 +24,6 @@ from .model import plain
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALL_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
-REGISTRY_LOOKUP = 100_000  # versions read to refuse a duplicate before any file is written
 
 
 class RegistrationError(ValueError):
@@ -52,7 +49,7 @@ def load_model_file(path: str | Path) -> tuple[bytes, Any]:
     except OSError as exc:  # a folder, no permission
         raise RegistrationError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return data, joblib.load(io.BytesIO(data))
+        return data, decode(data, str(path))
     except Exception as exc:  # any unpickling failure means: not a model file we can use
         raise NotAClassifier(f"{path} cannot be read with joblib: {type(exc).__name__}: {exc}") from None
 
@@ -88,9 +85,8 @@ def register_loaded(
     description = describe_model(model, feature_names)
     if plain(model) is not model:  # an earlier version's champion: store it without this package's class
         data, _, _ = encode(plain(model))
-    if any(v.version == version for v in store.model_versions(limit=REGISTRY_LOOKUP)):
-        raise RegistrationError(f"version {version!r} is already registered: choose another --version")
-    # The file's name carries its sha256: no registration can overwrite another model's file.
+    # The file's name carries its sha256: no registration can overwrite another model's file, and a
+    # duplicate version is refused by the registry's unique key below.
     stored = artifacts.write(f"models/{version}-{sha256_hex(data)[:12]}.joblib", data)
     count = store.count_correct(_ALL_TIME, datetime.now(timezone.utc) + timedelta(days=1), model_version=version)
     warnings = []

@@ -128,7 +128,7 @@ def database_url(data_dir: str | os.PathLike) -> str:
                 f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}: {exc}); the next use "
                 f"tries again{cause}"
             ) from exc
-    _start_watcher(pgdata)
+        _start_watcher(pgdata)  # under the lock: a watcher that is just leaving cannot be missed
     return url
 
 

@@ -55,6 +55,14 @@ def redact_credentials(text: str, url: str | None = None) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
+def _parses(url: str) -> bool:
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return False
+    return True
+
+
 def password_pieces(url: str) -> set[str]:
     """The password of `url` read every way a parser might (up to the first or the last `@`, decoded
     or not), and its pieces between separators, so no part of it can be quoted back."""
@@ -123,6 +131,9 @@ class PostgresStore(Store):
             with self._open() as conn:
                 yield conn
         except psycopg.Error as exc:
+            if self.database_url and not _parses(self.database_url):  # libpq's message would quote the URL
+                raise StoreError(f"{operation} failed: the database URL is not one libpq can read; percent-encode "
+                                 "special characters in the password (@ as %40, a space as %20, % as %25)") from None
             message = f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}"
             redacted = redact_credentials(message, self.database_url)
             # The original error would show the password in Dagster's cause chain.
