@@ -51,9 +51,8 @@ def applied_versions(conn: psycopg.Connection) -> set[str]:
     ).fetchone()
     if not readable:
         raise HistoryUnreadable(HISTORY_PRIVILEGE)
-    if conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone()[0] is None:
-        return set()
-    return {v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")}
+    (table,) = conn.execute("select to_regclass('supabase_migrations.schema_migrations')").fetchone()
+    return {v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")} if table else set()
 
 
 def pending_migrations(conn: psycopg.Connection, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
@@ -77,9 +76,13 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
     `supabase db push` and this function agree on what ran. Concurrent callers serialise on an
     advisory lock. What Supabase provides (roles, `auth.uid()`) is created first where missing.
     """
-    paths = migration_files(migrations_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        return _apply(conn, migration_files(migrations_dir))
+
+
+def _apply(conn: psycopg.Connection, paths: list[Path]) -> list[str]:
     applied = []
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+    with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(SUPABASE_ENVIRONMENT_SQL)
         conn.execute("create schema if not exists supabase_migrations")
@@ -105,12 +108,17 @@ def apply_migrations(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[st
 def migrate_as_owner(url: str) -> list[str]:
     """`apply_migrations`, for the database's owner (or a superuser); anyone else is told who may."""
     with psycopg.connect(url, autocommit=True) as conn:
-        if not pending_migrations(conn):
-            return []
-        if not can_migrate(conn):
+        if pending_migrations(conn) and not can_migrate(conn):
             raise SchemaError(f"{conn.info.user!r} does not own the database {conn.info.dbname!r}: {MIGRATE_HINT}")
-        check_roles_can_be_made(conn)
-    return apply_migrations(url)
+        return _migrate(conn)
+
+
+def _migrate(conn: psycopg.Connection) -> list[str]:
+    """Apply what is pending, for a user allowed to (the roles Supabase provides made first)."""
+    if not pending_migrations(conn):
+        return []
+    check_roles_can_be_made(conn)
+    return _apply(conn, migration_files())
 
 
 def check_roles_can_be_made(conn: psycopg.Connection) -> None:
@@ -163,27 +171,24 @@ def missing_privileges(conn: psycopg.Connection) -> list[str]:
 def prepare_database(url: str, *, migrate: bool) -> list[str]:
     """Make the database at `url` ready for the loop, or stop with what to do; returns migrations applied.
 
-    With `migrate` (the embedded server) pending migrations are applied; otherwise only when
-    connected as the database owner. A user who may not migrate gets `MIGRATE_HINT`, and one who
-    lacks a privilege the loop uses gets the list of them now, not halfway through a run.
+    One connection. With `migrate` (the embedded server, as its superuser) or as the database's
+    owner, pending migrations are applied. Anyone else applies nothing: pending migrations get
+    `MIGRATE_HINT`, and a missing privilege the loop uses is named now, not halfway through a run.
     """
     with psycopg.connect(url, autocommit=True) as conn:
-        try:
-            pending, unreadable = pending_migrations(conn), []
-        except HistoryUnreadable:
-            pending, unreadable = [], [HISTORY_PRIVILEGE]
-        allowed = migrate or can_migrate(conn)
+        if migrate or can_migrate(conn):
+            return _migrate(conn)
         user = conn.info.user
-        if pending and allowed:
-            check_roles_can_be_made(conn)
-    applied = apply_migrations(url) if pending and allowed else []
-    if pending and not allowed:
-        raise SchemaError(f"the database has {len(pending)} migration(s) not applied ({', '.join(pending)}), "
-                          f"and {user!r} may not apply them: {MIGRATE_HINT}")
-    with psycopg.connect(url, autocommit=True) as conn:
-        missing = unreadable + missing_privileges(conn)
+        try:
+            pending, missing = pending_migrations(conn), []
+        except HistoryUnreadable:
+            pending, missing = [], [HISTORY_PRIVILEGE]
+        if pending:
+            raise SchemaError(f"the database has {len(pending)} migration(s) not applied ({', '.join(pending)}), "
+                              f"and {user!r} may not apply them: {MIGRATE_HINT}")
+        missing += missing_privileges(conn)
     if missing:
         shown = "; ".join(missing[:8]) + (f"; and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise SchemaError(f"the database user {user!r} lacks privileges the loop needs: {shown}. Connect as the "
                           f"owner, or grant them: `grant service_role to {user}; alter role {user} bypassrls;`")
-    return applied
+    return []
