@@ -37,10 +37,6 @@ class IncrementalPipeline(Pipeline):
         return self
 
 
-class UnseenClassError(ValueError):
-    """Fine-tuning data has a label the model was never trained on."""
-
-
 class UpdateImpossible(ValueError):
     """The model cannot be updated on this data (a refit can): the message says why."""
 
@@ -184,7 +180,7 @@ def update(
     tuned = copy.deepcopy(plain(model))
     obstacle = update_obstacle(tuned, labels, base_size=base_size, growth=growth)
     if obstacle:
-        raise (UnseenClassError if "new to" in obstacle else UpdateImpossible)(obstacle)
+        raise UpdateImpossible(obstacle)
     y = typed_labels(labels, class_type(tuned.classes_))
     Xt, step = model_input(tuned, X, feature_names), tuned
     while isinstance(step, Pipeline):  # through every transformer, nested Pipelines' too

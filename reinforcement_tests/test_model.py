@@ -13,7 +13,6 @@ from sklearn.preprocessing import StandardScaler
 from reinforcement_assets.demo import accuracy, drift_scenario
 from reinforcement_assets.model import (
     IncrementalPipeline,
-    UnseenClassError,
     UpdateImpossible,
     grown_size,
     make_model,
@@ -161,7 +160,7 @@ def test_an_mlp_with_early_stopping_has_no_partial_fit_so_it_is_refit(scenario):
 
 def test_an_update_refuses_labels_the_model_never_saw(scenario, champion):
     X, _ = scenario.after
-    with pytest.raises(UnseenClassError, match="class_new"):
+    with pytest.raises(UpdateImpossible, match="class_new"):
         update(champion, X[:3], np.array(["class_0", "class_new", "class_1"], dtype=object), NAMES,
                epochs=1, learning_rate=0.01, growth=0.25)
 
