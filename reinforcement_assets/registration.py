@@ -83,8 +83,8 @@ def register_loaded(
     if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
         raise RegistrationError(f"reference accuracy {reference_accuracy} is not between 0 and 1")
     description = describe_model(model, feature_names)
-    if plain(model) is not model:  # an earlier version's champion: store it without this package's class
-        data, _, _ = encode(plain(model))
+    if (flat := plain(model)) is not model:  # an earlier version's champion: store it without this package's class
+        data, _, _ = encode(flat)
     # The file's name carries its sha256: no registration can overwrite another model's file, and a
     # duplicate version is refused by the registry's unique key below.
     stored = artifacts.write(f"models/{version}-{sha256_hex(data)[:12]}.joblib", data)
