@@ -54,6 +54,7 @@ from reinforcement_assets.core.cycle import (
 )
 from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
 from reinforcement_assets.core.drift_data import make_stream
+from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.labels import class_type, predictions_text
 from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.core.records import ModelVersion, Window
@@ -189,7 +190,8 @@ def logged_day(model, X: pd.DataFrame, y: np.ndarray, day: int, version: str, se
 
 def usable_rows(log: pd.DataFrame, names: Sequence[str], first_id: int) -> pd.DataFrame:
     """The usable rows of a day's log, as `load_rows` returns them (bad rows set aside by `rows_from_records`)."""
-    rows, _ = rows_from_records(log.assign(id=np.arange(len(log)) + first_id).to_dict("records"), names)
+    rows, _ = rows_from_records(log.assign(id=np.arange(len(log)) + first_id).to_dict("records"),
+                                FeatureSchema.numeric(names))
     return rows
 
 
@@ -210,8 +212,13 @@ class Champion:
 def champion_of(model, version: str, names: Sequence[str]) -> Champion:
     """A model as the registry would record it on registration."""
     return Champion(ModelVersion(version=version, artifact_path=f"models/{version}.joblib", sha256="0" * 64,
-                                 feature_names=tuple(names), classes=tuple(predictions_text(model.classes_)),
+                                 feature_names=tuple(names), feature_schema=FeatureSchema.numeric(names), classes=tuple(predictions_text(model.classes_)),
                                  class_type=class_type(model.classes_), base_size=model_size(model)), model)
+
+
+def stream_learner(stream: Stream, params: Params, seed: int) -> Any:
+    """The unfitted learner `params` names, for the stream's (numeric) features."""
+    return make_learner(params.learner, FeatureSchema.numeric(stream.pretrain[0].columns), seed)
 
 
 def uniform_sample(rows: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -227,6 +234,7 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     Only the row selection (the store's part) is done here, in memory. Returns (new Champion or
     None, seconds spent fitting, retrained?). `naive`: errors only, always promoted.
     """
+    schema = FeatureSchema.numeric(names)
     train = rows[rows["evaluated_at"] < window.holdout_start]
     holdout = rows[rows["evaluated_at"] >= window.holdout_start]
     wrong = train["predicted_label"] != train["actual_label"]
@@ -248,21 +256,21 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
                             dataset.loc[dataset["split"] == "train", "label"], params.update_growth)
     if not plan.update:
         dataset = from_scratch_frame(uniform_sample(train, settings.MAX_TRAINING_ROWS, rng), holdout)
-    X, y, _, holdout_rows = split(dataset, list(names))
+    X, y, _, holdout_rows = split(dataset, schema)
     if refit_skip_reason(plan, champion.model, y):  # as finetune_dataset: a refit needs two classes
         return None, 0.0, False
     started = time.perf_counter()
     try:
-        challenger, _ = train_challenger(plan, champion.record, champion.model, X, y, names, epochs=params.epochs,
+        challenger, _ = train_challenger(plan, champion.record, champion.model, X, y, schema, epochs=params.epochs,
                                          learning_rate=params.learning_rate, growth=params.update_growth)
     except ValueError:  # e.g. a naive update meeting a new label, or a refit sample with one class
         return None, time.perf_counter() - started, False
     seconds = time.perf_counter() - started
     record = challenger_record(challenger, plan, champion.record, version=f"day{day}", artifact_path="",
-                               sha256="0" * 64, feature_names=names, training_run_id=None)
+                               sha256="0" * 64, schema=schema, training_run_id=None)
     if naive:
         return Champion(record, challenger), seconds, True
-    verdict = judge_challenger(challenger, champion.model, holdout_rows, names,
+    verdict = judge_challenger(challenger, schema, champion.model, champion.record.schema, holdout_rows,
                                significance_level=params.significance_level,
                                non_inferiority_margin=params.non_inferiority_margin)
     return (Champion(record, challenger) if verdict.decision.promote else None), seconds, True
@@ -284,7 +292,7 @@ def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> 
     if strategy in ("hgb_loop", "hgb_daily"):
         params = replace(params, learner=HGB)
         strategy = {"hgb_loop": "default", "hgb_daily": "scratch"}[strategy]
-    model = train_from_scratch(*stream.pretrain, learner=make_learner(params.learner, seed))
+    model = train_from_scratch(*stream.pretrain, learner=stream_learner(stream, params, seed))
     champion = champion_of(model, "initial", names)
     rng = np.random.default_rng(seed)
     trace, log = Trace(), []
@@ -301,7 +309,7 @@ def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> 
         if strategy == "scratch":
             fit_started = time.perf_counter()
             new_model = train_from_scratch(rows[names], rows["actual_label"].to_numpy(dtype=object),
-                                           learner=make_learner(params.learner, seed))
+                                           learner=stream_learner(stream, params, seed))
             new = champion_of(new_model, f"day{day}", names)
             trace.train_seconds += time.perf_counter() - fit_started
             retrained = True
@@ -356,7 +364,7 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
         job = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[retraining_job],
                              resources=resources).resolve_job_def("retraining_job")
         instance = dg.DagsterInstance.ephemeral()
-        model = train_from_scratch(*stream.pretrain, learner=make_learner(params.learner, seed))
+        model = train_from_scratch(*stream.pretrain, learner=stream_learner(stream, params, seed))
         version = register_champion(store, artifacts, model, "initial", "trained before day 1").version
         trace = Trace()
         config = {

@@ -3,7 +3,8 @@
     python -m benchmarks.scale --rows 100000 1000000 10000000 --repeats 3
 
 For each size: a fresh database is filled in SQL (`generate_series` + `random_normal()`, two
-connections in parallel) with a week of evaluated predictions — 10 numeric features, 4 classes,
+connections in parallel) with a week of evaluated predictions — 10 features (the last
+`--categorical` of them strings of about 25 values, the others numbers), 4 classes,
 10 % errors of which a third are confident (> 0.7), 1.2 % broken rows of six kinds — and a champion
 is registered. Then, interleaved `--repeats` times: the floor (the cycle's own `COPY (select …) TO
 STDOUT` statements for errors, replay and holdout, drained by psycopg without parsing) and the
@@ -40,7 +41,8 @@ from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.schema import apply_migrations
 from reinforcement_assets.backends.store import Window, period_query
 from reinforcement_assets.core.dataset import replay_size, sample_fraction
-from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.core.features import FeatureSchema
+from reinforcement_assets.defs.assets import asset_checks, assets, run_schema
 from reinforcement_assets.defs.automation import retraining_job
 from reinforcement_assets.demo import register_champion
 from reinforcement_assets.model import train_from_scratch
@@ -66,7 +68,19 @@ def concept(seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         rng.uniform(-5, 5, N_FEATURES)
 
 
-def fill_sql(weights: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> str:
+def is_categorical(j: int, categorical: int) -> bool:
+    """Whether feature x{j} is logged as a string: the last `categorical` features are."""
+    return j >= N_FEATURES - categorical
+
+
+def category_of(z: np.ndarray) -> np.ndarray:
+    """A categorical feature's value from its standard-normal draw: 'c<bucket>' in quarters of a
+    standard deviation (about 25 values), as `fill_sql` writes it."""
+    return np.char.add("c", np.floor(z * 4).astype(int).astype(str))
+
+
+def fill_sql(weights: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+             categorical: int = 0) -> str:
     """One INSERT … SELECT generating rows `%(lo)s..%(hi)s` of the log, evenly spaced from `%(start)s`."""
     normals = ", ".join(f"random_normal() as z{j}" for j in range(N_FEATURES))
     scores = ", ".join(
@@ -74,7 +88,8 @@ def fill_sql(weights: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: n
         for k, (row, b) in enumerate(zip(weights, bias))
     )
     argmax = "case greatest(s0, s1, s2, s3) when s0 then 0 when s1 then 1 when s2 then 2 else 3 end"
-    features = ", ".join(f"'x{j}', round((z{j} * {s:.6f} + {o * s:.6f})::numeric, 6)"
+    features = ", ".join(f"'x{j}', 'c' || floor(z{j} * 4)::int" if is_categorical(j, categorical) else
+                         f"'x{j}', round((z{j} * {s:.6f} + {o * s:.6f})::numeric, 6)"
                          for j, (s, o) in enumerate(zip(scale, offset)))
     kinds = 6
     return f"""
@@ -108,9 +123,9 @@ def fill_sql(weights: np.ndarray, bias: np.ndarray, scale: np.ndarray, offset: n
     """
 
 
-def fill(url: str, rows: int, window: Window) -> float:
+def fill(url: str, rows: int, window: Window, categorical: int = 0) -> float:
     """Fill the log with `rows` rows over `window`, two connections in parallel; returns seconds."""
-    statement = fill_sql(*concept())
+    statement = fill_sql(*concept(), categorical=categorical)
     step = (window.end - window.start) / rows
     chunks = [(lo, min(lo + FILL_CHUNK - 1, rows)) for lo in range(1, rows + 1, FILL_CHUNK)]
     errors: list[BaseException] = []
@@ -136,25 +151,35 @@ def fill(url: str, rows: int, window: Window) -> float:
     return time.perf_counter() - started
 
 
-def champion_model(seed: int = 0, rows: int = 20_000):
-    """The deployed model: trained on the same concept the log is drawn from."""
+def champion_model(seed: int = 0, rows: int = 20_000, categorical: int = 0):
+    """The deployed model (the built-in `sgd`, categorical features one-hot encoded): trained on the
+    same concept the log is drawn from."""
     weights, bias, scale, offset = concept()
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((rows, N_FEATURES))
     y = np.asarray(CLASSES)[np.argmax(Z @ weights.T + bias, axis=1)]
-    return train_from_scratch(pd.DataFrame(Z * scale + offset * scale, columns=list(FEATURE_NAMES)), y, seed=seed)
+    X = pd.DataFrame({name: (pd.Series(category_of(Z[:, j]), dtype=object) if is_categorical(j, categorical)
+                             else Z[:, j] * scale[j] + offset[j] * scale[j])
+                      for j, name in enumerate(FEATURE_NAMES)})
+    return train_from_scratch(X, y, seed=seed)
 
 
-def cycle_queries(store: PostgresStore, window: Window, replay_ratio: float = settings.REPLAY_RATIO):
+def cycle_schema(store: PostgresStore, artifacts: LocalArtifactStorage, window: Window) -> FeatureSchema:
+    """The champion's schema as `evaluation_log` completes it (and records it) on the first run."""
+    return run_schema(store, artifacts, window, store.champion(), None)
+
+
+def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
+                  replay_ratio: float = settings.REPLAY_RATIO):
     """The row queries the cycle's assets run, with the same configuration defaults, in the same order."""
-    summary = store.summarize_window(window, FEATURE_NAMES)
-    errors = period_query(window.train, FEATURE_NAMES, limit=settings.MAX_ERROR_ROWS, is_correct=False,
+    summary = store.summarize_window(window, schema)
+    errors = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, is_correct=False,
                           min_confidence=settings.ERROR_CONFIDENCE_THRESHOLD)
     n_errors = min(store.count_rows(errors), settings.MAX_ERROR_ROWS)
-    holdout = period_query(window.holdout, FEATURE_NAMES, limit=settings.MAX_HOLDOUT_ROWS,
+    holdout = period_query(window.holdout, schema, limit=settings.MAX_HOLDOUT_ROWS,
                            sample_fraction=sample_fraction(settings.MAX_HOLDOUT_ROWS, summary.holdout_rows))
     wanted = replay_size(n_errors, replay_ratio, settings.MAX_TRAINING_ROWS)
-    replay = period_query(window.train, FEATURE_NAMES, limit=wanted, is_correct=True,
+    replay = period_query(window.train, schema, limit=wanted, is_correct=True,
                           sample_fraction=sample_fraction(wanted, summary.train_correct))
     return {"errors": errors, "holdout": holdout, "replay": replay}
 
@@ -283,7 +308,8 @@ def median_of(runs: list[dict], *path: str) -> float:
     return statistics.median(values)
 
 
-def prepare_database(server_url: str, name: str, rows: int, window: Window, reuse: bool) -> tuple[str, float]:
+def prepare_database(server_url: str, name: str, rows: int, window: Window, reuse: bool,
+                     categorical: int = 0) -> tuple[str, float]:
     """A migrated database filled with `rows` rows (kept from an earlier `--keep` run if `reuse`)."""
     url = conninfo.make_conninfo(server_url, dbname=name)
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -298,28 +324,29 @@ def prepare_database(server_url: str, name: str, rows: int, window: Window, reus
         conn.execute(f"drop database if exists {name} with (force)")
         conn.execute(f"create database {name}")
     apply_migrations(url)
-    return url, fill(url, rows, window)
+    return url, fill(url, rows, window, categorical)
 
 
 def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: bool = False,
-               replay_ratio: float = settings.REPLAY_RATIO) -> dict[str, Any]:
+               replay_ratio: float = settings.REPLAY_RATIO, categorical: int = 0) -> dict[str, Any]:
     """Fill a fresh database with `rows` rows and time the floor and the cycle, interleaved."""
-    name = f"bench_scale_{rows}"
+    name = f"bench_scale_{rows}" + (f"_c{categorical}" if categorical else "")
     end = datetime(2026, 12, 1, 2, tzinfo=timezone.utc)
     window = Window.ending_at(end, settings.DEFAULT_LOOKBACK_DAYS, settings.HOLDOUT_SHARE)
-    url, fill_seconds = prepare_database(server_url, name, rows, window, reuse=keep)
+    url, fill_seconds = prepare_database(server_url, name, rows, window, reuse=keep, categorical=categorical)
     try:
         store = PostgresStore(database_url=url)
         artifacts = LocalArtifactStorage(base_dir=str(work_dir / f"artifacts_{rows}"))
-        register_champion(store, artifacts, champion_model(), CHAMPION, "benchmark champion")
+        register_champion(store, artifacts, champion_model(categorical=categorical), CHAMPION, "benchmark champion")
         with psycopg.connect(url) as conn:
             (db_bytes,) = conn.execute("select pg_database_size(current_database())").fetchone()
-        queries = cycle_queries(store, window, replay_ratio)
+        schema = cycle_schema(store, artifacts, window)
+        queries = cycle_queries(store, window, schema, replay_ratio)
         summary_seconds, count_seconds, decay_seconds = [], [], []
         floors, cycles = [], []
         for _ in range(repeats):
             count_seconds.append(window_count(store, window))
-            summary_seconds.append(median_time(lambda: store.summarize_window(window, FEATURE_NAMES), 1)[0])
+            summary_seconds.append(median_time(lambda: store.summarize_window(window, schema), 1)[0])
             decay_seconds.append(decay_counts(store, window.end))
             floors.append(copy_floor(store, queries))
             cycles.append(run_cycle_in_child(url, artifacts.base_dir, window, replay_ratio))
@@ -327,6 +354,8 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
         to_dataset = median_of(cycles, "to_dataset_seconds")
         return {
             "rows": rows,
+            "categorical_features": categorical,
+            "feature_schema": schema.as_json(),
             "replay_ratio": replay_ratio,
             "fill_seconds": fill_seconds,
             "database_bytes": db_bytes,
@@ -426,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="embedded PostgreSQL folder (default: a temporary one, removed after)")
     parser.add_argument("--replay-ratio", type=float, default=settings.REPLAY_RATIO,
                         help=f"correct rows replayed per error (default {settings.REPLAY_RATIO:g})")
+    parser.add_argument("--categorical", type=int, default=0, choices=range(N_FEATURES + 1), metavar="K",
+                        help="log the last K of the 10 features as strings (default 0: all numeric)")
     parser.add_argument("--keep", action="store_true",
                         help="keep each filled database in --data-dir, and reuse it on the next run")
     parser.add_argument("--output", default="scale", help="results name (benchmarks/results/<name>.json)")
@@ -436,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = []
         for rows in args.rows:
             result = bench_size(server_url, rows, args.repeats, work_dir, keep=args.keep,
-                                replay_ratio=args.replay_ratio)
+                                replay_ratio=args.replay_ratio, categorical=args.categorical)
             results.append(result)
             print(f"{rows:>11,} rows: floor {result['floor_seconds']:.2f} s, to finetune_dataset "
                   f"{result['to_dataset_seconds']:.2f} s ({result['to_dataset_over_floor']:.2f}x), cycle "
@@ -447,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = save(args.output, {"settings": {"max_error_rows": settings.MAX_ERROR_ROWS,
                                            "max_training_rows": settings.MAX_TRAINING_ROWS,
                                            "max_holdout_rows": settings.MAX_HOLDOUT_ROWS,
-                                           "replay_ratio": args.replay_ratio},
+                                           "replay_ratio": args.replay_ratio,
+                                           "categorical_features": args.categorical},
                               "results": results})
     print(f"\nresults: {path}")
     if not args.no_plots:

@@ -22,6 +22,8 @@ from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.store import Window
 
 from .machine import begin_benchmark, embedded_server, median_time, save, scratch_database
+from reinforcement_assets.core.features import FeatureSchema
+
 from .scale import FEATURE_NAMES, cycle_queries, fill
 
 ROUND_TRIPS_MS = (20, 50, 100)
@@ -38,7 +40,8 @@ def bench(server_url: str, rows: int, repeats: int, page_size: int) -> dict[str,
         emulator = SupabaseEmulator(url, max_rows=page_size)
         try:
             supabase = emulated_resources(emulator, store={"page_size": page_size})["store"]
-            queries = cycle_queries(postgres, window)
+            schema = FeatureSchema.numeric(FEATURE_NAMES)
+            queries = cycle_queries(postgres, window, schema)
             reads = []
             for label, query in queries.items():
                 pg_seconds, pg_rows = median_time(lambda q=query: postgres.load_rows(q), repeats)
@@ -49,9 +52,9 @@ def bench(server_url: str, rows: int, repeats: int, page_size: int) -> dict[str,
                 reads.append({"read": label, "rows": len(sb_rows), "requests": requests, "same_rows": same,
                               "postgres_seconds": pg_seconds, "supabase_seconds": sb_seconds,
                               "ms_per_request": 1000 * sb_seconds / max(requests, 1)})
-            pg_summary, _ = median_time(lambda: postgres.summarize_window(window, FEATURE_NAMES), repeats)
+            pg_summary, _ = median_time(lambda: postgres.summarize_window(window, schema), repeats)
             emulator.requests.clear()
-            sb_summary, _ = median_time(lambda: supabase.summarize_window(window, FEATURE_NAMES), repeats)
+            sb_summary, _ = median_time(lambda: supabase.summarize_window(window, schema), repeats)
             reads.append({"read": "summary (rpc)", "rows": 0, "requests": len(emulator.requests) // repeats,
                           "same_rows": True, "postgres_seconds": pg_summary, "supabase_seconds": sb_summary,
                           "ms_per_request": 1000 * sb_summary})

@@ -17,14 +17,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, TargetEncoder
 
 from .core.labels import class_type, predictions_text, readable, typed_labels
-from .core.learners import built_in
+from .core.features import FeatureSchema, feature_frame
+from .core.learners import built_in, frame_schema
+
+ENCODERS = (OneHotEncoder, OrdinalEncoder, TargetEncoder)
 
 class IncrementalPipeline(Pipeline):
     """The model class of earlier versions, kept so that their stored champions still load (see `plain`)."""
@@ -61,14 +66,14 @@ def plain(model: Any) -> Any:
     return Pipeline(steps)
 
 
-def make_model(seed: int = 0) -> Pipeline:
-    """The built-in `sgd` learner, unfitted."""
-    return built_in("sgd", seed)
+def make_model(schema: FeatureSchema, seed: int = 0) -> Pipeline:
+    """The built-in `sgd` learner for `schema`, unfitted."""
+    return built_in("sgd", schema, seed)
 
 
 def train_from_scratch(X: pd.DataFrame, y: np.ndarray, seed: int = 0, learner: Any = None) -> Any:
-    """`learner` (default: the built-in `sgd`) fitted on (X, y), labels as given."""
-    return refit(learner if learner is not None else make_model(seed), X, y, list(X.columns))
+    """`learner` (default: the built-in `sgd` for X's columns) fitted on (X, y), labels as given."""
+    return refit(learner if learner is not None else make_model(frame_schema(X), seed), X, y, list(X.columns))
 
 
 def final_estimator(model: Any) -> Any:
@@ -84,7 +89,51 @@ def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> An
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
         return X[[str(n) for n in names]]
-    return X[list(feature_names)].to_numpy(dtype=float)
+    columns = X[list(feature_names)]
+    numeric = all(pd.api.types.is_numeric_dtype(columns[c]) for c in columns.columns)
+    return columns.to_numpy(dtype=float) if numeric else columns.to_numpy(dtype=object)
+
+
+def declared_categorical(model: Any) -> set[str]:
+    """The features a fitted model itself treats as categorical: those its ColumnTransformers hand to an
+    encoder, or a HistGradientBoostingClassifier marks categorical. The model says nothing of the others."""
+    found: set[str] = set()
+    for step in _estimators(model):
+        names = [str(n) for n in getattr(step, "feature_names_in_", [])]
+        if isinstance(step, ColumnTransformer):
+            for _, transformer, columns in getattr(step, "transformers_", []):
+                if any(isinstance(part, ENCODERS) for part in _estimators(transformer)):
+                    found.update(_column_names(columns, names))
+        elif isinstance(step, HistGradientBoostingClassifier) and getattr(step, "is_categorical_", None) is not None:
+            found.update(n for n, categorical in zip(names, step.is_categorical_) if categorical)
+    return found
+
+
+def accepts_missing(model: Any, schema: FeatureSchema) -> bool:
+    """Whether `model` predicts a row whose every feature is missing (NaN or None): the probe that
+    decides whether a logged null may reach it."""
+    try:
+        model.predict(model_input(model, feature_frame([{}], schema), schema.names))
+    except Exception:  # the user's model: whatever it raises means no
+        return False
+    return True
+
+
+def _estimators(model: Any) -> list[Any]:
+    """`model` and every estimator nested in its Pipelines (not inside ColumnTransformers)."""
+    if isinstance(model, Pipeline):
+        return [step for _, step in model.steps for step in _estimators(step)]
+    return [model]
+
+
+def _column_names(columns: Any, names: Sequence[str]) -> list[str]:
+    """A ColumnTransformer's column selection as names (given as names, indices or a boolean mask)."""
+    if isinstance(columns, str):
+        return [columns]
+    selected = list(np.atleast_1d(columns)) if not callable(columns) else []
+    if selected and all(isinstance(c, (bool, np.bool_)) for c in selected):
+        return [n for n, keep in zip(names, selected) if keep]
+    return [names[int(c)] if isinstance(c, (int, np.integer)) and int(c) < len(names) else str(c) for c in selected]
 
 
 def predict_text(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:

@@ -97,7 +97,8 @@ def register_loaded(
     if reference_accuracy is None:
         reference_accuracy = count.accuracy
     record = ModelVersion(version=version, artifact_path=stored.path, sha256=stored.sha256,
-                          feature_names=description.feature_names, classes=description.classes,
+                          feature_names=description.feature_names, feature_schema=description.schema,
+                          classes=description.classes,
                           class_type=description.class_type, base_size=description.base_size,
                           reference_accuracy=reference_accuracy,
                           metrics={"registered_from_logged_rows": count.evaluated})

@@ -35,9 +35,11 @@ from reinforcement_assets.core.evaluation import decide_promotion
 from reinforcement_assets.core.labels import typed_labels
 from reinforcement_assets.core.records import ModelVersion
 from reinforcement_assets.demo import drift_scenario
+from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.model import EpochLog, train_from_scratch
 
 NAMES = tuple(f"x{i}" for i in range(10))
+SCHEMA = FeatureSchema.numeric(NAMES)
 
 
 def test_the_core_imports_neither_dagster_nor_a_backend():
@@ -104,15 +106,15 @@ def test_a_challenger_keeps_the_family_and_its_record_says_how_it_was_made(scena
     hgb = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(*scenario.train)
     champion = record(hgb, base_size=10)
     planned = plan(champion, hgb, list(y))
-    model, log = train_challenger(planned, champion, hgb, X, y, NAMES, epochs=5, learning_rate=0.01, growth=0.5)
+    model, log = train_challenger(planned, champion, hgb, X, y, SCHEMA, epochs=5, learning_rate=0.01, growth=0.5)
     assert type(model) is HistGradientBoostingClassifier and model.max_iter == 15 and len(log) == 1
     made = challenger_record(model, planned, champion, version="v1", artifact_path="models/v1.joblib",
-                             sha256="1" * 64, feature_names=NAMES, training_run_id=None)
+                             sha256="1" * 64, schema=SCHEMA, training_run_id=None)
     assert (made.parent_version, made.fine_tuned, made.base_size, made.class_type) == ("v0", True, 10, "str")
     refit_plan = plan(champion, hgb, list(y), from_scratch=True)
-    refitted, _ = train_challenger(refit_plan, champion, hgb, X, y, NAMES, epochs=5, learning_rate=0.01, growth=0.5)
+    refitted, _ = train_challenger(refit_plan, champion, hgb, X, y, SCHEMA, epochs=5, learning_rate=0.01, growth=0.5)
     made = challenger_record(refitted, refit_plan, champion, version="v2", artifact_path="models/v2.joblib",
-                             sha256="2" * 64, feature_names=NAMES, training_run_id=None)
+                             sha256="2" * 64, schema=SCHEMA, training_run_id=None)
     assert type(refitted) is HistGradientBoostingClassifier and refitted.max_iter == 10
     assert (made.parent_version, made.fine_tuned, made.base_size) == (None, False, 10)
 
@@ -122,10 +124,10 @@ def test_a_refit_of_a_grown_champion_starts_again_from_its_registered_size(scena
     grown = RandomForestClassifier(n_estimators=16, random_state=0).fit(*scenario.train)  # 8 registered, updated
     champion = record(grown, base_size=8)
     refit_plan = plan(champion, grown, list(y), from_scratch=True)
-    refitted, _ = train_challenger(refit_plan, champion, grown, X, y, NAMES, epochs=1, learning_rate=0.01,
+    refitted, _ = train_challenger(refit_plan, champion, grown, X, y, SCHEMA, epochs=1, learning_rate=0.01,
                                    growth=1.0)
     made = challenger_record(refitted, refit_plan, champion, version="v1", artifact_path="models/v1.joblib",
-                             sha256="1" * 64, feature_names=NAMES, training_run_id=None)
+                             sha256="1" * 64, schema=SCHEMA, training_run_id=None)
     assert refitted.n_estimators == 8 and made.base_size == 8  # the 2x bound cannot creep up refit by refit
     assert grown.n_estimators == 16
 
@@ -139,7 +141,7 @@ def test_a_refit_keeps_an_integer_champions_class_type_and_sets_other_labels_asi
     champion = record(champion_model)
     refit_plan = plan(champion, champion_model, list(ints), from_scratch=True)
     assert labels_set_aside(champion_model, ints) == 25
-    refitted, _ = train_challenger(refit_plan, champion, champion_model, X, ints, NAMES, epochs=1,
+    refitted, _ = train_challenger(refit_plan, champion, champion_model, X, ints, SCHEMA, epochs=1,
                                    learning_rate=0.01, growth=0.25)
     assert refitted.classes_.tolist() == [0, 1, 2]
 
@@ -147,7 +149,7 @@ def test_a_refit_keeps_an_integer_champions_class_type_and_sets_other_labels_asi
 def test_with_no_champion_the_baseline_is_what_the_deployed_model_predicted(scenario):
     holdout = pd.DataFrame({"predicted_label": ["1", "2.0", "2"], "actual_label": ["1", "2", "3"],
                             **{n: [0.0, 0.0, 0.0] for n in NAMES}})
-    assert baseline_predictions(None, holdout, NAMES, "int").tolist() == ["1", "2", "2"]
+    assert baseline_predictions(None, None, holdout, "int").tolist() == ["1", "2", "2"]
     assert holdout_truth(holdout, "int").tolist() == ["1", "2", "3"]
 
 
@@ -196,11 +198,11 @@ def test_a_challenger_is_judged_on_the_holdout_against_the_champion(scenario):
     holdout = X.assign(actual_label=y, predicted_label=y)
     old = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(*scenario.train)
     new = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)  # fitted on these very rows
-    verdict = judge_challenger(new, old, holdout, NAMES, significance_level=0.05, non_inferiority_margin=0.0)
+    verdict = judge_challenger(new, SCHEMA, old, SCHEMA, holdout, significance_level=0.05, non_inferiority_margin=0.0)
     assert verdict.challenger["accuracy"] > verdict.champion["accuracy"] and verdict.decision.promote
     assert verdict.decision.holdout_rows == len(holdout)
     # With no champion, the baseline is what was deployed: here it predicted every row right.
-    first = judge_challenger(new, None, holdout, NAMES, significance_level=0.05, non_inferiority_margin=0.0)
+    first = judge_challenger(new, SCHEMA, None, None, holdout, significance_level=0.05, non_inferiority_margin=0.0)
     assert first.champion["accuracy"] == 1.0 and not first.decision.promote
 
 
@@ -218,7 +220,7 @@ def test_labels_not_of_the_champions_type_are_set_aside_alike_for_plans_skips_an
         "skipped: a refit needs at least two classes, and the window's training rows have only '1'")
     labels = np.array([v[-1] for v in y], dtype=object)
     labels[:5] = "unknown"
-    updated, _ = train_challenger(plan(champion, sgd, list(labels)), champion, sgd, X, labels, NAMES, epochs=1,
+    updated, _ = train_challenger(plan(champion, sgd, list(labels)), champion, sgd, X, labels, SCHEMA, epochs=1,
                                   learning_rate=0.01, growth=0.25)
     assert updated.classes_.tolist() == [0, 1, 2]
 

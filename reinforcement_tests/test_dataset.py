@@ -1,5 +1,6 @@
 import pandas as pd
 
+from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.dataset import (
     finetune_frame,
     from_scratch_frame,
@@ -49,7 +50,7 @@ def test_errors_are_relabelled_with_the_true_label():
 
 def test_split_keeps_holdout_out_of_training():
     dataset = finetune_frame(ERRORS, REPLAY, HOLDOUT)
-    X, y, X_holdout, holdout = split(dataset, ["x0", "x1"])
+    X, y, X_holdout, holdout = split(dataset, FeatureSchema.numeric(["x0", "x1"]))
     assert list(X.columns) == ["x0", "x1"] and len(X) == len(y) == 5
     assert holdout["id"].tolist() == [6, 7] and len(X_holdout) == 2
     assert leaked_rows(dataset) == 0

@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from reinforcement_assets.demo import accuracy, drift_scenario
+from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.model import (
     IncrementalPipeline,
     UpdateImpossible,
@@ -197,7 +198,7 @@ def test_a_refit_needs_two_classes(scenario):
     X, _ = scenario.train
     with pytest.raises(ValueError, match="two classes"):
         train_from_scratch(X[:10], np.array(["a"] * 10, dtype=object))
-    assert make_model()[-1].learning_rate == "constant"
+    assert make_model(FeatureSchema.numeric(["x0"]))[-1].learning_rate == "constant"
 
 
 def test_an_update_goes_through_the_transformers_of_a_nested_pipeline(scenario):

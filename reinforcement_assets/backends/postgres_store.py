@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
+from ..core.features import FeatureSchema, TypeSetCount, typed_column
 from ..defs.request_queue import check_new_request
 from .embedded import EmbeddedServerError, database_url
 from .schema import SchemaError, prepare_database
@@ -35,6 +36,7 @@ from .store import (
     WindowSummary,
     evaluation_frame,
     to_json,
+    type_set_counts,
     window_summary,
 )
 
@@ -171,26 +173,32 @@ class PostgresStore(Store):
             )
             return cur.rowcount
 
-    # Work PostgREST cannot express is a SQL function (20261126000100_supabase_rpc.sql): both
+    # Work PostgREST cannot express is a SQL function (20261126000100_supabase_rpc.sql and later): both
     # backends call the same one.
-    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
-        with self.connect("read feature keys from prediction_evaluations") as conn:
-            rows = conn.execute("select * from public.evaluation_feature_key_sets(%s, %s, %s)",
-                                (start, end, limit)).fetchall()
-        return [tuple(keys) for keys, count in rows for _ in range(count)]
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
+        with self.connect("read feature types of prediction_evaluations") as conn, \
+                conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("select * from public.evaluation_feature_type_sets(%s, %s, %s)",
+                               (start, end, limit)).fetchall()
+        return type_set_counts(rows)
 
-    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+    def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
         with self.connect("summarise prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s)",
-                               (window.start, window.end, window.holdout_start, list(feature_names))).fetchall()
+            rows = cur.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s, %s)",
+                               (window.start, window.end, window.holdout_start, Jsonb(schema.as_json()),
+                                bool(schema.accepts_missing))).fetchall()
         return window_summary(rows)
 
-    def _row_filter(self, query: RowQuery, check_features: bool = True) -> tuple[sql.Composable, dict[str, Any]]:
+    def _row_filter(self, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
         clauses = [
             "evaluated_at >= %(start)s", "evaluated_at < %(end)s", "actual_label is not null",
-            "reject_reason is null", *(["features ?& %(names)s"] if check_features else []),
+            "reject_reason is null",
+            # Rows are judged once per feature type set, not in every row's jsonb.
+            "feature_types_hash in (select a.feature_types_hash from public.evaluation_accepted_type_sets("
+            "%(start)s, %(end)s, %(schema)s, %(accepts_missing)s) a)",
         ]
-        params: dict[str, Any] = {"start": query.start, "end": query.end, "names": list(query.feature_names)}
+        params: dict[str, Any] = {"start": query.start, "end": query.end, "schema": Jsonb(query.schema.as_json()),
+                                  "accepts_missing": bool(query.schema.accepts_missing)}
         if query.is_correct is not None:
             clauses.append("is_correct is %s" % ("true" if query.is_correct else "false"))
         if query.min_confidence is not None:
@@ -202,12 +210,23 @@ class PostgresStore(Store):
         return sql.SQL(" and ".join(clauses)), params
 
     def copy_rows_statement(self, query: RowQuery) -> tuple[sql.Composed, dict[str, Any]]:
-        """The `COPY (select ...) TO STDOUT` that `load_rows` runs, and its parameters."""
+        """The `COPY (select ...) TO STDOUT` that `load_rows` runs, and its parameters.
+
+        Feature i comes out as column f{i} in its kind's type; a categorical one also as p{i}, whether
+        it holds a string, so that an empty string and a missing value stay apart in the CSV.
+        """
         where, params = self._row_filter(query)
-        features = [
-            sql.SQL("(features ->> {})::float8 as {}").format(sql.Literal(name), sql.Identifier(name))
-            for name in query.feature_names
-        ]
+        features: list[sql.Composable] = []
+        for i, feature in enumerate(query.schema.features):
+            value = sql.SQL("features -> {}").format(sql.Literal(feature.name))
+            text = sql.SQL("features ->> {}").format(sql.Literal(feature.name))
+            if feature.kind == "categorical":
+                features += [sql.SQL("{} as {}").format(text, sql.Identifier(f"f{i}")),
+                             sql.SQL("jsonb_typeof({}) = 'string' as {}").format(value, sql.Identifier(f"p{i}"))]
+            elif feature.kind == "boolean":
+                features.append(sql.SQL("({})::boolean as {}").format(text, sql.Identifier(f"f{i}")))
+            else:
+                features.append(sql.SQL("({})::float8 as {}").format(text, sql.Identifier(f"f{i}")))
         order = "sample_key, id" if query.sample_key_below is not None else "evaluated_at desc, id desc"
         select = sql.SQL(
             "copy (select {columns} from public.prediction_evaluations where {where} order by {order} limit {limit})"
@@ -226,25 +245,29 @@ class PostgresStore(Store):
                 for chunk in copy:
                     buffer.write(chunk)
         buffer.seek(0)
+        schema = query.schema
         frame = pd.read_csv(
             buffer, keep_default_na=False, na_values=[],
-            dtype={"prediction_id": str, "predicted_label": str, "actual_label": str,
-                   "confidence": "float64", **{name: "float64" for name in query.feature_names}},
+            dtype={"prediction_id": str, "predicted_label": str, "actual_label": str, "confidence": "float64",
+                   **{f"f{i}": ("float64" if f.kind not in ("categorical", "boolean") else object)
+                      for i, f in enumerate(schema.features)},
+                   **{f"p{i}": object for i, f in enumerate(schema.features) if f.kind == "categorical"}},
         )
+        for i, feature in enumerate(schema.features):
+            column = frame.pop(f"f{i}")
+            if feature.kind == "categorical":
+                column = column.where(frame.pop(f"p{i}") == "t", None)
+            elif feature.kind == "boolean":
+                column = column.map({"t": True, "f": False})
+            frame[feature.name] = typed_column(column, feature.kind).set_axis(frame.index)
         frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True, format="ISO8601")
         return frame
 
     def count_rows(self, query: RowQuery) -> int:
-        # Features are checked once per feature-key set, not in every row's jsonb.
-        where, params = self._row_filter(query, check_features=False)
+        where, params = self._row_filter(query)
         with self.connect("count prediction_evaluations") as conn:
-            (count,) = conn.execute(
-                sql.SQL(
-                    "select count(*) from public.prediction_evaluations where {} and feature_keys_hash in"
-                    " (select feature_keys_hash from public.prediction_feature_key_sets"
-                    " where feature_names @> %(names)s)"
-                ).format(where), params
-            ).fetchone()
+            (count,) = conn.execute(sql.SQL("select count(*) from public.prediction_evaluations where {}")
+                                    .format(where), params).fetchone()
         return count
 
     # Retraining runs.
@@ -283,14 +306,20 @@ class PostgresStore(Store):
                 """
                 insert into public.model_versions
                     (version, artifact_path, sha256, parent_version, training_run_id, fine_tuned,
-                     feature_names, classes, metrics, class_type, base_size, reference_accuracy)
-                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     feature_names, classes, metrics, class_type, base_size, reference_accuracy,
+                     feature_schema, accepts_missing)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
                 (version.version, version.artifact_path, version.sha256, version.parent_version,
                  version.training_run_id, version.fine_tuned, Jsonb(list(version.feature_names)),
                  Jsonb(list(version.classes)), _jsonb(version.metrics), version.class_type, version.base_size,
-                 version.reference_accuracy),
+                 version.reference_accuracy, Jsonb(version.schema.as_json()), version.schema.accepts_missing),
             )
+
+    def record_feature_schema(self, version: str, schema: FeatureSchema) -> None:
+        with self.connect("update model_versions") as conn:
+            conn.execute("select public.record_feature_schema(%s, %s, %s)",
+                         (version, Jsonb(schema.as_json()), schema.accepts_missing))
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         with self.connect("update model_versions") as conn:

@@ -18,7 +18,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ..core.features import FeatureSchema, TypeSetCount
 from ..core.labels import label_text
+from ..core.rows import parse_features
 from ..core.records import (  # noqa: F401  (re-exported: the backends and callers import them from here)
     EVALUATION_COLUMNS,
     REQUEST_PRIORITIES,
@@ -49,16 +51,18 @@ class Store(dg.ConfigurableResource):
         """Insert prediction rows (columns as in `prediction_evaluations`); existing prediction_ids are left alone."""
 
     @abc.abstractmethod
-    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
-        """The sorted feature-key sets of the newest usable rows of [start, end)."""
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
+        """The {key: JSON type} sets of the usable rows of [start, end), most rows first (from the counts)."""
 
     @abc.abstractmethod
-    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
-        """Row counts, accuracy and rejects by reason over the evaluated rows of the window."""
+    def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
+        """Row counts, accuracy and rejects by reason (and feature) over the evaluated rows of the
+        window, rows judged against `schema`."""
 
     @abc.abstractmethod
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
-        """Usable rows matching `query`: `ROW_COLUMNS` plus one float column per feature."""
+        """Usable rows matching `query`: `ROW_COLUMNS` plus one column per feature, in the dtype of its
+        kind (`features.typed_column`)."""
 
     def load_many(self, *queries: RowQuery) -> list[pd.DataFrame]:
         """`load_rows` of each query, all at once: each runs on its own connection (or request)."""
@@ -92,6 +96,10 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def register_model_version(self, version: ModelVersion) -> None:
         """Add a trained model to the registry (not as champion)."""
+
+    @abc.abstractmethod
+    def record_feature_schema(self, version: str, schema: FeatureSchema) -> None:
+        """Set the version's feature schema (once its kinds are known) and whether it accepts missing values."""
 
     @abc.abstractmethod
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
@@ -211,19 +219,33 @@ def to_json(value: Any) -> Any:
 
 def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
     """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None, labels as text
-    (`label_text`: 3, 3.0 and '3' are all stored as '3')."""
+    (`label_text`: 3, 3.0 and '3' are all stored as '3'), features sent as JSON text parsed."""
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
+    frame["features"] = pd.Series([parse_features(v) for v in frame["features"]], index=frame.index, dtype=object)
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
     return frame
 
 
 def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
-    """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason, null: usable)."""
+    """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason and
+    feature; reason null: usable)."""
     usable = next((r for r in rows if r["reason"] is None), None) or {}
     n = usable.get("row_count", 0)
     train = usable.get("train_rows", 0)
+    rejected: dict[str, int] = {}
+    rejected_on: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["reason"] is not None:
+            rejected[r["reason"]] = rejected.get(r["reason"], 0) + r["row_count"]
+            if r.get("feature") is not None:
+                rejected_on.setdefault(r["reason"], {})[r["feature"]] = r["row_count"]
     return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
                          train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
-                         rejected={r["reason"]: r["row_count"] for r in rows if r["reason"] is not None})
+                         rejected=rejected, rejected_on=rejected_on)
+
+
+def type_set_counts(rows: list[dict[str, Any]]) -> list[TypeSetCount]:
+    """`TypeSetCount`s from the rows of `evaluation_feature_type_sets`."""
+    return [TypeSetCount(dict(r["feature_types"]), int(r["row_count"])) for r in rows]

@@ -21,6 +21,7 @@ import pandas as pd
 from postgrest.types import CountMethod, ReturnMethod
 from pydantic import Field
 
+from ..core.features import FeatureSchema, TypeSetCount, typed_column
 from ..defs.request_queue import check_new_request, queue_order
 from .store import (
     ROW_COLUMNS,
@@ -35,6 +36,7 @@ from .store import (
     evaluation_frame,
     parse_timestamp,
     to_json,
+    type_set_counts,
     window_summary,
 )
 from .supabase_client import SupabaseProject
@@ -46,6 +48,8 @@ VERSIONS = "model_versions"
 
 # A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning there.
 FEATURE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# Feature type-set hashes (up to 20 characters each) per `in` filter, to keep URLs well under 8 KB.
+TYPE_SETS_PER_REQUEST = 200
 RUN_UUIDS = ("id", "triggered_by", "request_id")
 RUN_TIMESTAMPS = ("started_at", "completed_at", "created_at")
 
@@ -128,29 +132,47 @@ class SupabaseStore(Store, SupabaseProject):
             inserted += response.count or 0
         return inserted
 
-    def recent_feature_keys(self, start: datetime, end: datetime, limit: int = 1000) -> list[tuple[str, ...]]:
-        rows = self._rpc("evaluation_feature_key_sets", {"p_start": start, "p_end": end, "p_limit": limit},
-                         operation="read feature keys", idempotent=True)
-        return [tuple(r["feature_names"]) for r in rows for _ in range(r["row_count"])]
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
+        rows = self._rpc("evaluation_feature_type_sets",
+                         {"p_start": start, "p_end": end, "p_limit": min(limit, self.page_size)},
+                         operation="read feature types", idempotent=True)
+        return type_set_counts(rows)
 
-    def summarize_window(self, window: Window, feature_names: tuple[str, ...]) -> WindowSummary:
+    def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
         rows = self._rpc(
             "summarize_evaluation_window",
             {"p_start": window.start, "p_end": window.end, "p_holdout_start": window.holdout_start,
-             "p_feature_names": list(feature_names)},
+             "p_schema": schema.as_json(), "p_accepts_missing": bool(schema.accepts_missing)},
             operation="summarise window", idempotent=True,
         )
         return window_summary(rows)
 
-    def _rows_select(self, query: RowQuery, columns: str, **select: Any) -> Any:
-        """`select` on the log with every filter of `query` pushed down as a PostgREST filter."""
+    def accepted_type_sets(self, query: RowQuery) -> list[int]:
+        """The feature type sets of the query's period whose rows its schema accepts, a page at a time."""
+        params = to_json({"p_start": query.start, "p_end": query.end, "p_schema": query.schema.as_json(),
+                          "p_accepts_missing": bool(query.schema.accepts_missing)})
+        hashes: list[int] = []
+        while True:
+            def fetch(after=hashes[-1] if hashes else None):
+                request = self.client.rpc("evaluation_accepted_type_sets", params)
+                if after is not None:
+                    request = request.gt("feature_types_hash", after)
+                return request.order("feature_types_hash").limit(self.page_size).execute().data
+
+            page = self._call("read accepted feature types", "rpc/evaluation_accepted_type_sets", fetch,
+                              idempotent=True)
+            if not page:
+                return hashes
+            hashes.extend(int(r["feature_types_hash"]) for r in page)
+
+    def _rows_select(self, query: RowQuery, columns: str, type_sets: list[int], **select: Any) -> Any:
+        """`select` on the log with every filter of `query` pushed down as a PostgREST filter, rows of
+        the feature type sets `type_sets` only (those `query.schema` accepts)."""
         check_feature_names(query.feature_names)
         request = (self.client.table(EVALUATIONS).select(columns, **select)
                    .gte("evaluated_at", query.start.isoformat()).lt("evaluated_at", query.end.isoformat())
-                   .not_.is_("actual_label", None).is_("reject_reason", None))
-        for name in query.feature_names:
-            # With reject_reason null every feature value is a number, so a null here means a missing key.
-            request = request.not_.is_(f"features->>{name}", None)
+                   .not_.is_("actual_label", None).is_("reject_reason", None)
+                   .in_("feature_types_hash", type_sets))
         if query.is_correct is not None:
             request = request.is_("is_correct", query.is_correct)
         if query.min_confidence is not None:
@@ -164,19 +186,28 @@ class SupabaseStore(Store, SupabaseProject):
         order: Order = (("sample_key", False), ("id", False)) if sampled else (("evaluated_at", True), ("id", True))
         columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []),
                             *(f"f{i}:features->{name}" for i, name in enumerate(query.feature_names))])
-        rows = self._read_pages("read", EVALUATIONS, lambda: self._rows_select(query, columns), order,
-                                int(query.limit))
-        return rows_frame(rows, query.feature_names)
+        # A URL holds a few hundred type sets: more are read in turns, each up to the limit, then merged.
+        parts = [self._read_pages("read", EVALUATIONS, lambda t=type_sets: self._rows_select(query, columns, t),
+                                  order, int(query.limit))
+                 for type_sets in chunks(self.accepted_type_sets(query), TYPE_SETS_PER_REQUEST)]
+        rows = [r for part in parts for r in part]
+        if len(parts) > 1:
+            rows = sorted(rows, key=lambda r: (parse_timestamp(r[order[0][0]]), r[order[1][0]]),
+                          reverse=not sampled)[:int(query.limit)]
+        return rows_frame(rows, query.schema)
 
     def count_rows(self, query: RowQuery) -> int:
-        response = self._call(
-            "count", EVALUATIONS,
-            lambda: self._rows_select(query, "id", count=CountMethod.exact, head=True).execute(),
-            idempotent=True,
-        )
-        if response.count is None:
-            raise StoreError(f"count ({EVALUATIONS}) failed: the response carried no Content-Range total")
-        return response.count
+        total = 0
+        for type_sets in chunks(self.accepted_type_sets(query), TYPE_SETS_PER_REQUEST):
+            response = self._call(
+                "count", EVALUATIONS,
+                lambda t=type_sets: self._rows_select(query, "id", t, count=CountMethod.exact, head=True).execute(),
+                idempotent=True,
+            )
+            if response.count is None:
+                raise StoreError(f"count ({EVALUATIONS}) failed: the response carried no Content-Range total")
+            total += response.count
+        return total
 
     # Retraining runs.
     def start_run(
@@ -220,10 +251,16 @@ class SupabaseStore(Store, SupabaseProject):
             "classes": list(version.classes), "metrics": version.metrics,
             "class_type": version.class_type, "base_size": version.base_size,
             "reference_accuracy": version.reference_accuracy,
+            "feature_schema": version.schema.as_json(), "accepts_missing": version.schema.accepts_missing,
         })
         self._call("insert", VERSIONS,
                    lambda: self.client.table(VERSIONS).insert(row, returning=ReturnMethod.minimal).execute(),
                    idempotent=False)
+
+    def record_feature_schema(self, version: str, schema: FeatureSchema) -> None:
+        self._rpc("record_feature_schema", {"p_version": version, "p_feature_schema": schema.as_json(),
+                                            "p_accepts_missing": schema.accepts_missing},
+                  operation="record feature schema", idempotent=True)
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         self._rpc("merge_model_metrics", {"p_version": version, "p_metrics": metrics},
@@ -381,8 +418,9 @@ def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def rows_frame(rows: list[dict[str, Any]], feature_names: tuple[str, ...]) -> pd.DataFrame:
-    """The loaded rows as the Postgres backend returns them: `ROW_COLUMNS`, then a float column per feature."""
+def rows_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+    """The loaded rows as the Postgres backend returns them: `ROW_COLUMNS`, then a column per feature
+    in the dtype of its kind."""
     frame = pd.DataFrame({
         "id": pd.array([r["id"] for r in rows], dtype="int64"),
         "prediction_id": pd.array(["" if r["prediction_id"] is None else r["prediction_id"] for r in rows],
@@ -392,9 +430,14 @@ def rows_frame(rows: list[dict[str, Any]], feature_names: tuple[str, ...]) -> pd
         "actual_label": pd.array([r["actual_label"] for r in rows], dtype="str"),
         "confidence": np.array([r["confidence"] for r in rows], dtype="float64"),
     }, columns=list(ROW_COLUMNS))
-    for i, name in enumerate(feature_names):
-        frame[name] = np.array([r[f"f{i}"] for r in rows], dtype="float64")
+    for i, feature in enumerate(schema.features):
+        frame[feature.name] = typed_column([r[f"f{i}"] for r in rows], feature.kind).set_axis(frame.index)
     return frame
+
+
+def chunks(values: list[Any], size: int) -> list[list[Any]]:
+    """`values` in lists of at most `size` (none for no values: no request is needed to find nothing)."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def run_row(row: dict[str, Any]) -> dict[str, Any]:

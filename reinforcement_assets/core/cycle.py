@@ -19,8 +19,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..model import (
-    at_size,
     EpochLog,
+    accepts_missing,
+    at_size,
+    declared_categorical,
     model_size,
     predict_text,
     refit,
@@ -29,8 +31,9 @@ from ..model import (
     update_obstacle,
 )
 from .evaluation import PromotionDecision, classification_metrics, decide_promotion
+from .features import Feature, FeatureSchema, TypeSetCount, as_model_frame, complete_kinds, infer_schema
 from .labels import canonical_text, class_type, predictions_text, readable
-from .learners import is_estimator_classifier, make_learner
+from .learners import is_estimator_classifier, learner_accepts_missing, make_learner
 from .records import ModelVersion
 from .rows import FeatureSchemaError, check_feature_names
 
@@ -47,6 +50,29 @@ class TrainingPlan:
     @property
     def mode(self) -> str:
         return "update" if self.update else "refit"
+
+
+def trains_new_model(champion: ModelVersion | None, named_learner: str | None) -> bool:
+    """Whether a run builds a model of its own (no champion, or the run names a learner) rather than
+    continue or refit the champion's family: then it takes the features the log has now."""
+    return champion is None or bool(named_learner)
+
+
+def new_model_schema(type_sets: Sequence[TypeSetCount], learner: str) -> FeatureSchema:
+    """The schema of a model a run builds: the features most recent rows have, of the kinds their
+    values are; missing values as the learner takes them."""
+    schema = infer_schema(type_sets, learner_accepts_missing(learner))
+    check_feature_names(schema.names)
+    return schema
+
+
+def completed_schema(champion: ModelVersion, champion_model: Any, type_sets: Sequence[TypeSetCount]) -> FeatureSchema:
+    """The champion's schema with what its registry row lacks: kinds from the log, and whether the
+    model accepts missing values (probed)."""
+    schema = complete_kinds(champion.schema, type_sets)
+    if schema.accepts_missing is None:
+        schema = schema.with_missing(accepts_missing(champion_model, schema))
+    return schema
 
 
 def plan_training(
@@ -122,16 +148,17 @@ def learnable(champion_model: Any, X: pd.DataFrame, labels: Sequence[str]) -> tu
 
 def train_challenger(
     plan: TrainingPlan, champion: ModelVersion | None, champion_model: Any, X: pd.DataFrame,
-    labels: Sequence[str], feature_names: Sequence[str], *, epochs: int, learning_rate: float, growth: float,
+    labels: Sequence[str], schema: FeatureSchema, *, epochs: int, learning_rate: float, growth: float,
     seed: int = 0,
 ) -> tuple[Any, list[EpochLog]]:
     """The challenger `plan` asks for, fitted on (X, labels); the champion is left untouched."""
     X, labels = learnable(champion_model, X, labels)
     if plan.update:
-        return update(champion_model, X, labels, feature_names, epochs=epochs, learning_rate=learning_rate,
+        return update(champion_model, X, labels, schema.names, epochs=epochs, learning_rate=learning_rate,
                       growth=growth, base_size=champion.base_size, seed=seed)
-    template = make_learner(plan.learner, seed) if plan.learner else at_size(champion_model, champion.base_size)
-    return refit(template, X, labels, feature_names, label_kind(champion_model)), []
+    template = (make_learner(plan.learner, schema, seed) if plan.learner
+                else at_size(champion_model, champion.base_size))
+    return refit(template, X, labels, schema.names, label_kind(champion_model)), []
 
 
 def version_name(now: datetime, run_id: str) -> str:
@@ -141,13 +168,15 @@ def version_name(now: datetime, run_id: str) -> str:
 
 def challenger_record(
     model: Any, plan: TrainingPlan, champion: ModelVersion | None, *, version: str, artifact_path: str,
-    sha256: str, feature_names: Sequence[str], training_run_id: str | None,
+    sha256: str, schema: FeatureSchema, training_run_id: str | None,
 ) -> ModelVersion:
-    """The registry row of a challenger: an update descends from the champion and keeps its base size."""
+    """The registry row of a challenger: an update descends from the champion and keeps its base size;
+    whether it accepts missing values is probed on the challenger itself."""
     parent = champion if plan.update else None
     base = (champion.base_size or model_size(model)) if plan.update else model_size(model)
     return ModelVersion(
-        version=version, artifact_path=artifact_path, sha256=sha256, feature_names=tuple(feature_names),
+        version=version, artifact_path=artifact_path, sha256=sha256, feature_names=schema.names,
+        feature_schema=schema.with_missing(accepts_missing(model, schema)),
         classes=tuple(predictions_text(model.classes_)), class_type=class_type(model.classes_),
         parent_version=parent.version if parent else None, training_run_id=training_run_id,
         fine_tuned=plan.update, base_size=base,
@@ -165,12 +194,13 @@ def holdout_truth(holdout: pd.DataFrame, kind: str) -> np.ndarray:
     return canonical_text(holdout["actual_label"], kind)
 
 
-def baseline_predictions(champion_model: Any, holdout: pd.DataFrame, feature_names: Sequence[str],
+def baseline_predictions(champion_model: Any, champion_schema: FeatureSchema | None, holdout: pd.DataFrame,
                          kind: str) -> np.ndarray:
-    """What the challenger is compared with: the champion's predictions, or with no champion what the
-    deployed model actually predicted (the log's `predicted_label`)."""
-    if champion_model is not None:
-        return predict_text(champion_model, holdout, feature_names)
+    """What the challenger is compared with: the champion's predictions, or what the deployed model
+    actually predicted (the log's `predicted_label`) with no champion, or when the holdout lacks
+    the champion's features (a run that built a model on the features the log has now)."""
+    if champion_model is not None and set(champion_schema.names) <= set(holdout.columns):
+        return predict_text(champion_model, as_model_frame(holdout, champion_schema), champion_schema.names)
     return canonical_text(holdout["predicted_label"], kind)
 
 
@@ -183,15 +213,16 @@ class Verdict:
     champion: dict[str, float]
 
 
-def judge_challenger(challenger_model: Any, champion_model: Any, holdout: pd.DataFrame,
-                     feature_names: Sequence[str], *, significance_level: float,
+def judge_challenger(challenger_model: Any, challenger_schema: FeatureSchema, champion_model: Any,
+                     champion_schema: FeatureSchema | None, holdout: pd.DataFrame, *, significance_level: float,
                      non_inferiority_margin: float) -> Verdict:
-    """Score challenger and baseline (the champion, or with none what was deployed) on the holdout,
-    and the gate's decision, in the challenger's class type."""
+    """Score challenger and baseline (the champion, or what was deployed) on the holdout, and the
+    gate's decision, in the challenger's class type."""
     kind = class_type(challenger_model.classes_)
     y_true = holdout_truth(holdout, kind)
-    champion_pred = baseline_predictions(champion_model, holdout, feature_names, kind)
-    challenger_pred = predict_text(challenger_model, holdout, feature_names)
+    champion_pred = baseline_predictions(champion_model, champion_schema, holdout, kind)
+    challenger_pred = predict_text(challenger_model, as_model_frame(holdout, challenger_schema),
+                                   challenger_schema.names)
     decision = decide_promotion(y_true, champion_pred, challenger_pred, significance_level=significance_level,
                                 non_inferiority_margin=non_inferiority_margin)
     return Verdict(decision, classification_metrics(y_true, challenger_pred),
@@ -216,6 +247,7 @@ class ModelDescription:
     """What the registry records about a user's model."""
 
     feature_names: tuple[str, ...]
+    schema: FeatureSchema  # the kinds the model says (its encoders); the others are inferred from the log
     classes: tuple[str, ...]
     class_type: str
     base_size: int | None
@@ -249,4 +281,7 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> Mo
         check_feature_names(names)
     except FeatureSchemaError as exc:  # every run would refuse them: refuse them now
         raise NotAClassifier(f"{exc}: the loop cannot feed this model, register one fitted on other names") from None
-    return ModelDescription(names, tuple(predictions_text(classes)), class_type(classes), model_size(model))
+    categorical = declared_categorical(model)
+    schema = FeatureSchema(tuple(Feature(n, "categorical" if n in categorical else None) for n in names))
+    schema = schema.with_missing(accepts_missing(model, schema))
+    return ModelDescription(names, schema, tuple(predictions_text(classes)), class_type(classes), model_size(model))

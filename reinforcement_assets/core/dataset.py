@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .features import FeatureSchema, as_model_frame, rejection_label
 from .records import Window, WindowSummary
 
 
-def skip_reason(window: Window, summary: WindowSummary, n_errors: int, min_errors: int, force: bool) -> str | None:
-    """Why a run has nothing to retrain on (an empty window, every row set aside, too few errors), or None."""
+def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n_errors: int, min_errors: int,
+                force: bool) -> str | None:
+    """Why a run has nothing to retrain on (an empty window, no usable feature, every row set aside,
+    too few errors), or None."""
+    if summary.rows == 0 and not summary.rows_rejected:
+        return f"skipped: no evaluated predictions in [{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
     if summary.rows == 0:
-        if not summary.rows_rejected:
-            return f"skipped: no evaluated predictions in [{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
-        reasons = ", ".join(f"{reason} {count:,}" for reason, count in
-                            sorted(summary.rejected.items(), key=lambda item: (-item[1], item[0])))
-        return f"skipped: all {summary.rows_rejected:,} evaluated rows of the window set aside: {reasons}"
+        return f"skipped: all {summary.rows_rejected:,} evaluated rows of the window set aside: {rejects(summary)}"
+    if not schema.features:
+        return ("skipped: no row of the window has features a model can take (numbers, strings or booleans "
+                "in a JSON object)")
     if n_errors < min_errors and not force:
+        aside = (f"; {summary.rows_rejected:,} of {summary.rows + summary.rows_rejected:,} evaluated rows set aside: "
+                 f"{rejects(summary)}" if summary.rows_rejected else "")
         return (f"skipped: {n_errors} high-confidence errors in the window, "
-                f"fewer than the {min_errors} needed to retrain")
+                f"fewer than the {min_errors} needed to retrain{aside}")
     return None
+
+
+def rejects(summary: WindowSummary) -> str:
+    """The rows set aside, by reason and feature, most first: `feature_not_numeric on 'country' 3,000`.
+    Rows lacking a feature get a hint: a run naming a learner trains on the features the log has now."""
+    parts: list[tuple[int, str]] = []
+    for reason, count in summary.rejected.items():
+        on = summary.rejected_on.get(reason, {})
+        parts += [(n, f"{rejection_label(reason, feature)} {n:,}") for feature, n in on.items()]
+        if count > sum(on.values()):
+            parts.append((count - sum(on.values()), f"{reason} {count - sum(on.values()):,}"))
+    text = ", ".join(label for _, label in sorted(parts, key=lambda p: (-p[0], p[1])))
+    if summary.rejected_on.get("feature_missing"):
+        text += (" (the model's features are not in those rows: a run naming a learner trains a new model on "
+                 "the features the log has now)")
+    return text
 
 
 def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:
@@ -54,12 +76,13 @@ def is_from_scratch(dataset: pd.DataFrame) -> bool:
     return bool((dataset["origin"] == "window").any())
 
 
-def split(dataset: pd.DataFrame, feature_names: list[str] | tuple[str, ...]):
-    """(X_train, y_train, X_holdout, holdout rows) of a dataset built here."""
+def split(dataset: pd.DataFrame, schema: FeatureSchema):
+    """(X_train, y_train, X_holdout, holdout rows) of a dataset built here, features in the dtypes of
+    their kinds."""
     train = dataset[dataset["split"] == "train"]
     holdout = dataset[dataset["split"] == "holdout"]
-    names = list(feature_names)
-    return train[names], train["label"].to_numpy(dtype=object), holdout[names], holdout
+    return (as_model_frame(train, schema), train["label"].to_numpy(dtype=object), as_model_frame(holdout, schema),
+            holdout)
 
 
 def leaked_rows(dataset: pd.DataFrame) -> int:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .features import Feature, FeatureSchema
+
 RUN_SOURCES = ("auto_daily", "manual", "decay_triggered")
 REQUEST_PRIORITIES = ("high", "normal", "low")  # queue order
 TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
@@ -17,7 +19,7 @@ TERMINAL_REQUEST_STATUSES = ("completed", "cancelled", "failed")
 # Columns of a prediction-log frame handed to `Store.insert_evaluations`.
 EVALUATION_COLUMNS = ("prediction_id", "model_version", "features", "predicted_label", "actual_label",
                       "confidence", "predicted_at", "evaluated_at")
-# Columns every loaded sample has besides one float column per feature.
+# Columns every loaded sample has besides one column per feature (`features.typed_column`).
 ROW_COLUMNS = ("id", "prediction_id", "evaluated_at", "predicted_label", "actual_label", "confidence")
 
 SAMPLE_KEY_RANGE = 1 << 20  # prediction_evaluations.sample_key lies in [0, SAMPLE_KEY_RANGE)
@@ -58,7 +60,8 @@ class WindowSummary:
     train_rows: int = 0
     train_correct: int = 0
     holdout_rows: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # rows set aside, by reason
+    rejected_on: dict[str, dict[str, int]] = field(default_factory=dict)  # reason -> feature -> rows
 
     @property
     def accuracy(self) -> float | None:
@@ -81,11 +84,15 @@ class RowQuery:
 
     start: datetime
     end: datetime
-    feature_names: tuple[str, ...]
+    schema: FeatureSchema  # rows are judged against it; its features are loaded in its kinds' dtypes
     limit: int
     is_correct: bool | None = None
     min_confidence: float | None = None
     sample_fraction: float = 1.0
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.schema.names
 
     @property
     def sample_key_below(self) -> int | None:
@@ -114,12 +121,20 @@ class ModelVersion:
     created_at: datetime | None = None
     class_type: str = "str"  # the type of the model's classes_: str, int, bool or float
     base_size: int | None = None  # trees or iterations when it entered the registry (updates grow to twice that)
+    feature_schema: FeatureSchema | None = None  # None: recorded before kinds were (then every feature is numeric)
+
+    @property
+    def schema(self) -> FeatureSchema:
+        """The model's features and kinds (a kind None until inferred from the log)."""
+        return self.feature_schema or FeatureSchema(tuple(Feature(n) for n in self.feature_names))
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelVersion:
         """A `model_versions` row, from psycopg (native types) or PostgREST (JSON), as a `ModelVersion`."""
         values = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
         values["feature_names"] = tuple(values["feature_names"])
+        if row.get("feature_schema") is not None:
+            values["feature_schema"] = FeatureSchema.from_json(row["feature_schema"], row.get("accepts_missing"))
         values["classes"] = tuple(values["classes"])
         if values.get("class_type") is None:
             values.pop("class_type", None)
@@ -185,10 +200,10 @@ class AccuracyCount:
 
 
 
-def period_query(period: tuple[datetime, datetime], feature_names: tuple[str, ...], **kwargs: Any) -> RowQuery:
+def period_query(period: tuple[datetime, datetime], schema: FeatureSchema, **kwargs: Any) -> RowQuery:
     """A `RowQuery` over `period`."""
     start, end = period
-    return RowQuery(start=start, end=end, feature_names=tuple(feature_names), **kwargs)
+    return RowQuery(start=start, end=end, schema=schema, **kwargs)
 
 
 def parse_timestamp(value: Any) -> Any:

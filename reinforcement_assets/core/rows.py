@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from .features import FeatureSchema, feature_frame, feature_types, judge_types
 from .records import ROW_COLUMNS
 
 RESERVED_COLUMNS = frozenset(ROW_COLUMNS) | {"label", "origin", "split"}
@@ -17,15 +18,6 @@ RESERVED_COLUMNS = frozenset(ROW_COLUMNS) | {"label", "origin", "split"}
 
 class FeatureSchemaError(ValueError):
     """The prediction log has no usable feature schema."""
-
-
-def choose_feature_names(key_sets: Iterable[Sequence[str]]) -> tuple[str, ...]:
-    """The most common feature-key set among recent rows (ties go to the larger set); () if none."""
-    counts = Counter(tuple(sorted(keys)) for keys in key_sets if keys)
-    if not counts:
-        return ()
-    names, _ = max(counts.items(), key=lambda item: (item[1], len(item[0]), item[0]))
-    return check_feature_names(names)
 
 
 def check_feature_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -36,8 +28,9 @@ def check_feature_names(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def reject_reason(record: Mapping[str, Any], feature_names: Sequence[str]) -> str | None:
-    """Why a logged row cannot be used, or None; mirrors `evaluation_reject_reason` in SQL."""
+def row_reject_reason(record: Mapping[str, Any]) -> str | None:
+    """Why a logged row cannot be used whatever the model, or None; mirrors
+    `evaluation_row_reject_reason` in SQL (features sent as JSON text are parsed before)."""
     if not _is_label(record.get("predicted_label")) or not _is_label(record.get("actual_label")):
         return "label_missing"
     confidence = record.get("confidence")
@@ -46,36 +39,54 @@ def reject_reason(record: Mapping[str, Any], feature_names: Sequence[str]) -> st
     if not 0 <= confidence <= 1:
         return "confidence_out_of_range"
     features = record.get("features")
+    if isinstance(features, str) and isinstance(parse_features(features), Mapping):
+        return "features_json_text"
     if not isinstance(features, Mapping):
-        return "feature_not_numeric"
+        return "features_not_object"
     if not features:
         return "features_empty"
-    if not all(_is_number(value) and abs(value) < 1e300 for value in features.values()):
-        return "feature_not_numeric"
-    if any(name not in features for name in feature_names):
-        return "feature_missing"
     return None
 
 
+def reject_reason(record: Mapping[str, Any], schema: FeatureSchema) -> tuple[str, str | None] | None:
+    """Why a logged row cannot be fed to a model of `schema`, as (reason, feature or None), or None."""
+    reason = row_reject_reason(record)
+    if reason:
+        return reason, None
+    return judge_types(feature_types(record["features"]), schema)
+
+
+def parse_features(value: Any) -> Any:
+    """Features sent as JSON text holding an object, parsed; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, dict) else value
+    return value
+
+
 def rows_from_records(
-    records: Sequence[Mapping[str, Any]], feature_names: Sequence[str]
+    records: Sequence[Mapping[str, Any]], schema: FeatureSchema
 ) -> tuple[pd.DataFrame, Counter]:
-    """Usable rows as a frame (`ROW_COLUMNS` plus a float column per feature), and rejects by reason."""
+    """Usable rows as a frame (`ROW_COLUMNS` plus a column per feature in the dtype of its kind), and
+    rejects by (reason, feature)."""
     rejected: Counter = Counter()
     usable = []
     for record in records:
-        reason = reject_reason(record, feature_names)
-        if reason is None:
+        verdict = reject_reason(record, schema)
+        if verdict is None:
             usable.append(record)
         else:
-            rejected[reason] += 1
+            rejected[verdict] += 1
     frame = pd.DataFrame(
         {column: [r.get(column) for r in usable] for column in ROW_COLUMNS},
         columns=list(ROW_COLUMNS),
     )
-    features = np.array([[r["features"][name] for name in feature_names] for r in usable], dtype=float)
-    for i, name in enumerate(feature_names):
-        frame[name] = features[:, i] if len(usable) else np.array([], dtype=float)
+    features = feature_frame([r["features"] for r in usable], schema)
+    for name in schema.names:
+        frame[name] = features[name].set_axis(frame.index)
     frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True, format="ISO8601")
     frame["confidence"] = frame["confidence"].astype(float)
     return frame, rejected

@@ -20,15 +20,18 @@ from ..backends.artifacts import ArtifactStorage
 from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 from ..core.cycle import (
     challenger_record,
+    completed_schema,
     confirm_plan,
     judge_challenger,
     label_kind,
     labels_set_aside,
+    new_model_schema,
     plan_of_dataset,
     plan_training,
     refit_skip_reason,
     settle_promotion,
     train_challenger,
+    trains_new_model,
     training_log,
     version_name,
 )
@@ -42,8 +45,10 @@ from ..core.dataset import (
     skip_reason,
     split,
 )
+from ..core.features import FeatureSchema
+from ..model import final_estimator
 from ..core.learners import check_learner
-from ..core.rows import RESERVED_COLUMNS, check_feature_names, choose_feature_names
+from ..core.rows import check_feature_names
 from .request_queue import check_request_run
 
 GROUP = "reinforcement_loop"
@@ -51,11 +56,12 @@ GROUP = "reinforcement_loop"
 
 @dataclass(frozen=True)
 class EvaluatedWindow:
-    """The window a run works on: bounds, feature schema and statistics (not its rows), and the
-    champion when the run started — the model every later step fine-tunes and must beat."""
+    """The window a run works on: bounds, the feature schema its rows are judged against and
+    statistics (not its rows), and the champion when the run started — the model every later step
+    fine-tunes and must beat."""
 
     window: Window
-    feature_names: tuple[str, ...]
+    schema: FeatureSchema
     summary: WindowSummary
     champion: ModelVersion | None
 
@@ -140,10 +146,6 @@ def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> d
     return record.create_timestamp if record else datetime.now(timezone.utc)
 
 
-def feature_columns(dataset: pd.DataFrame) -> list[str]:
-    return [c for c in dataset.columns if c not in RESERVED_COLUMNS]
-
-
 def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig:
     """`retrained_model`'s config of this run: `finetune_dataset` picks the training set it will need."""
     ops = (context.run.run_config or {}).get("ops", {})
@@ -172,7 +174,7 @@ def champion_model(champion: ModelVersion | None, artifacts: ArtifactStorage) ->
     "feature schema, accuracy and rows set aside by reason. The rows stay in the database.",
 )
 def evaluation_log(
-    context: dg.AssetExecutionContext, config: EvaluationLogConfig, store: Store
+    context: dg.AssetExecutionContext, config: EvaluationLogConfig, store: Store, artifacts: ArtifactStorage,
 ) -> dg.Output[EvaluatedWindow]:
     run_id = context.run.run_id
     with run_record(context, store):
@@ -183,26 +185,45 @@ def evaluation_log(
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
                                   config.holdout_share)
         champion = store.champion()
-        names = (check_feature_names(champion.feature_names) if champion
-                 else choose_feature_names(store.recent_feature_keys(window.start, window.end)))
-        summary = store.summarize_window(window, names)
+        schema = run_schema(store, artifacts, window, champion, retraining_config(context).learner)
+        summary = store.summarize_window(window, schema)
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
                                           "rows_rejected": summary.rows_rejected})
     return dg.Output(
-        EvaluatedWindow(window, names, summary, champion),
+        EvaluatedWindow(window, schema, summary, champion),
         metadata={
             "rows": summary.rows,
             "rows_rejected": summary.rows_rejected,
             "rejected_by_reason": dg.MetadataValue.json(summary.rejected),
+            "rejected_by_feature": dg.MetadataValue.json(summary.rejected_on),
             "accuracy": summary.accuracy if summary.accuracy is not None else float("nan"),
             "window_start": window.start.isoformat(),
             "window_end": window.end.isoformat(),
             "holdout_start": window.holdout_start.isoformat(),
-            "feature_names": dg.MetadataValue.json(list(names)),
+            "feature_names": dg.MetadataValue.json(list(schema.names)),
+            "feature_schema": dg.MetadataValue.json(schema.as_json()),
+            "accepts_missing": bool(schema.accepts_missing),
             "champion": champion.version if champion else "",
             "store": dg.MetadataValue.json(store.describe()),
         },
     )
+
+
+def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, champion: ModelVersion | None,
+               named_learner: str | None) -> FeatureSchema:
+    """The features a run judges and loads rows by: those of the log now for a model the run builds,
+    else the champion's, completed from the log (and recorded) the first time it is trained."""
+    if trains_new_model(champion, named_learner):
+        type_sets = store.feature_type_sets(window.holdout_start, window.end) or \
+            store.feature_type_sets(window.start, window.end)
+        return new_model_schema(type_sets, named_learner or settings.LEARNER)
+    schema = champion.schema
+    check_feature_names(schema.names)
+    if not schema.complete:
+        schema = completed_schema(champion, champion_model(champion, artifacts),
+                                  store.feature_type_sets(window.start, window.end))
+        store.record_feature_schema(champion.version, schema)
+    return schema
 
 
 @dg.asset(
@@ -216,7 +237,7 @@ def error_samples(
     store: Store,
 ) -> dg.Output[pd.DataFrame]:
     with run_record(context, store):
-        query = period_query(evaluation_log.window.train, evaluation_log.feature_names, limit=config.max_errors,
+        query = period_query(evaluation_log.window.train, evaluation_log.schema, limit=config.max_errors,
                              is_correct=False, min_confidence=config.confidence_threshold)
         errors = store.load_rows(query)
         total = store.count_rows(query) if len(errors) >= config.max_errors else len(errors)
@@ -246,25 +267,25 @@ def finetune_dataset(
 ) -> Iterator[dg.Output[pd.DataFrame]]:
     run_id = context.run.run_id
     with run_record(context, store):
-        reason = skip_reason(evaluation_log.window, evaluation_log.summary, len(error_samples),
-                             config.min_error_samples, config.force)
+        reason = skip_reason(evaluation_log.window, evaluation_log.summary, evaluation_log.schema,
+                             len(error_samples), config.min_error_samples, config.force)
         if reason:
             record_skip(context, store, reason)
             return
-        window, names, summary = evaluation_log.window, evaluation_log.feature_names, evaluation_log.summary
+        window, schema, summary = evaluation_log.window, evaluation_log.schema, evaluation_log.summary
         champion, training = evaluation_log.champion, retraining_config(context)
         model = champion_model(champion, artifacts)
         plan = plan_training(champion, model, error_samples["actual_label"], from_scratch=config.from_scratch,
                              named_learner=training.learner, default_learner=settings.LEARNER,
                              growth=training.update_growth)
-        holdout_query = period_query(window.holdout, names, limit=config.max_holdout_rows,
+        holdout_query = period_query(window.holdout, schema, limit=config.max_holdout_rows,
                                      sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows))
-        window_query = period_query(window.train, names, limit=config.max_training_rows,
+        window_query = period_query(window.train, schema, limit=config.max_training_rows,
                                     sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
         if plan.update:
             wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
             replay, holdout = store.load_many(
-                period_query(window.train, names, limit=wanted, is_correct=True,
+                period_query(window.train, schema, limit=wanted, is_correct=True,
                              sample_fraction=sample_fraction(wanted, summary.train_correct)), holdout_query)
             dataset = finetune_frame(error_samples, replay, holdout)
             plan = confirm_plan(plan, champion, model, dataset.loc[dataset["split"] == "train", "label"],
@@ -315,8 +336,8 @@ def retrained_model(
 ) -> dg.Output[Challenger]:
     run_id = context.run.run_id
     with run_record(context, store) as row_id:
-        names = feature_columns(finetune_dataset)
-        X, labels, _, _ = split(finetune_dataset, names)
+        schema = evaluation_log.schema
+        X, labels, _, _ = split(finetune_dataset, schema)
         baseline = evaluation_log.champion
         model = champion_model(baseline, artifacts)
         plan = plan_of_dataset(not is_from_scratch(finetune_dataset), baseline, named_learner=config.learner,
@@ -325,16 +346,16 @@ def retrained_model(
         if set_aside:
             context.log.warning(f"{set_aside} training rows set aside: their label is not a "
                                 f"{label_kind(model)}, the type of the champion's classes")
-        challenger, epochs = train_challenger(plan, baseline, model, X, labels, names, epochs=config.epochs,
+        challenger, epochs = train_challenger(plan, baseline, model, X, labels, schema, epochs=config.epochs,
                                               learning_rate=config.learning_rate, growth=config.update_growth,
                                               seed=config.seed)
         version = version_name(datetime.now(timezone.utc), run_id)
         stored = artifacts.write_value(f"models/{version}", challenger)
         registered = challenger_record(challenger, plan, baseline, version=version, artifact_path=stored.path,
-                                       sha256=stored.sha256, feature_names=names, training_run_id=row_id)
+                                       sha256=stored.sha256, schema=schema, training_run_id=row_id)
         log = artifacts.write(f"logs/{run_id}.log", training_log(
             {"version": version, "parent_version": registered.parent_version, "mode": plan.mode,
-             "fine_tuned": plan.update, "model": type(challenger).__name__, "learner": plan.learner,
+             "fine_tuned": plan.update, "model": type(final_estimator(challenger)).__name__, "learner": plan.learner,
              "train_rows": len(labels) - set_aside, "labels_not_of_class_type": set_aside,
              "epochs": config.epochs, "learning_rate": config.learning_rate,
              "update_growth": config.update_growth, "base_size": registered.base_size, "seed": config.seed,
@@ -346,7 +367,7 @@ def retrained_model(
         metadata={
             "version": version,
             "mode": plan.mode,
-            "model": type(challenger).__name__,
+            "model": type(final_estimator(challenger)).__name__,
             "fine_tuned": plan.update,
             "parent_version": registered.parent_version or "",
             "train_rows": len(labels) - set_aside,
@@ -373,10 +394,11 @@ def run_metrics(
 ) -> dg.MaterializeResult:
     baseline, version = retrained_model.baseline, retrained_model.model.version
     with run_record(context, store):
-        names = feature_columns(finetune_dataset)
-        _, _, _, holdout = split(finetune_dataset, names)
+        schema = retrained_model.model.schema
+        _, _, _, holdout = split(finetune_dataset, schema)
         model = artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
-        verdict = judge_challenger(model, champion_model(baseline, artifacts), holdout, names,
+        verdict = judge_challenger(model, schema, champion_model(baseline, artifacts),
+                                   baseline.schema if baseline else None, holdout,
                                    significance_level=config.significance_level,
                                    non_inferiority_margin=config.non_inferiority_margin)
         decision, challenger, champion = verdict.decision, verdict.challenger, verdict.champion

@@ -1,0 +1,206 @@
+"""Feature schemas: each feature's name and kind, how a logged value is judged against it, and the
+frame a model is given.
+
+A feature is `numeric` (JSON numbers), `categorical` (JSON strings) or `boolean` (JSON booleans). A
+row is judged only on its model's features: other keys are ignored; a null, or an absent key, is a
+missing value, which reaches the model only where it accepts missing values. The database judges
+the same way (`judge_feature_types` in 20261202000000_feature_types.sql), once per set of (key,
+JSON type) pairs rather than per row; `judge_types` here is its mirror, and a test holds them equal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KINDS = ("numeric", "categorical", "boolean")
+KIND_OF_JSON_TYPE = {"number": "numeric", "string": "categorical", "boolean": "boolean"}
+JSON_TYPE_OF_KIND = {kind: json_type for json_type, kind in KIND_OF_JSON_TYPE.items()}
+# A number no float8 holds: stored as JSON, but judged not numeric.
+HUGE = 1e300
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str | None = None  # None: not known yet, inferred from the log on first training
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """A model's features in its input order, and whether it accepts missing values (None: not known yet)."""
+
+    features: tuple[Feature, ...]
+    accepts_missing: bool | None = None
+
+    @classmethod
+    def of(cls, kinds: Mapping[str, str | None], accepts_missing: bool | None = None) -> FeatureSchema:
+        """A schema from {name: kind}, in the mapping's order."""
+        return cls(tuple(Feature(name, kind) for name, kind in kinds.items()), accepts_missing)
+
+    @classmethod
+    def numeric(cls, names: Sequence[str], accepts_missing: bool | None = False) -> FeatureSchema:
+        """Every feature numeric: what every model registered before feature kinds were recorded took."""
+        return cls.of(dict.fromkeys(names, "numeric"), accepts_missing)
+
+    @classmethod
+    def from_json(cls, value: Any, accepts_missing: bool | None = None) -> FeatureSchema:
+        """From the `model_versions.feature_schema` jsonb: [{"name": ..., "kind": ...}, ...]."""
+        features = tuple(Feature(str(f["name"]), f.get("kind") if f.get("kind") in KINDS else None)
+                         for f in value or ())
+        return cls(features, accepts_missing)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"name": f.name, "kind": f.kind} for f in self.features]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def kinds(self) -> dict[str, str | None]:
+        return {f.name: f.kind for f in self.features}
+
+    @property
+    def complete(self) -> bool:
+        return all(f.kind for f in self.features) and self.accepts_missing is not None
+
+    def names_of(self, kind: str) -> list[str]:
+        return [f.name for f in self.features if f.kind == kind]
+
+    def with_missing(self, accepts_missing: bool | None) -> FeatureSchema:
+        return replace(self, accepts_missing=accepts_missing)
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name} ({f.kind or 'kind unknown'})" for f in self.features)
+
+
+def json_type(value: Any) -> str:
+    """A value's JSON type as judging sees it (`evaluation_json_type` in SQL); 'huge' for a number no
+    float8 holds. A non-finite float is 'null': the store writes it as a JSON null."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return "null"
+        return "number" if abs(value) < HUGE else "huge"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return "unknown"
+
+
+def feature_types(features: Mapping[str, Any]) -> dict[str, str]:
+    """{key: JSON type} of a feature object (`evaluation_feature_types` in SQL)."""
+    return {str(key): json_type(value) for key, value in features.items()}
+
+
+def judge_types(types: Mapping[str, str], schema: FeatureSchema) -> tuple[str, str] | None:
+    """Why a row whose features have these {key: JSON type} cannot be fed to the model, as (reason,
+    feature), the first failing feature in schema order; None when it can."""
+    for feature in schema.features:
+        found = types.get(feature.name)
+        if found is None or (found == "null" and not schema.accepts_missing):
+            return "feature_missing", feature.name
+        if found != "null" and feature.kind and found != JSON_TYPE_OF_KIND[feature.kind]:
+            return f"feature_not_{feature.kind}", feature.name
+    return None
+
+
+def rejection_label(reason: str, feature: str | None) -> str:
+    """How a reason reads in a message: `feature_not_numeric on 'country'`."""
+    return f"{reason} on {feature!r}" if feature else reason
+
+
+# Inferring a schema from the log.
+@dataclass(frozen=True)
+class TypeSetCount:
+    """How many usable rows of a window have features of exactly these {key: JSON type}."""
+
+    types: Mapping[str, str]
+    rows: int
+
+
+def common_names(type_sets: Iterable[TypeSetCount]) -> tuple[str, ...]:
+    """The feature keys most rows have (ties go to the larger set); () if none."""
+    counts: Counter = Counter()
+    for type_set in type_sets:
+        keys = tuple(sorted(k for k, t in type_set.types.items() if t in KIND_OF_JSON_TYPE or t == "huge"))
+        if keys:
+            counts[keys] += type_set.rows
+    if not counts:
+        return ()
+    names, _ = max(counts.items(), key=lambda item: (item[1], len(item[0]), item[0]))
+    return names
+
+
+def logged_kinds(type_sets: Iterable[TypeSetCount], names: Sequence[str]) -> dict[str, str | None]:
+    """Each feature's kind as the log shows it: the JSON type most of its non-null values have."""
+    seen: dict[str, Counter] = {name: Counter() for name in names}
+    for type_set in type_sets:
+        for name in names:
+            found = type_set.types.get(name)
+            kind = KIND_OF_JSON_TYPE.get("number" if found == "huge" else found)
+            if kind:
+                seen[name][kind] += type_set.rows
+    return {name: (max(c.items(), key=lambda i: (i[1], i[0]))[0] if c else None) for name, c in seen.items()}
+
+
+def complete_kinds(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> FeatureSchema:
+    """`schema` with each unknown kind taken from the log (numeric where the log has no value either)."""
+    unknown = [f.name for f in schema.features if not f.kind]
+    if not unknown:
+        return schema
+    logged = logged_kinds(type_sets, unknown)
+    return replace(schema, features=tuple(
+        f if f.kind else Feature(f.name, logged[f.name] or "numeric") for f in schema.features))
+
+
+def infer_schema(type_sets: Sequence[TypeSetCount], accepts_missing: bool | None) -> FeatureSchema:
+    """The schema of a model trained from scratch on the log: the key set most rows have, each
+    feature of the kind most of its values are."""
+    names = common_names(type_sets)
+    return FeatureSchema.of(logged_kinds(type_sets, names), accepts_missing)
+
+
+# The frame a model is given.
+def typed_column(values: Any, kind: str | None) -> pd.Series:
+    """A feature's values in the dtype models get (the README's serving contract): numeric float64
+    with NaN; categorical `object` holding str or None; boolean `bool`, or `object` with None where
+    some are missing."""
+    column = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    column = column.reset_index(drop=True)
+    if kind in ("categorical", "boolean"):
+        present = column.notna().to_numpy()
+        if present.all():
+            return column.astype(bool) if kind == "boolean" else column.astype(str).astype(object)
+        values = column.to_numpy(dtype=object, na_value=None)
+        cast = bool if kind == "boolean" else str
+        return pd.Series([cast(v) if keep else None for v, keep in zip(values, present)], dtype=object)
+    if column.dtype == object:
+        column = pd.to_numeric(column.where(column.notna(), np.nan), errors="coerce")
+    return column.astype("float64")
+
+
+def feature_frame(records: Sequence[Mapping[str, Any]], schema: FeatureSchema) -> pd.DataFrame:
+    """Feature objects (as logged) as the frame the model takes, one column per feature of `schema`."""
+    return pd.DataFrame({f.name: typed_column([r.get(f.name) for r in records], f.kind)
+                         for f in schema.features}, index=range(len(records)))
+
+
+def as_model_frame(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """`frame`'s feature columns in the dtypes of `typed_column` (after a Parquet round trip, say)."""
+    typed = pd.DataFrame({f.name: typed_column(frame[f.name], f.kind) for f in schema.features})
+    typed.index = frame.index
+    return typed
