@@ -322,10 +322,12 @@ def register(args: argparse.Namespace) -> int:
     from .registration import RegistrationError, register_model
 
     names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
+    text = [n.strip() for n in args.categorical.split(",") if n.strip()] if args.categorical else None
     with environment_resources("store", "artifacts") as (store, artifacts):
         try:
             done = register_model(store, artifacts, args.model_file, version=args.version, champion=args.champion,
-                                  reason=args.reason, feature_names=names, reference_accuracy=args.reference_accuracy)
+                                  reason=args.reason, feature_names=names, reference_accuracy=args.reference_accuracy,
+                                  categorical=text)
         except FileNotFoundError:
             print(f"refused: no file {args.model_file}", file=sys.stderr)
             return 2
@@ -341,7 +343,7 @@ def register(args: argparse.Namespace) -> int:
     reference = "none" if v.reference_accuracy is None else f"{v.reference_accuracy:.3f}"
     if args.reference_accuracy is None and done.logged_rows:
         reference += f" on {done.logged_rows:,} logged rows"
-    print(f"registered {v.version}: sha256 {v.sha256}, {len(v.feature_names)} features ({', '.join(v.feature_names)}), "
+    print(f"registered {v.version}: sha256 {v.sha256}, {len(v.feature_names)} features ({v.schema.describe()}), "
           f"classes {list(v.classes)} ({v.class_type}), reference accuracy {reference}")
     print(f"champion: {v.version}" if done.champion else "not promoted (add --champion to make it the champion)")
     return 0
@@ -380,6 +382,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--champion", action="store_true", help="make it the champion (compare-and-swap)")
     p.add_argument("--reason", help="recorded as the promotion reason")
     p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
+    p.add_argument("--categorical", help="a,b: features the model takes as text, where its own encoders do not "
+                                         "say so (a OneHotEncoder, OrdinalEncoder or categorical HGB does)")
     p.add_argument("--reference-accuracy", type=float,
                    help="its accuracy on unseen data (default: measured on its logged rows)")
     return root

@@ -88,10 +88,22 @@ def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> An
     registered feature order for a model fitted without feature names."""
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
-        return X[[str(n) for n in names]]
+        return with_declared_dtypes(model, X[[str(n) for n in names]])
     columns = X[list(feature_names)]
     numeric = all(pd.api.types.is_numeric_dtype(columns[c]) for c in columns.columns)
     return columns.to_numpy(dtype=float) if numeric else columns.to_numpy(dtype=object)
+
+
+def with_declared_dtypes(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """`X` as `model` reads it: a HistGradientBoostingClassifier taking raw columns with
+    `categorical_features="from_dtype"` needs its text columns as pandas `category` to fit on them."""
+    first = _estimators(model)[0]
+    if not (isinstance(first, HistGradientBoostingClassifier)
+            and isinstance(first.get_params()["categorical_features"], str)
+            and first.get_params()["categorical_features"] == "from_dtype"):
+        return X
+    text = [c for c in X.columns if X[c].dtype == object and X[c].map(lambda v: v is None or isinstance(v, str)).all()]
+    return X.astype({c: "category" for c in text}) if text else X
 
 
 def declared_categorical(model: Any) -> set[str]:
@@ -288,4 +300,4 @@ def refit(template: Any, X: pd.DataFrame, labels: Sequence[Any], feature_names: 
     y = typed_labels(labels, kind) if kind else np.asarray(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("a refit needs at least two classes in the training sample")
-    return clone(plain(template)).fit(X[list(feature_names)], y)
+    return clone(plain(template)).fit(with_declared_dtypes(template, X[list(feature_names)]), y)

@@ -57,11 +57,13 @@ def load_model_file(path: str | Path) -> tuple[bytes, Any]:
 def register_model(
     store: Store, artifacts: ArtifactStorage, model_file: str | Path, *, version: str | None = None,
     champion: bool = False, reason: str | None = None, feature_names: list[str] | None = None,
-    reference_accuracy: float | None = None,
+    reference_accuracy: float | None = None, categorical: list[str] | None = None,
 ) -> Registration:
     """Register the fitted classifier in `model_file` (joblib), and with `champion` promote it.
 
-    Records its sha256, feature names (its own `feature_names_in_`, or `feature_names`), classes
+    Records its sha256, feature names (its own `feature_names_in_`, or `feature_names`), their kinds
+    (categorical where the model's encoders say so or `categorical` names them; the others are numeric
+    or boolean as the log shows, on the first run), whether it takes missing values, classes
     (as text, and their type) and a reference accuracy: `reference_accuracy`, else its accuracy on
     the logged rows carrying `version` (the decay trigger compares live accuracy with it).
     Promotion is the registry's compare-and-swap: it fails if the champion changes meanwhile.
@@ -70,19 +72,21 @@ def register_model(
     version = version or f"{Path(model_file).stem}-{sha256_hex(data)[:8]}"
     return register_loaded(store, artifacts, data, model, version=version, champion=champion,
                            reason=reason or f"registered from {Path(model_file).name}",
-                           feature_names=feature_names, reference_accuracy=reference_accuracy)
+                           feature_names=feature_names, reference_accuracy=reference_accuracy,
+                           categorical=categorical)
 
 
 def register_loaded(
     store: Store, artifacts: ArtifactStorage, data: bytes, model: Any, *, version: str, champion: bool = False,
     reason: str = "registered", feature_names: list[str] | None = None, reference_accuracy: float | None = None,
+    categorical: list[str] | None = None,
 ) -> Registration:
     """`register_model` for a model already in memory, with the bytes it was read from."""
     if not _VERSION.match(version):
         raise RegistrationError(f"version {version!r} must be 1-128 letters, digits, '.', '_' or '-'")
     if reference_accuracy is not None and not 0 <= reference_accuracy <= 1:
         raise RegistrationError(f"reference accuracy {reference_accuracy} is not between 0 and 1")
-    description = describe_model(model, feature_names)
+    description = describe_model(model, feature_names, categorical)
     if (flat := plain(model)) is not model:  # an earlier version's champion: store it without this package's class
         data, _, _ = encode(flat)
     # The file's name carries its sha256: no registration can overwrite another model's file, and a

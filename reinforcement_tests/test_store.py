@@ -1,24 +1,78 @@
 """The PostgreSQL store against a real (embedded) PostgreSQL."""
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import psycopg
 import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
-from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window
+from reinforcement_assets.backends.store import (
+    ModelVersion,
+    RowQuery,
+    StoreError,
+    Window,
+    WindowSummary,
+    evaluation_frame,
+)
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.core.rows import reject_reason
+from reinforcement_assets.core.features import FeatureSchema, feature_types, judge_types
+from reinforcement_assets.core.rows import reject_reason, row_reject_reason
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
 NAMES = ("x0", "x1")
+SCHEMA = FeatureSchema.numeric(NAMES)
+MIXED = FeatureSchema.of({"x": "numeric", "country": "categorical", "flag": "boolean"}, accepts_missing=True)
+ALL_REASONS = {"label_missing", "confidence_missing", "confidence_out_of_range", "features_empty",
+               "features_json_text", "features_not_object", "feature_missing", "feature_not_numeric",
+               "feature_not_categorical", "feature_not_boolean"}
+
+# Rows of features of every JSON type, newest first an hour apart, and their verdict against MIXED.
+MIXED_ROWS = [
+    ("us", {"x": 1.5, "country": "US", "flag": True}, None),
+    ("empty-country", {"x": 2, "country": "", "flag": False}, None),
+    ("null-country", {"x": 3.25, "country": None, "flag": True, "note": "extra"}, None),
+    ("null-x-and-flag", {"x": None, "country": "FR", "flag": None}, None),
+    ("extra-keys", {"x": -4, "country": "DE", "flag": False, "tags": ["a", 1], "meta": {"k": 1}, "n": None,
+                    "big": 1e305}, None),
+    ("json-text", '{"x": 5, "country": "GB", "flag": true, "extra": [1]}', None),  # parsed by the store
+    ("absent-country", {"x": 1, "flag": True}, ("feature_missing", "country")),
+    ("country-number", {"x": 1, "country": 3, "flag": True}, ("feature_not_categorical", "country")),
+    ("country-boolean", {"x": 1, "country": False, "flag": True}, ("feature_not_categorical", "country")),
+    ("country-array", {"x": 1, "country": ["US"], "flag": True}, ("feature_not_categorical", "country")),
+    ("flag-text", {"x": 1, "country": "US", "flag": "true"}, ("feature_not_boolean", "flag")),
+    ("flag-number", {"x": 1, "country": "US", "flag": 1}, ("feature_not_boolean", "flag")),
+    ("x-text", {"x": "1.5", "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-boolean", {"x": True, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-huge", {"x": 1e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-huge-negative", {"x": -1e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-huge-int", {"x": 10 ** 301, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-array", {"x": [1.0], "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-object", {"x": {"value": 1.0}, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("first-in-schema-order", {"flag": "no", "country": 3, "x": "s"}, ("feature_not_numeric", "x")),
+    ("text-not-json", "x=1", ("features_not_object", None)),
+    ("text-array", "[1, 2]", ("features_not_object", None)),
+    ("array", [1, 2], ("features_not_object", None)),
+    ("empty", {}, ("features_empty", None)),
+]
+WRONG = {"empty-country", "extra-keys", "x-text"}  # predicted "b" where the outcome was "a"
 
 
 def row(pid, evaluated_at, predicted="a", actual="a", confidence=0.9, features=None):
     return {"prediction_id": pid, "model_version": "v0", "features": features or {"x0": 1.0, "x1": 2.0},
             "predicted_label": predicted, "actual_label": actual, "confidence": confidence,
             "predicted_at": evaluated_at - timedelta(minutes=5) if evaluated_at else END, "evaluated_at": evaluated_at}
+
+
+def mixed_log() -> pd.DataFrame:
+    """MIXED_ROWS as a prediction log (features as logged: dicts, lists, JSON text, other text)."""
+    log = pd.DataFrame([row(pid, END - timedelta(hours=k + 1), predicted="b" if pid in WRONG else "a")
+                        for k, (pid, _, _) in enumerate(MIXED_ROWS)])
+    log["features"] = pd.Series([features for _, features, _ in MIXED_ROWS], dtype=object)
+    return log
 
 
 def test_migrations_are_recorded_and_idempotent(database_url):
@@ -50,11 +104,63 @@ def test_window_summary_counts_in_sql_and_sets_bad_rows_aside(store):
         row("not-numeric", END - timedelta(days=3), features={"x0": "n/a", "x1": 1}),
     ])
     store.insert_evaluations(log)
-    summary = store.summarize_window(window, NAMES)
+    summary = store.summarize_window(window, SCHEMA)
     assert (summary.rows, summary.correct, summary.train_rows, summary.train_correct, summary.holdout_rows) == (
         3, 2, 2, 1, 1)
     assert summary.accuracy == pytest.approx(2 / 3)
     assert summary.rejected == {"confidence_out_of_range": 1, "feature_missing": 1, "feature_not_numeric": 1}
+    assert summary.rejected_on == {"feature_missing": {"x1": 1}, "feature_not_numeric": {"x0": 1}}
+
+
+# Rows a client of the table could write with SQL, which the store's insert never writes: features as
+# a jsonb string (holding an object or not), a jsonb scalar, and numbers at the edge of 'huge'.
+SQL_ROWS = """
+insert into prediction_evaluations (prediction_id, features, predicted_label, actual_label, confidence, evaluated_at)
+select v.pid, v.features, v.predicted, 'a', v.confidence, %s - interval '90 minutes' from (values
+  ('sql-json-text', to_jsonb('{"x": 1, "country": "US", "flag": true}'::text), 'a', 0.9::float8),
+  ('sql-json-text-spaces', to_jsonb(' {"x0": 1, "x1": 2} '::text), 'a', 0.9),
+  ('sql-json-text-empty', to_jsonb('{}'::text), 'a', 0.9),
+  ('sql-text-array', to_jsonb('[1, 2]'::text), 'a', 0.9),
+  ('sql-text-broken', to_jsonb('{"x": '::text), 'a', 0.9),
+  ('sql-number', '3'::jsonb, 'a', 0.9),
+  ('sql-json-null', 'null'::jsonb, 'a', 0.9),
+  ('sql-huge-exactly', '{"x": 1e300, "country": "US", "flag": true, "x0": 1e300, "x1": 1}'::jsonb, 'a', 0.9),
+  ('sql-below-huge', '{"x": 9.99e299, "country": "US", "flag": true, "x0": -9.99e299, "x1": 1}'::jsonb, 'a', 0.9),
+  ('sql-duplicate-key', '{"x": "text", "x": 2, "country": "", "flag": false}'::jsonb, 'a', 0.9),
+  ('sql-nan-confidence', '{"x": 1, "country": "US", "flag": true}'::jsonb, 'a', 'NaN'::float8),
+  ('sql-blank-label', '{"x": 1, "country": "US", "flag": true}'::jsonb, '  ', 0.9)
+) as v(pid, features, predicted, confidence)
+"""
+
+STORED = """
+select e.prediction_id, e.features, e.predicted_label, e.actual_label, e.confidence, e.evaluated_at,
+       e.reject_reason, public.evaluation_feature_types(e.features) as row_types, s.feature_types
+  from prediction_evaluations e left join prediction_feature_type_sets s using (feature_types_hash)
+"""
+
+SQL_VERDICTS = """
+select e.prediction_id, coalesce(e.reject_reason, j.reason), j.feature
+  from prediction_evaluations e
+  left join prediction_feature_type_sets s using (feature_types_hash)
+  left join lateral public.judge_feature_types(s.feature_types, %s, %s) j on e.reject_reason is null
+"""
+
+
+def expected_summary(records, schema: FeatureSchema, window: Window) -> WindowSummary:
+    """What `summarize_window` must say, from the Python verdicts of every row."""
+    inside = [r for r in records if r["actual_label"] is not None and r["evaluated_at"] is not None
+              and window.start <= r["evaluated_at"] < window.end]
+    verdicts = [(r, reject_reason(r, schema)) for r in inside]
+    usable = [r for r, verdict in verdicts if verdict is None]
+    train = [r for r in usable if r["evaluated_at"] < window.holdout_start]
+    rejected_on: dict[str, dict[str, int]] = {}
+    for (reason, feature), n in Counter(v for _, v in verdicts if v and v[1] is not None).items():
+        rejected_on.setdefault(reason, {})[feature] = n
+    correct = sum(r["predicted_label"] == r["actual_label"] for r in usable)
+    return WindowSummary(rows=len(usable), correct=correct, train_rows=len(train),
+                         train_correct=sum(r["predicted_label"] == r["actual_label"] for r in train),
+                         holdout_rows=len(usable) - len(train),
+                         rejected=dict(Counter(v[0] for _, v in verdicts if v)), rejected_on=rejected_on)
 
 
 def test_sql_and_python_agree_on_every_kind_of_bad_row(store):
@@ -64,17 +170,109 @@ def test_sql_and_python_agree_on_every_kind_of_bad_row(store):
     model = train_from_scratch(*scenario.train)
     log, kinds = log_traffic(model, *scenario.window, END - timedelta(days=7), END, model_version="v0",
                              bad_row_share=0.3, seed=5)
-    store.insert_evaluations(log)
+    logged = pd.concat([log, mixed_log()], ignore_index=True)
+    store.insert_evaluations(logged)
+    with store.connect("test") as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(SQL_ROWS, (END,))
+        stored = {r["prediction_id"]: r for r in cur.execute(STORED).fetchall()}
+        type_sets = {r["feature_types_hash"]: r["feature_types"]
+                     for r in cur.execute("select * from prediction_feature_type_sets").fetchall()}
+    assert len(stored) == len(logged) + SQL_ROWS.count("('sql-")
+
+    # Row by row, Python and SQL read the same stored values (psycopg decodes the jsonb) the same way.
+    assert {pid: row_reject_reason(r) for pid, r in stored.items()} == {
+        pid: r["reject_reason"] for pid, r in stored.items()}
+    objects = {pid: r for pid, r in stored.items() if isinstance(r["features"], dict)}
+    assert {pid: feature_types(r["features"]) for pid, r in objects.items()} == {
+        pid: r["row_types"] for pid, r in objects.items()} == {pid: r["feature_types"] for pid, r in objects.items()}
+    assert {"string", "number", "boolean", "null", "huge", "array", "object"} <= {
+        t for r in objects.values() for t in r["row_types"].values()}
+    # What the store was given is judged as what it stored (JSON text parsed, NaN as null, labels as text).
+    as_logged = {r["prediction_id"]: r for r in evaluation_frame(logged).to_dict("records")}
+    raw = {r["prediction_id"]: r for r in logged.to_dict("records")}
+    assert row_reject_reason(raw["json-text"]) == "features_json_text" and stored["json-text"]["reject_reason"] is None
+    assert stored["sql-json-text"]["reject_reason"] == "features_json_text"  # text the store did not parse
+
     names = tuple(scenario.window[0].columns)
-    with store.connect("test") as conn:
-        in_sql = dict(conn.execute(
-            "select prediction_id, coalesce(reject_reason, case when not features ?& %s then 'feature_missing' end)"
-            " from prediction_evaluations", (list(names),)).fetchall())
-    in_python = {r["prediction_id"]: reject_reason(r, names) for r in log.to_dict("records")}
-    assert in_sql == in_python
-    assert set(in_python.values()) - {None} == set(BAD_ROW_KINDS)
-    assert {pid: kind for pid, kind in zip(log["prediction_id"], kinds) if isinstance(kind, str)} == {
-        pid: reason for pid, reason in in_python.items() if reason}
+    schemas = [FeatureSchema.numeric(names), MIXED, MIXED.with_missing(False), FeatureSchema.numeric(("x",)),
+               FeatureSchema.of({"x0": "categorical", "x": "boolean", "flag": "boolean"}, accepts_missing=True),
+               FeatureSchema.of({"x": None, "country": None}, accepts_missing=False)]  # kinds not yet known
+    window = Window.ending_at(END, lookback_days=7, holdout_share=0.25)
+    reasons = set()
+    for schema in schemas:
+        in_python = {pid: reject_reason(r, schema) for pid, r in stored.items()}
+        with store.connect("test") as conn:
+            in_sql = {pid: (reason, feature) if reason else None for pid, reason, feature in conn.execute(
+                SQL_VERDICTS, (Jsonb(schema.as_json()), bool(schema.accepts_missing))).fetchall()}
+            by_type_set = {h: tuple(v) if v else None for h, v in ((h, conn.execute(
+                "select reason, feature from judge_feature_types(%s, %s, %s)",
+                (Jsonb(types), Jsonb(schema.as_json()), bool(schema.accepts_missing))).fetchone())
+                for h, types in type_sets.items())}
+        assert in_sql == in_python, schema
+        assert by_type_set == {h: judge_types(types, schema) for h, types in type_sets.items()}, schema
+        assert {pid: reject_reason(r, schema) for pid, r in as_logged.items()} == {
+            pid: in_python[pid] for pid in as_logged}, schema
+        # The window's counts per reason and feature, and which rows load.
+        assert store.summarize_window(window, schema) == expected_summary(stored.values(), schema, window), schema
+        usable = sorted(pid for pid, verdict in in_python.items() if verdict is None
+                        and window.start <= stored[pid]["evaluated_at"] < window.end)
+        query = RowQuery(start=window.start, end=window.end, schema=schema, limit=10_000)
+        assert store.count_rows(query) == len(usable), schema
+        if all(f.kind for f in schema.features):
+            assert sorted(store.load_rows(query)["prediction_id"]) == usable, schema
+        reasons |= {verdict[0] for verdict in in_python.values() if verdict}
+    assert reasons == ALL_REASONS
+
+    numeric = {r["prediction_id"]: reject_reason(stored[r["prediction_id"]], schemas[0])
+               for r in log.to_dict("records")}
+    assert {verdict[0] for verdict in numeric.values() if verdict} == set(BAD_ROW_KINDS)
+    assert dict(zip(log["prediction_id"], kinds)) == {pid: verdict and verdict[0] for pid, verdict in numeric.items()}
+    assert {pid: reject_reason(stored[pid], MIXED) for pid, _, _ in MIXED_ROWS} == {
+        pid: verdict for pid, _, verdict in MIXED_ROWS}
+
+
+def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_kinds_dtype(store):
+    assert store.insert_evaluations(mixed_log()) == len(MIXED_ROWS)
+    window = Window.ending_at(END, lookback_days=7, holdout_share=0.25)
+    summary = store.summarize_window(window, MIXED)
+    assert (summary.rows, summary.correct) == (6, 4)
+    assert summary.rejected == {"feature_missing": 1, "feature_not_categorical": 3, "feature_not_boolean": 2,
+                                "feature_not_numeric": 8, "features_not_object": 3, "features_empty": 1}
+    assert summary.rejected_on == {"feature_missing": {"country": 1}, "feature_not_categorical": {"country": 3},
+                                   "feature_not_boolean": {"flag": 2}, "feature_not_numeric": {"x": 8}}
+    # Where the model takes no missing values, a null is one; an empty string is a value.
+    strict = store.summarize_window(window, MIXED.with_missing(False))
+    assert (strict.rows, strict.rejected_on["feature_missing"]) == (4, {"country": 2, "x": 1})
+    assert strict.rejected["feature_missing"] == 3
+
+    rows = store.load_rows(RowQuery(start=END - timedelta(days=1), end=END, schema=MIXED, limit=100))
+    assert list(rows.columns) == ["id", "prediction_id", "evaluated_at", "predicted_label", "actual_label",
+                                  "confidence", "x", "country", "flag"]
+    assert rows["prediction_id"].tolist() == ["us", "empty-country", "null-country", "null-x-and-flag",
+                                              "extra-keys", "json-text"]
+    assert rows["x"].dtype == "float64" and rows["country"].dtype == object and rows["flag"].dtype == object
+    assert rows["x"].tolist()[:3] == [1.5, 2.0, 3.25] and pd.isna(rows["x"][3]) and rows["x"].tolist()[4:] == [
+        -4.0, 5.0]
+    assert rows["country"].tolist() == ["US", "", None, "FR", "DE", "GB"]
+    assert [type(v) for v in rows["country"]] == [str, str, type(None), str, str, str]
+    assert rows["flag"].tolist() == [True, False, True, None, False, True]
+    assert all(v is None or type(v) is bool for v in rows["flag"])
+    # Without a missing flag the column is plain bool; '' and None stay apart.
+    newest = store.load_rows(RowQuery(start=END - timedelta(hours=3, minutes=30), end=END, schema=MIXED, limit=100))
+    assert newest["flag"].dtype == bool and newest["flag"].tolist() == [True, False, True]
+    assert newest["country"].dtype == object and newest["country"].tolist() == ["US", "", None]
+    strict_query = RowQuery(start=END - timedelta(days=1), end=END, schema=MIXED.with_missing(False), limit=100)
+    strict_rows = store.load_rows(strict_query)
+    assert strict_rows["prediction_id"].tolist() == ["us", "empty-country", "extra-keys", "json-text"]
+    assert strict_rows["country"].tolist() == ["US", "", "DE", "GB"] and strict_rows["flag"].dtype == bool
+    assert store.count_rows(strict_query) == 4
+    # The type sets of the usable rows (the rows a schema is inferred from), most rows first.
+    type_sets = store.feature_type_sets(window.start, window.end)
+    assert sum(t.rows for t in type_sets) == summary.rows + sum(summary.rejected[r] for r in summary.rejected_on)
+    assert {"x": "number", "country": "string", "flag": "boolean"} in [dict(t.types) for t in type_sets]
+    assert {"x": "number", "country": "string", "flag": "boolean", "tags": "array", "meta": "object", "n": "null",
+            "big": "huge"} in [dict(t.types) for t in type_sets]
+    assert [t.rows for t in type_sets] == sorted((t.rows for t in type_sets), reverse=True)
 
 
 def test_load_rows_pushes_the_filters_down(store):
@@ -85,7 +283,7 @@ def test_load_rows_pushes_the_filters_down(store):
         row("old-error", END - timedelta(days=9), predicted="b", confidence=0.95),
     ])
     store.insert_evaluations(log)
-    query = RowQuery(END - timedelta(days=7), END, NAMES, limit=100, is_correct=False, min_confidence=0.7)
+    query = RowQuery(END - timedelta(days=7), END, SCHEMA, limit=100, is_correct=False, min_confidence=0.7)
     errors = store.load_rows(query)
     assert errors["prediction_id"].tolist() == ["confident-error"]
     assert list(errors.columns) == ["id", "prediction_id", "evaluated_at", "predicted_label", "actual_label",
@@ -96,7 +294,8 @@ def test_load_rows_pushes_the_filters_down(store):
     with store.connect("render") as conn:
         sent = statement.as_string(conn)
     for pushed_down in ("evaluated_at >= %(start)s", "evaluated_at < %(end)s", "is_correct is false",
-                        "confidence > %(min_confidence)s", "reject_reason is null", "limit 100"):
+                        "confidence > %(min_confidence)s", "reject_reason is null", "limit 100",
+                        "feature_types_hash in (select a.feature_types_hash from public.evaluation_accepted_type_sets("):
         assert pushed_down in sent
     assert "select *" not in sent.lower() and "(features ->> 'x0')::float8" in sent
 
@@ -104,7 +303,7 @@ def test_load_rows_pushes_the_filters_down(store):
 def test_samples_are_uniform_reproducible_and_capped(store):
     log = pd.DataFrame([row(f"p{i}", END - timedelta(minutes=i + 1)) for i in range(2_000)])
     store.insert_evaluations(log)
-    query = RowQuery(END - timedelta(days=7), END, NAMES, limit=300, sample_fraction=0.2)
+    query = RowQuery(END - timedelta(days=7), END, SCHEMA, limit=300, sample_fraction=0.2)
     first, again = store.load_rows(query), store.load_rows(query)
     assert len(first) == 300 and first["id"].tolist() == again["id"].tolist()
     assert 250 < store.count_rows(query) < 550  # about 20% of 2,000
@@ -115,13 +314,12 @@ def test_samples_are_uniform_reproducible_and_capped(store):
 def test_load_many_gives_what_each_load_gives(store):
     store.insert_evaluations(pd.DataFrame([row(f"p{i}", END - timedelta(minutes=i + 1), predicted="ab"[i % 2])
                                            for i in range(300)]))
-    errors = RowQuery(END - timedelta(days=1), END, NAMES, limit=100, is_correct=False)
-    sample = RowQuery(END - timedelta(days=1), END, NAMES, limit=50, sample_fraction=0.5)
+    errors = RowQuery(END - timedelta(days=1), END, SCHEMA, limit=100, is_correct=False)
+    sample = RowQuery(END - timedelta(days=1), END, SCHEMA, limit=50, sample_fraction=0.5)
     together = store.load_many(errors, sample)
     for frame, query in zip(together, (errors, sample), strict=True):
         pd.testing.assert_frame_equal(frame, store.load_rows(query))
     assert [len(f) for f in together] == [100, 50]
-
 
 def test_run_rows_go_running_then_terminal(store):
     run_id = store.start_run("dagster-1", "manual")
@@ -155,6 +353,21 @@ def test_the_database_keeps_exactly_one_champion(store):
         conn.execute("update model_versions set is_champion = true")
     with pytest.raises(StoreError, match="unknown model version"):
         store.promote("v9", "nope")
+
+
+def test_a_versions_feature_schema_is_recorded_once_known(store):
+    store.register_model_version(version("v1"))  # kinds not known yet
+    (registered,) = store.model_versions()
+    assert registered.schema == FeatureSchema.of(dict.fromkeys(NAMES)) and not registered.schema.complete
+    store.record_feature_schema("v1", MIXED)
+    (recorded,) = store.model_versions()
+    assert recorded.schema == MIXED and recorded.feature_names == NAMES
+    with store.connect("test") as conn:
+        assert conn.execute("select feature_schema, accepts_missing from model_versions").fetchone() == (
+            [{"name": "x", "kind": "numeric"}, {"name": "country", "kind": "categorical"},
+             {"name": "flag", "kind": "boolean"}], True)
+    store.record_feature_schema("v9", MIXED)  # no such version: nothing changes
+    assert store.model_versions() == [recorded]
 
 
 @pytest.mark.parametrize("url", ["postgres//app:s3cretpw@db.invalid:5432/x",

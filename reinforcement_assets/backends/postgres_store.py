@@ -246,8 +246,9 @@ class PostgresStore(Store):
                     buffer.write(chunk)
         buffer.seek(0)
         schema = query.schema
+        numeric = [f"f{i}" for i, f in enumerate(schema.features) if f.kind not in ("categorical", "boolean")]
         frame = pd.read_csv(
-            buffer, keep_default_na=False, na_values=[],
+            buffer, keep_default_na=False, na_values={name: [""] for name in numeric},  # a null number: empty
             dtype={"prediction_id": str, "predicted_label": str, "actual_label": str, "confidence": "float64",
                    **{f"f{i}": ("float64" if f.kind not in ("categorical", "boolean") else object)
                       for i, f in enumerate(schema.features)},

@@ -253,8 +253,11 @@ class ModelDescription:
     base_size: int | None
 
 
-def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> ModelDescription:
-    """Feature names, classes and size of a fitted classifier, or `NotAClassifier` saying what is wrong."""
+def describe_model(model: Any, feature_names: Sequence[str] | None = None,
+                   categorical: Sequence[str] | None = None) -> ModelDescription:
+    """Feature names and schema, classes and size of a fitted classifier, or `NotAClassifier` saying
+    what is wrong. Features are categorical where the model's encoders say so or `categorical` names
+    them; the other kinds are left to the log."""
     if not is_estimator_classifier(model):
         raise NotAClassifier(f"a {type(model).__module__}.{type(model).__name__} is not a scikit-learn classifier")
     try:
@@ -281,7 +284,10 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None) -> Mo
         check_feature_names(names)
     except FeatureSchemaError as exc:  # every run would refuse them: refuse them now
         raise NotAClassifier(f"{exc}: the loop cannot feed this model, register one fitted on other names") from None
-    categorical = declared_categorical(model)
-    schema = FeatureSchema(tuple(Feature(n, "categorical" if n in categorical else None) for n in names))
+    unknown = sorted(set(categorical or ()) - set(names))
+    if unknown:
+        raise NotAClassifier(f"categorical features {unknown} are not among the model's features {list(names)}")
+    text = declared_categorical(model) | set(categorical or ())
+    schema = FeatureSchema(tuple(Feature(n, "categorical" if n in text else None) for n in names))
     schema = schema.with_missing(accepts_missing(model, schema))
     return ModelDescription(names, schema, tuple(predictions_text(classes)), class_type(classes), model_size(model))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -216,10 +221,45 @@ def _as_utc_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
 
 
-def feature_dicts(X: pd.DataFrame) -> list[dict[str, float]]:
-    """One ``{column: float}`` dict per row of `X`."""
+def feature_dicts(X: pd.DataFrame) -> list[dict[str, Any]]:
+    """One feature object per row of `X`, as a service logs it: numbers, strings, booleans, and None
+    for a missing value (NaN included)."""
     names = [str(c) for c in X.columns]
-    return [dict(zip(names, row)) for row in X.to_numpy(dtype=float).tolist()]
+    if all(pd.api.types.is_float_dtype(X[c]) or pd.api.types.is_integer_dtype(X[c]) for c in X.columns) \
+            and not X.isna().any().any():
+        return [dict(zip(names, row)) for row in X.to_numpy(dtype=float).tolist()]
+    columns = [[None if _is_missing(v) else (v.item() if isinstance(v, np.generic) else v) for v in X[c].tolist()]
+               for c in X.columns]
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
+def with_mixed_kinds(X: pd.DataFrame, *, categorical: Sequence[str] = (), boolean: Sequence[str] = (),
+                     missing: Sequence[str] = (), n_categories: int = 12, missing_share: float = 0.05,
+                     seed: int = 0) -> pd.DataFrame:
+    """`X` (numeric) with some features turned into the kinds tabular logs have: `categorical` ones
+    binned into `n_categories` text values by quantile ("k0", "k1", ...), `boolean` ones as value > 0,
+    and a `missing_share` of the `missing` ones' values missing (NaN, or None in a text or flag column).
+    The label still depends on every feature, through its bins."""
+    rng = np.random.default_rng(seed)
+    out = X.copy()
+    for name in categorical:
+        edges = np.quantile(X[name], np.linspace(0, 1, n_categories + 1)[1:-1])
+        out[name] = pd.Series(np.char.add("k", np.searchsorted(edges, X[name]).astype(str)), index=X.index,
+                              dtype=object)
+    for name in boolean:
+        out[name] = (X[name] > 0).astype(bool)
+    for name in missing:
+        gone = rng.random(len(X)) < missing_share
+        if out[name].dtype == object or out[name].dtype == bool:
+            out[name] = out[name].astype(object)
+            out.loc[gone, name] = None
+        else:
+            out.loc[gone, name] = np.nan
+    return out
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def prediction_log(

@@ -78,7 +78,8 @@ class FeatureSchema:
         return replace(self, accepts_missing=accepts_missing)
 
     def describe(self) -> str:
-        return ", ".join(f"{f.name} ({f.kind or 'kind unknown'})" for f in self.features)
+        """`country (categorical), x`: each feature, with its kind where known."""
+        return ", ".join(f"{f.name} ({f.kind})" if f.kind else f.name for f in self.features)
 
 
 def json_type(value: Any) -> str:
@@ -133,10 +134,11 @@ class TypeSetCount:
 
 
 def common_names(type_sets: Iterable[TypeSetCount]) -> tuple[str, ...]:
-    """The feature keys most rows have (ties go to the larger set); () if none."""
+    """The feature keys most rows have, null or not (ties go to the larger set); () if none. Keys whose
+    values are objects or arrays are no features."""
     counts: Counter = Counter()
     for type_set in type_sets:
-        keys = tuple(sorted(k for k, t in type_set.types.items() if t in KIND_OF_JSON_TYPE or t == "huge"))
+        keys = tuple(sorted(k for k, t in type_set.types.items() if t in KIND_OF_JSON_TYPE or t in ("huge", "null")))
         if keys:
             counts[keys] += type_set.rows
     if not counts:
@@ -158,20 +160,23 @@ def logged_kinds(type_sets: Iterable[TypeSetCount], names: Sequence[str]) -> dic
 
 
 def complete_kinds(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> FeatureSchema:
-    """`schema` with each unknown kind taken from the log (numeric where the log has no value either)."""
+    """`schema` with each unknown kind taken from the log: boolean where most of its values are booleans,
+    else numeric. A feature the model did not declare categorical (see `model.declared_categorical`)
+    cannot take text, so logged strings are set aside as `feature_not_numeric`, never fed to it."""
     unknown = [f.name for f in schema.features if not f.kind]
     if not unknown:
         return schema
     logged = logged_kinds(type_sets, unknown)
     return replace(schema, features=tuple(
-        f if f.kind else Feature(f.name, logged[f.name] or "numeric") for f in schema.features))
+        f if f.kind else Feature(f.name, "boolean" if logged[f.name] == "boolean" else "numeric")
+        for f in schema.features))
 
 
 def infer_schema(type_sets: Sequence[TypeSetCount], accepts_missing: bool | None) -> FeatureSchema:
     """The schema of a model trained from scratch on the log: the key set most rows have, each
-    feature of the kind most of its values are."""
-    names = common_names(type_sets)
-    return FeatureSchema.of(logged_kinds(type_sets, names), accepts_missing)
+    feature of the kind most of its values are (a key only ever null is left out)."""
+    kinds = logged_kinds(type_sets, common_names(type_sets))
+    return FeatureSchema.of({name: kind for name, kind in kinds.items() if kind}, accepts_missing)
 
 
 # The frame a model is given.
