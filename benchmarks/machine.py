@@ -174,8 +174,8 @@ def embedded_server(data_dir: str | None = None) -> Iterator[tuple[str, Path]]:
 
 
 @contextmanager
-def scratch_database(server_url: str, name: str) -> Iterator[str]:
-    """The URL of a fresh, migrated database `name` on the server, dropped on exit."""
+def scratch_database(server_url: str, name: str, migrate: bool = True) -> Iterator[str]:
+    """The URL of a fresh database `name` on the server (migrated unless `migrate` is False), dropped on exit."""
     import psycopg
     from psycopg import conninfo
 
@@ -189,7 +189,8 @@ def scratch_database(server_url: str, name: str) -> Iterator[str]:
         conn.execute(f"create database {name}")
     url = conninfo.make_conninfo(server_url, dbname=name)
     try:
-        apply_migrations(url)
+        if migrate:
+            apply_migrations(url)
         yield url
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:

@@ -27,7 +27,15 @@ from reinforcement_tests.supabase_transport import ANON_KEY, URL, SupabaseEmulat
 from supabase import ClientOptions, create_client
 
 TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraining_runs", "model_versions",
-          "prediction_evaluation_counts", "prediction_feature_key_sets")
+          "prediction_evaluation_counts", "prediction_feature_type_sets")
+# The functions the backends call (with arguments any caller could send), for the roles that may not.
+RPC_CALLS = (
+    "select * from summarize_evaluation_window(now() - interval '1 day', now(), now(), '[]', false)",
+    "select * from evaluation_feature_type_sets(now() - interval '1 day', now(), 10)",
+    "select * from evaluation_accepted_type_sets(now() - interval '1 day', now(), '[]', false)",
+    "select * from judge_feature_types('{}', '[{\"name\": \"x\", \"kind\": \"numeric\"}]', false)",
+    "select record_feature_schema('v1', '[]', false)",
+)
 SHA = "0" * 64
 _numbers = itertools.count()
 
@@ -134,6 +142,11 @@ def test_service_role_does_everything(database_url, seeded):
     with acting_as(database_url, "service_role") as conn:
         for table in TABLES:
             assert conn.execute(f"select count(*) from {table}").fetchone()[0] >= 1
+        for call in RPC_CALLS:  # the backend's functions, as it calls them
+            conn.execute(call).fetchall()
+        assert conn.execute("select feature_types from prediction_feature_type_sets").fetchall() == [({"x": "number"},)]
+        assert conn.execute(RPC_CALLS[1]).fetchall() == []  # its one row has no confidence: not usable
+        assert conn.execute(RPC_CALLS[3]).fetchall() == [("feature_missing", "x")]
         conn.execute("insert into model_versions (version, artifact_path, sha256) values ('v2', 'm/v2', %s)", (SHA,))
         assert conn.execute("select is_champion from promote_model_version('v2', 'test')").fetchone()[0] is True
         conn.execute("update model_retraining_requests set status = 'cancelled' where id = %s", (requests[alice],))
@@ -175,11 +188,13 @@ def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_ur
     denied = [
         "select * from prediction_evaluations",
         "select * from prediction_evaluation_counts",
+        "select * from prediction_feature_type_sets",
         "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
         "insert into model_retraining_runs (source) values ('manual')",
         "update model_retraining_runs set status = 'failed'",
         "update model_versions set is_champion = true",
         "delete from model_versions",
+        *RPC_CALLS,
     ]
     for statement in denied:
         with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", alice) as conn:
@@ -191,6 +206,7 @@ def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_ur
     "insert into model_retraining_requests (reason) values ('anonymous')",
     "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
     "select * from promote_model_version('v1', 'anon')",
+    *RPC_CALLS,
 ])
 def test_anon_gets_nothing(database_url, seeded, statement):
     with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "anon") as conn:
@@ -206,12 +222,19 @@ def test_only_service_role_may_execute_the_functions(database_url):
             " from pg_proc p where p.pronamespace = 'public'::regnamespace").fetchall()
     names = {name.split("(")[0] for name, *_ in privileges}
     assert {"promote_model_version", "claim_retraining_requests", "summarize_evaluation_window",
-            "update_retraining_run"} <= names
+            "update_retraining_run", "evaluation_feature_type_sets", "evaluation_accepted_type_sets",
+            "judge_feature_types", "record_feature_schema", "evaluation_row_reject_reason",
+            "evaluation_feature_types_hash"} <= names
+    # What the feature types replaced is gone: no old signature is left to call.
+    assert not names & {"evaluation_feature_key_sets", "evaluation_reject_reason", "evaluation_feature_keys_hash"}
+    assert [name for name, *_ in privileges if name.startswith("summarize_evaluation_window(")] == [
+        "summarize_evaluation_window(timestamp with time zone,timestamp with time zone,timestamp with time zone,"
+        "jsonb,boolean)"]
     assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == []
     # Everything but the owner's maintenance function, which locks the log for a full recount.
     assert [name for name, *_, service in privileges if not service] == ["rebuild_evaluation_counts()"]
     for call in ("select * from claim_retraining_requests(1, 'me')", "select * from promote_model_version('v', 'r')",
-                 "select * from summarize_evaluation_window(now(), now(), now(), '{}')"):
+                 *RPC_CALLS):
         with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", uuid.uuid4()) \
                 as conn:
             conn.execute(call)
@@ -280,7 +303,12 @@ def test_over_http_a_signed_in_user_queues_a_request_and_reads_no_predictions(da
         assert queued["status"] == "pending" and queued["requested_by"] == str(user)
         for refused in (lambda: requests.insert({"requested_by": str(uuid.uuid4()), "reason": "as someone else"}),
                         lambda: client.table("prediction_evaluations").select("*"),
-                        lambda: client.rpc("promote_model_version", {"p_version": "v1", "p_reason": "mine"})):
+                        lambda: client.table("prediction_feature_type_sets").select("*"),
+                        lambda: client.rpc("promote_model_version", {"p_version": "v1", "p_reason": "mine"}),
+                        lambda: client.rpc("evaluation_feature_type_sets", {"p_start": "2026-11-19T00:00:00+00:00",
+                                                                            "p_end": "2026-11-20T00:00:00+00:00"}),
+                        lambda: client.rpc("record_feature_schema", {"p_version": "v1", "p_feature_schema": [],
+                                                                     "p_accepts_missing": False})):
             with pytest.raises(APIError) as raised:
                 refused().execute()
             assert raised.value.code == "42501"

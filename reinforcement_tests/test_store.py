@@ -19,7 +19,7 @@ from reinforcement_assets.backends.store import (
     evaluation_frame,
 )
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
-from reinforcement_assets.core.features import FeatureSchema, feature_types, judge_types
+from reinforcement_assets.core.features import FeatureSchema, feature_types, json_type, judge_types
 from reinforcement_assets.core.rows import reject_reason, row_reject_reason
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
@@ -47,8 +47,8 @@ MIXED_ROWS = [
     ("flag-number", {"x": 1, "country": "US", "flag": 1}, ("feature_not_boolean", "flag")),
     ("x-text", {"x": "1.5", "country": "US", "flag": True}, ("feature_not_numeric", "x")),
     ("x-boolean", {"x": True, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
-    ("x-huge", {"x": 1e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
-    ("x-huge-negative", {"x": -1e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-huge", {"x": 1.5e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
+    ("x-huge-negative", {"x": -2e300, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
     ("x-huge-int", {"x": 10 ** 301, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
     ("x-array", {"x": [1.0], "country": "US", "flag": True}, ("feature_not_numeric", "x")),
     ("x-object", {"x": {"value": 1.0}, "country": "US", "flag": True}, ("feature_not_numeric", "x")),
@@ -124,7 +124,7 @@ select v.pid, v.features, v.predicted, 'a', v.confidence, %s - interval '90 minu
   ('sql-text-broken', to_jsonb('{"x": '::text), 'a', 0.9),
   ('sql-number', '3'::jsonb, 'a', 0.9),
   ('sql-json-null', 'null'::jsonb, 'a', 0.9),
-  ('sql-huge-exactly', '{"x": 1e300, "country": "US", "flag": true, "x0": 1e300, "x1": 1}'::jsonb, 'a', 0.9),
+  ('sql-huge', '{"x": 1e301, "country": "US", "flag": true, "x0": -1e301, "x1": 1}'::jsonb, 'a', 0.9),
   ('sql-below-huge', '{"x": 9.99e299, "country": "US", "flag": true, "x0": -9.99e299, "x1": 1}'::jsonb, 'a', 0.9),
   ('sql-duplicate-key', '{"x": "text", "x": 2, "country": "", "flag": false}'::jsonb, 'a', 0.9),
   ('sql-nan-confidence', '{"x": 1, "country": "US", "flag": true}'::jsonb, 'a', 'NaN'::float8),
@@ -226,9 +226,29 @@ def test_sql_and_python_agree_on_every_kind_of_bad_row(store):
     numeric = {r["prediction_id"]: reject_reason(stored[r["prediction_id"]], schemas[0])
                for r in log.to_dict("records")}
     assert {verdict[0] for verdict in numeric.values() if verdict} == set(BAD_ROW_KINDS)
-    assert dict(zip(log["prediction_id"], kinds)) == {pid: verdict and verdict[0] for pid, verdict in numeric.items()}
+    assert {pid: kind if isinstance(kind, str) else None for pid, kind in zip(log["prediction_id"], kinds)} == {
+        pid: verdict and verdict[0] for pid, verdict in numeric.items()}
     assert {pid: reject_reason(stored[pid], MIXED) for pid, _, _ in MIXED_ROWS} == {
         pid: verdict for pid, _, verdict in MIXED_ROWS}
+
+
+def test_python_and_sql_agree_where_numbers_become_huge(store):
+    """1e300 is where a number stops being numeric, in Python as in SQL: for floats and ints as logged,
+    and as read back (PostgreSQL prints a jsonb 1e300 as an integer of 301 digits)."""
+    values = {"float-1e300": 1e300, "float-minus-1e300": -1e300, "int-10^300": 10 ** 300,
+              "int-minus-10^300": -(10 ** 300), "int-just-below": 10 ** 300 - 1, "float-just-below": 9.999999999999999e299,
+              "float-1e299": 1e299, "float-1.5e300": 1.5e300}
+    store.insert_evaluations(pd.DataFrame([row(pid, END - timedelta(hours=1), features={"x0": value, "x1": 1.0})
+                                           for pid, value in values.items()]))
+    with store.connect("test") as conn:
+        stored = dict(conn.execute("select prediction_id, features -> 'x0' from prediction_evaluations").fetchall())
+        in_sql = dict(conn.execute("select prediction_id, evaluation_feature_types(features) ->> 'x0'"
+                                   " from prediction_evaluations").fetchall())
+    assert in_sql == {pid: "huge" if abs(value) >= 10 ** 300 else "number" for pid, value in values.items()}
+    assert {pid: json_type(value) for pid, value in values.items()} == in_sql  # as logged
+    assert {pid: json_type(value) for pid, value in stored.items()} == in_sql  # as read back
+    summary = store.summarize_window(Window.ending_at(END, 7, 0.25), SCHEMA)
+    assert summary.rejected_on == {"feature_not_numeric": {"x0": 4}}
 
 
 def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_kinds_dtype(store):

@@ -16,27 +16,34 @@ import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
+import json
+
 import dagster as dg
 import httpx
 import pandas as pd
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window, period_query
 from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
 from reinforcement_assets.backends.supabase_store import SupabaseStore, keyset_after
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
+from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.defs.assets import asset_checks, assets
 from reinforcement_assets.defs.request_queue import InvalidRequest
 from reinforcement_assets.defs.resources import backend_from_environment, default_resources
 from reinforcement_assets.defs.sensors import make_request_sensor
 from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
 from reinforcement_tests.supabase_transport import SERVICE_KEY, URL, SupabaseEmulator, emulated_resources
+from reinforcement_tests.test_store import END as MIXED_END
+from reinforcement_tests.test_store import MIXED, mixed_log
 
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
 START = END - pd.Timedelta(days=7)
 WINDOW = Window.ending_at(END.to_pydatetime(), lookback_days=7, holdout_share=0.2)
 NAMES = tuple(f"x{i}" for i in range(10))
+SCHEMA = FeatureSchema.numeric(NAMES)
 SHA = "a" * 64
 PGRST001 = {"code": "PGRST001", "details": None, "hint": None, "message": "Database client error. Retrying."}
 
@@ -59,10 +66,10 @@ def logged(supabase, project):
 
 def queries():
     return [
-        period_query(WINDOW.train, NAMES, limit=50_000),
-        period_query(WINDOW.train, NAMES, limit=40, is_correct=False, min_confidence=0.7),
-        period_query(WINDOW.train, NAMES, limit=600, is_correct=True, sample_fraction=0.35),
-        period_query(WINDOW.holdout, NAMES, limit=50_000, sample_fraction=0.5),
+        period_query(WINDOW.train, SCHEMA, limit=50_000),
+        period_query(WINDOW.train, SCHEMA, limit=40, is_correct=False, min_confidence=0.7),
+        period_query(WINDOW.train, SCHEMA, limit=600, is_correct=True, sample_fraction=0.35),
+        period_query(WINDOW.holdout, SCHEMA, limit=50_000, sample_fraction=0.5),
     ]
 
 
@@ -72,17 +79,61 @@ def test_the_log_round_trips_and_reads_back_as_the_postgres_backend_reads_it(sup
     assert sb.insert_evaluations(log) == len(log)
     assert sb.insert_evaluations(log) == 0  # existing prediction_ids are left alone
 
-    summary = sb.summarize_window(WINDOW, NAMES)
-    assert summary == store.summarize_window(WINDOW, NAMES)
+    summary = sb.summarize_window(WINDOW, SCHEMA)
+    assert summary == store.summarize_window(WINDOW, SCHEMA)
     assert summary.rows + summary.rows_rejected == len(log)
     assert summary.rejected == dict(broken.value_counts())  # every kind of broken row, kept and counted
     assert set(summary.rejected) == set(BAD_ROW_KINDS)
-    assert sorted(sb.recent_feature_keys(WINDOW.start, WINDOW.end)) == sorted(
-        store.recent_feature_keys(WINDOW.start, WINDOW.end))  # the same key sets, counted in SQL
+    assert set(summary.rejected_on) == {"feature_missing", "feature_not_numeric"}  # judged per feature
+    assert all(set(on) <= set(NAMES) and sum(on.values()) == summary.rejected[reason]
+               for reason, on in summary.rejected_on.items())
+    type_sets = sb.feature_type_sets(WINDOW.start, WINDOW.end)
+    assert type_sets == store.feature_type_sets(WINDOW.start, WINDOW.end)  # the same type sets, counted in SQL
+    assert sum(t.rows for t in type_sets) == summary.rows + sum(summary.rejected[r] for r in summary.rejected_on)
+    assert dict(type_sets[0].types) == dict.fromkeys(NAMES, "number")  # most rows first
     for query in queries():
         pd.testing.assert_frame_equal(sb.load_rows(query), store.load_rows(query))
         assert sb.count_rows(query) == store.count_rows(query)
     assert all(r.method in ("GET", "HEAD", "POST") for r in project.requests)
+
+
+def test_features_of_every_json_type_read_back_as_the_postgres_backend_reads_them(supabase, store, project):
+    """Strings ('' and null apart), booleans, nulls, extra keys, JSON text, huge numbers, arrays and
+    objects as values, written through Supabase: judged, counted and loaded as on the Postgres backend."""
+    sb = supabase["store"]
+    log = mixed_log()
+    assert sb.insert_evaluations(log) == len(log)
+    window = Window.ending_at(MIXED_END, lookback_days=7, holdout_share=0.25)
+    for schema in (MIXED, MIXED.with_missing(False), FeatureSchema.numeric(("x",))):
+        assert sb.summarize_window(window, schema) == store.summarize_window(window, schema)
+    assert sb.summarize_window(window, MIXED).rejected_on == {
+        "feature_missing": {"country": 1}, "feature_not_categorical": {"country": 3},
+        "feature_not_boolean": {"flag": 2}, "feature_not_numeric": {"x": 8}}
+    assert sb.feature_type_sets(window.start, window.end) == store.feature_type_sets(window.start, window.end)
+
+    day = (MIXED_END - timedelta(days=1), MIXED_END)
+    newest = (MIXED_END - timedelta(hours=3, minutes=30), MIXED_END)
+    queries = [period_query(day, MIXED, limit=100), period_query(newest, MIXED, limit=100),
+               period_query(day, MIXED.with_missing(False), limit=100),
+               period_query(day, MIXED, limit=3, sample_fraction=0.99),
+               period_query(day, FeatureSchema.of({"flag": "boolean", "country": "categorical"}, accepts_missing=True),
+                            limit=100, is_correct=False)]
+    for query in queries:
+        from_supabase, from_postgres = sb.load_rows(query), store.load_rows(query)
+        pd.testing.assert_frame_equal(from_supabase, from_postgres, check_exact=True)
+        assert from_supabase.dtypes.to_dict() == from_postgres.dtypes.to_dict()
+        for name in query.feature_names:  # None and '' (and NaN) exactly where the Postgres backend has them
+            assert [repr(v) for v in from_supabase[name]] == [repr(v) for v in from_postgres[name]], name
+        assert sb.count_rows(query) == store.count_rows(query) >= len(from_postgres) > 0
+    everything = sb.load_rows(queries[0])
+    assert everything["country"].tolist() == ["US", "", None, "FR", "DE", "GB"]
+    assert everything["flag"].tolist() == [True, False, True, None, False, True]
+    assert everything["x"].dtype == "float64" and everything["country"].dtype == object
+    assert sb.load_rows(queries[1])["flag"].dtype == bool
+    # Every load filtered on the accepted type sets, never on the features' jsonb.
+    reads = project.sent("GET", "/rest/v1/prediction_evaluations")
+    assert reads and all(r.url.params["feature_types_hash"].startswith("in.(") for r in reads)
+    assert not any(key.startswith("features") for r in reads for key in r.url.params)
 
 
 def test_inserts_are_batched_and_skip_existing_predictions(supabase, project, logged):
@@ -106,13 +157,23 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
     assert len(sb.client.table("prediction_evaluations").select("id").execute().data) == 1_000
 
     project.requests.clear()
-    query = period_query(WINDOW.train, NAMES, limit=1_900)
+    query = period_query(WINDOW.train, SCHEMA, limit=1_900)
     rows = sb.load_rows(query)
     pd.testing.assert_frame_equal(rows, store.load_rows(query))
     assert len(rows) == 1_900
 
     pages = project.sent("GET", "/rest/v1/prediction_evaluations")
     assert [int(p.url.params["limit"]) for p in pages] == [1_000, 900]
+    # The accepted type sets come from an rpc, itself read page by page.
+    with store.connect("test") as conn:
+        accepted = sorted(h for (h,) in conn.execute(
+            "select * from evaluation_accepted_type_sets(%s, %s, %s, false)",
+            (WINDOW.start, WINDOW.holdout_start, Jsonb(SCHEMA.as_json()))).fetchall())
+    assert accepted
+    calls = project.sent("POST", "/rest/v1/rpc/evaluation_accepted_type_sets")
+    assert calls and all(c.url.params["order"] == "feature_types_hash.asc" for c in calls)
+    assert json.loads(calls[0].content) == {"p_start": WINDOW.start.isoformat(), "p_end": WINDOW.holdout_start.isoformat(),
+                                            "p_schema": SCHEMA.as_json(), "p_accepts_missing": False}
     assert "or" not in pages[0].url.params
     last = rows.iloc[999]
     stamp = pd.Timestamp(last["evaluated_at"]).isoformat()
@@ -125,7 +186,9 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
         assert params.get_list("evaluated_at") == [f"gte.{WINDOW.start.isoformat()}",
                                                    f"lt.{WINDOW.holdout_start.isoformat()}"]
         assert params["actual_label"] == "not.is.null" and params["reject_reason"] == "is.null"
-        assert all(params[f"features->>{name}"] == "not.is.null" for name in NAMES)
+        # Only rows of the type sets the schema accepts, as judged in SQL.
+        assert params["feature_types_hash"].startswith("in.(") and params["feature_types_hash"].endswith(")")
+        assert sorted(int(h) for h in params["feature_types_hash"][4:-1].split(",")) == accepted
         selected = params["select"].split(",")
         assert "features" not in selected and "*" not in selected and "f0:features->x0" in selected
 
@@ -135,10 +198,10 @@ def test_filters_on_errors_confidence_and_samples_are_pushed_down(supabase, proj
     sb = supabase["store"]
     sb.insert_evaluations(log)
     project.requests.clear()
-    sb.load_rows(period_query(WINDOW.train, NAMES, limit=100, is_correct=False, min_confidence=0.7))
-    sb.load_rows(period_query(WINDOW.train, NAMES, limit=100, is_correct=True, sample_fraction=0.25))
-    sb.count_rows(period_query(WINDOW.train, NAMES, limit=100, is_correct=False))
-    errors, sample, count = project.requests
+    sb.load_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=False, min_confidence=0.7))
+    sb.load_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=True, sample_fraction=0.25))
+    sb.count_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=False))
+    errors, sample, count = project.sent(path="/rest/v1/prediction_evaluations")
     assert (errors.url.params["is_correct"], errors.url.params["confidence"]) == ("is.false", "gt.0.7")
     assert sample.url.params["is_correct"] == "is.true"
     assert sample.url.params["sample_key"] == f"lt.{int(0.25 * 2 ** 20)}"
@@ -152,7 +215,7 @@ def test_a_server_cap_below_the_page_size_loses_nothing(database_url, store, log
     capped = SupabaseEmulator(database_url, max_rows=300)
     try:
         sb = emulated_resources(capped)["store"]
-        query = period_query(WINDOW.train, NAMES, limit=50_000)
+        query = period_query(WINDOW.train, SCHEMA, limit=50_000)
         rows = sb.load_rows(query)
         pd.testing.assert_frame_equal(rows, store.load_rows(query))
         pages = capped.sent("GET")
@@ -199,10 +262,13 @@ def test_the_registry_behaves_as_on_the_postgres_backend(supabase, store):
     promoted = sb.promote("v1", "first", reference_accuracy=0.8)
     assert promoted.is_champion and promoted.reference_accuracy == 0.8 and promoted.feature_names == ("x0", "x1")
     sb.record_model_metrics("v2", {"accuracy": 0.91})
+    sb.record_feature_schema("v2", MIXED)
+    sb.record_feature_schema("v9", MIXED)  # no such version: nothing changes
     sb.promote("v2", "better")
     assert sb.champion() == store.champion() and sb.champion().version == "v2"
     assert sb.model_versions() == store.model_versions()
     assert sb.model_versions()[0].metrics == {"n": 1, "accuracy": 0.91}
+    assert sb.champion().schema == MIXED and store.model_versions()[1].schema == FeatureSchema.of({"x0": None, "x1": None})
     with pytest.raises(StoreError, match=r"promote \(rpc/promote_model_version\) failed: .*unknown model version v9"):
         sb.promote("v9", "no such version")
     with pytest.raises(StoreError, match=r"insert \(model_versions\) failed: PostgREST error 23505"):
@@ -269,7 +335,7 @@ def test_transient_read_failures_are_retried_with_backoff(supabase, project):
                  body=PGRST001)
     with pytest.raises(StoreError, match=r"summarise window \(rpc/summarize_evaluation_window\) failed: "
                                          r"PostgREST error PGRST001: .*\(after 4 attempts\)"):
-        sb.summarize_window(WINDOW, NAMES)
+        sb.summarize_window(WINDOW, SCHEMA)
     assert len(project.requests) == 4
 
 
@@ -347,12 +413,12 @@ def test_a_missing_migration_points_to_db_push(supabase, database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("drop function public.summarize_evaluation_window")
     with pytest.raises(StoreError, match=r"PGRST202.*supabase db push"):
-        supabase["store"].summarize_window(WINDOW, NAMES)
+        supabase["store"].summarize_window(WINDOW, SCHEMA)
 
 
 def test_feature_names_postgrest_cannot_express_are_refused_before_sending(supabase, project):
     with pytest.raises(StoreError, match=r"feature names \['a.b'\] cannot be used in PostgREST filters"):
-        supabase["store"].load_rows(RowQuery(start=START, end=END, feature_names=("a.b",), limit=10))
+        supabase["store"].load_rows(RowQuery(start=START, end=END, schema=FeatureSchema.numeric(("a.b",)), limit=10))
     assert project.requests == []
 
 
