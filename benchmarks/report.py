@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reinforcement_assets.core.learners import BUILT_IN_LEARNERS
 
-from . import drift, drift_sweep, scale, sensor_tick, supabase_pages, write_cost
+from . import drift, drift_sweep, migration, scale, sensor_tick, supabase_pages, write_cost
 from .machine import RESULTS_DIR, machine_line
 
 
@@ -27,6 +27,10 @@ def main() -> int:
     parts = []
     if record := load("scale"):
         parts.append(section("Scale", record, scale.tables(record["results"])))
+    if record := load("scale_categorical"):
+        parts.append(section("Scale with 2 of the 10 features categorical", record, scale.tables(record["results"])))
+    if record := load("migration"):
+        parts.append(section("The feature-types migration on a filled log", record, migration.table(record["results"])))
     if record := load("write_cost"):
         parts.append(section("Write cost of the hourly counts", record, write_cost.table(record)))
     if record := load("supabase_pages"):

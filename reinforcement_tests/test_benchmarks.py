@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import drift, scale, sensor_tick, supabase_pages, write_cost
+from benchmarks import drift, migration, scale, sensor_tick, supabase_pages, write_cost
 from benchmarks.machine import PeakMemory, machine, save
 
 
@@ -49,6 +49,22 @@ def test_scale_cycle_and_floor(server_url, tmp_path):
     assert "| 4,000 |" in scale.tables([result]) and "decay sensor's count" in scale.tables([result])
     pytest.importorskip("matplotlib")
     assert all(png.stat().st_size > 0 for png in scale.plot([result], out_dir=tmp_path))
+
+
+def test_scale_with_categorical_features(server_url, tmp_path):
+    result = scale.bench_size(server_url, 4_000, repeats=1, work_dir=tmp_path, categorical=2)
+    kinds = {f["name"]: f["kind"] for f in result["feature_schema"]}
+    assert kinds["x8"] == kinds["x9"] == "categorical" and kinds["x0"] == "numeric"
+    assert result["mode"] == "update" and 0.95 * 4_000 < result["steps"]["evaluation_log"]["rows"] < 4_000
+
+
+def test_the_feature_types_migration_on_a_filled_log(server_url):
+    result = migration.bench_size(server_url, 5_000)
+    assert result["applied"] == [migration.MIGRATION] and result["migration_seconds"] > 0
+    assert result["longest_writer_wait"] > 0 and result["feature_type_sets"] >= 3
+    assert set(result["reject_reasons"]) <= {"usable", "label_missing", "confidence_missing",
+                                             "confidence_out_of_range", "features_empty"}
+    assert "| 5,000 |" in migration.table([result])
 
 
 def test_drift_strategies_on_every_stream(tmp_path):

@@ -227,3 +227,12 @@ def test_labels_not_of_the_champions_type_are_set_aside_alike_for_plans_skips_an
 
 def test_int_labels_read_exactly_past_two_to_the_53():
     assert typed_labels(["9007199254740993", "-3", "+4", "5.0"], "int").tolist() == [9007199254740993, -3, 4, 5]
+
+
+def test_a_new_model_leaves_out_keys_named_like_row_columns():
+    from reinforcement_assets.core.cycle import new_model_schema
+    from reinforcement_assets.core.features import TypeSetCount
+
+    schema = new_model_schema([TypeSetCount({"id": "number", "label": "string", "x": "number", "c": "string"}, 9)],
+                              "sgd")
+    assert schema.kinds == {"c": "categorical", "x": "numeric"} and schema.accepts_missing is True

@@ -1,6 +1,7 @@
-"""The hourly counts behind window statistics (20261126120000_evaluation_counts.sql), on the embedded
-PostgreSQL: whatever is written to the log, and however, statistics from the counts equal the
-functions they replaced, which read every row of the window."""
+"""The hourly counts behind window statistics (20261126120000_evaluation_counts.sql, counted by feature
+type set since 20261202000000_feature_types.sql), on the embedded PostgreSQL: whatever is written to
+the log, and however, statistics from the counts equal functions reading every row of the window
+(the legacy accuracy, and a row-by-row summary judging each row's own jsonb)."""
 
 from __future__ import annotations
 
@@ -13,46 +14,134 @@ import psycopg
 import pytest
 
 from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
+from psycopg.types.json import Jsonb
+
 from reinforcement_assets.backends.store import Window
+from reinforcement_assets.core.features import FeatureSchema
 
 END = datetime(2026, 11, 20, 2, 17, 43, tzinfo=timezone.utc)
 NAMES = ["x0", "x1"]
+NUMERIC = Jsonb(FeatureSchema.numeric(NAMES).as_json())
+# The schemas every window is judged against: (feature schema, accepts missing values).
+SCHEMAS = [
+    (NUMERIC, False),
+    (Jsonb(FeatureSchema.of({"x0": "numeric", "c": "categorical", "b": "boolean"}).as_json()), True),
+    (Jsonb(FeatureSchema.of({"c": "categorical", "b": "boolean", "x1": "numeric"}).as_json()), False),
+    (Jsonb([{"name": "x1", "kind": None}, {"name": "c"}]), False),  # kinds not known yet: presence only
+]
 
-FROM_COUNTS = "select * from summarize_evaluation_window(%(start)s, %(end)s, %(holdout)s, %(names)s)"
-ROW_BY_ROW = "select * from legacy_summarize_evaluation_window(%(start)s, %(end)s, %(holdout)s, %(names)s)"
+FROM_COUNTS = ("select * from summarize_evaluation_window(%(start)s, %(end)s, %(holdout)s, %(schema)s,"
+               " %(accepts_missing)s)")
+ROW_BY_ROW = ("select * from row_by_row_summarize_evaluation_window(%(start)s, %(end)s, %(holdout)s, %(schema)s,"
+              " %(accepts_missing)s)")
+TYPE_SETS_FROM_COUNTS = "select * from evaluation_feature_type_sets(%(start)s, %(end)s, 100000)"
+TYPE_SETS_ROW_BY_ROW = """
+select evaluation_feature_types(features), count(*) from prediction_evaluations
+ where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null and reject_reason is null
+ group by 1
+"""
+ACCEPTED_FROM_COUNTS = ("select * from evaluation_accepted_type_sets(%(start)s, %(end)s, %(schema)s,"
+                        " %(accepts_missing)s)")
+ACCEPTED_ROW_BY_ROW = """
+select distinct e.feature_types_hash from prediction_evaluations e
+ where e.evaluated_at >= %(start)s and e.evaluated_at < %(end)s and e.actual_label is not null
+   and e.reject_reason is null
+   and not exists (select from row_by_row_verdict(e.features, %(schema)s, %(accepts_missing)s))
+"""
+# The type-set dictionary holds, for every hash in the log, the pairs of every row with that hash.
+DICTIONARY_MISMATCHES = """
+select count(*) from prediction_evaluations e left join prediction_feature_type_sets s using (feature_types_hash)
+ where e.feature_types_hash is not null and s.feature_types is distinct from evaluation_feature_types(e.features)
+"""
 ACCURACY_FROM_COUNTS = "select * from evaluation_accuracy(%(start)s, %(end)s, %(version)s)"
 ACCURACY_ROW_BY_ROW = "select * from legacy_evaluation_accuracy(%(start)s, %(end)s, %(version)s)"
 COUNTS_BY_KEY = """
-select hour, model_version, reject_reason, feature_keys_hash, sum(row_count), sum(correct_count)
+select hour, model_version, reject_reason, feature_types_hash, sum(row_count), sum(correct_count)
   from prediction_evaluation_counts group by 1, 2, 3, 4 having sum(row_count) <> 0 order by 1, 2, 3, 4
 """
 LOG_BY_KEY = """
-select evaluation_hour(evaluated_at), model_version, reject_reason, feature_keys_hash, count(*),
+select evaluation_hour(evaluated_at), model_version, reject_reason, feature_types_hash, count(*),
        count(*) filter (where is_correct)
   from prediction_evaluations where actual_label is not null and evaluated_at is not null
  group by 1, 2, 3, 4 order by 1, 2, 3, 4
 """
 
 
+# Why a row cannot be fed to a model of p_schema, judged on the row's own jsonb (not on its type set):
+# the first failing feature in schema order; as 20261202000000_feature_types.sql describes it.
+ROW_BY_ROW_VERDICT = """
+create or replace function public.row_by_row_verdict(p_features jsonb, p_schema jsonb, p_accepts_missing boolean)
+returns table (reason text, feature text)
+language sql immutable
+as $$
+  select v.reason, v.name
+    from (select f.position, f.spec ->> 'name' as name, f.spec ->> 'kind' as kind,
+                 case when jsonb_typeof(p_features) = 'object' then p_features -> (f.spec ->> 'name') end as value
+            from jsonb_array_elements(coalesce(p_schema, '[]')) with ordinality as f(spec, position)) s
+    cross join lateral (select s.name, case
+        when s.value is null or (s.value = 'null'::jsonb and not coalesce(p_accepts_missing, false))
+          then 'feature_missing'
+        when s.value = 'null'::jsonb then null
+        when s.kind = 'numeric' and not (case when jsonb_typeof(s.value) = 'number'
+                                              then abs(s.value::numeric) < 1e300 else false end)
+          then 'feature_not_numeric'
+        when s.kind = 'categorical' and jsonb_typeof(s.value) <> 'string' then 'feature_not_categorical'
+        when s.kind = 'boolean' and jsonb_typeof(s.value) <> 'boolean' then 'feature_not_boolean'
+      end as reason) v
+   where v.reason is not null
+   order by s.position
+   limit 1
+$$;
+
+create or replace function public.row_by_row_summarize_evaluation_window(
+  p_start timestamptz, p_end timestamptz, p_holdout_start timestamptz, p_schema jsonb, p_accepts_missing boolean
+) returns table (reason text, feature text, row_count bigint, correct bigint, train_rows bigint,
+                 train_correct bigint)
+language sql stable
+as $$
+  select coalesce(e.reject_reason, v.reason), v.feature, count(*), count(*) filter (where e.is_correct),
+         count(*) filter (where e.evaluated_at < p_holdout_start),
+         count(*) filter (where e.evaluated_at < p_holdout_start and e.is_correct)
+    from public.prediction_evaluations e
+    left join lateral public.row_by_row_verdict(e.features, p_schema, p_accepts_missing) v
+      on e.reject_reason is null
+   where e.evaluated_at >= p_start and e.evaluated_at < p_end and e.actual_label is not null
+   group by 1, 2
+$$;
+"""
+
+
 def install_legacy_functions(conn: psycopg.Connection) -> None:
-    """The functions the counts replaced, from the migrations that first defined them, as `legacy_…`."""
-    for migration, name in (("20261126000100_supabase_rpc.sql", "summarize_evaluation_window"),
-                            ("20261126000200_retraining_triggers.sql", "evaluation_accuracy")):
+    """What the counts are held equal to: the accuracy they replaced, from the migration that first
+    defined it, as `legacy_…`, and a window summary reading every row (`ROW_BY_ROW_VERDICT`)."""
+    for migration, name in (("20261126000200_retraining_triggers.sql", "evaluation_accuracy"),):
         text = (MIGRATIONS_DIR / migration).read_text()
         definition = re.search(rf"create or replace function public\.{name}\(.*?\n\$\$;", text, re.S).group(0)
         conn.execute(definition.replace(f"public.{name}(", f"public.legacy_{name}("))
+    conn.execute(ROW_BY_ROW_VERDICT)
 
 
-def summaries(conn: psycopg.Connection, start, end, holdout, names=NAMES) -> tuple[list, list]:
-    params = {"start": start, "end": end, "holdout": holdout, "names": names}
+def summaries(conn: psycopg.Connection, start, end, holdout, schema=NUMERIC,
+              accepts_missing: bool | None = False) -> tuple[list, list]:
+    params = {"start": start, "end": end, "holdout": holdout, "schema": schema, "accepts_missing": accepts_missing}
     return (sorted(conn.execute(FROM_COUNTS, params).fetchall(), key=str),
             sorted(conn.execute(ROW_BY_ROW, params).fetchall(), key=str))
+
+
+def type_sets(conn: psycopg.Connection, start, end, schema=NUMERIC, accepts_missing=False) -> tuple[tuple, tuple]:
+    """(type sets, accepted type sets) from the counts, and from every row."""
+    params = {"start": start, "end": end, "schema": schema, "accepts_missing": accepts_missing}
+    return ((sorted(conn.execute(TYPE_SETS_FROM_COUNTS, params).fetchall(), key=str),
+             sorted(conn.execute(ACCEPTED_FROM_COUNTS, params).fetchall())),
+            (sorted(conn.execute(TYPE_SETS_ROW_BY_ROW, params).fetchall(), key=str),
+             sorted(conn.execute(ACCEPTED_ROW_BY_ROW, params).fetchall())))
 
 
 def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, statements: int = 12,
                          prefix: str = "s") -> None:
     """Every way rows reach the log: inserts (some not yet evaluated, some broken, some exactly on an
-    hour), upserts, MERGE, outcomes arriving and withdrawn, relabels, moves, deletes."""
+    hour; features of every JSON type, nulls, extra keys, absent keys, huge numbers, JSON text, no
+    object at all), upserts, MERGE, outcomes arriving and withdrawn, relabels, moves, deletes."""
     conn.execute("select setseed(%s)", (float(rng.uniform(-1, 1)),))
     for s in range(statements):
         conn.execute(
@@ -60,12 +149,32 @@ def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, sta
             insert into prediction_evaluations
                 (prediction_id, model_version, features, predicted_label, actual_label, confidence, evaluated_at)
             select %(s)s || '-' || i, case when i %% 5 = 0 then 'v2' when i %% 17 = 0 then null else 'v1' end,
-                   case when i %% 23 = 0 then '{"x0": 1}'::jsonb
-                        when i %% 29 = 0 then '{"x0": "n/a", "x1": 2}'::jsonb
-                        when i %% 37 = 0 then '[1, 2]'::jsonb
-                        else jsonb_build_object('x0', i, 'x1', -i) end,
-                   'a', case when i %% 7 = 0 then null when i %% 3 = 0 then 'b' else 'a' end,
-                   case when i %% 31 = 0 then 1.5 else 0.8 end,
+                   case when i %% 37 = 0 then '[1, 2]'::jsonb
+                        when i %% 41 = 0 then to_jsonb('{"x0": 1, "x1": 2}'::text)
+                        when i %% 43 = 0 then '"x0=1"'::jsonb
+                        when i %% 47 = 0 then '{}'::jsonb
+                        else jsonb_build_object(
+                               'x0', case when i %% 29 = 0 then '"n/a"'::jsonb when i %% 13 = 0 then '1e300'::jsonb
+                                          when i %% 53 = 0 then '[1]'::jsonb when i %% 59 = 0 then '{"v": 1}'::jsonb
+                                          when i %% 19 = 0 then 'null'::jsonb when i %% 61 = 0 then 'true'::jsonb
+                                          when i %% 67 = 0 then '-1e301'::jsonb when i %% 71 = 0 then '9.99e299'::jsonb
+                                          else to_jsonb(i) end,
+                               'x1', case when i %% 17 = 0 then 'null'::jsonb when i %% 89 = 0 then '1e305'::jsonb
+                                          else to_jsonb(-i) end,
+                               'c', case i %% 11 when 0 then '3'::jsonb when 1 then '""'::jsonb
+                                                 when 2 then 'null'::jsonb when 3 then '["US"]'::jsonb
+                                                 when 4 then '"FR"'::jsonb else '"US"'::jsonb end,
+                               'b', case i %% 9 when 0 then '"yes"'::jsonb when 1 then 'null'::jsonb
+                                                when 2 then '1'::jsonb when 3 then 'false'::jsonb
+                                                else 'true'::jsonb end)
+                             || case when i %% 4 = 0 then '{"extra": {"k": [1, "a"]}, "n": null}'::jsonb
+                                     else '{}'::jsonb end
+                             - case when i %% 23 = 0 then 'x1' when i %% 27 = 0 then 'c' when i %% 33 = 0 then 'b'
+                                    else 'none' end
+                   end,
+                   case when i %% 79 = 0 then ' ' else 'a' end,
+                   case when i %% 7 = 0 then null when i %% 83 = 0 then '' when i %% 3 = 0 then 'b' else 'a' end,
+                   case when i %% 31 = 0 then 1.5 when i %% 73 = 0 then null else 0.8 end,
                    case when i %% 7 = 0 then null
                         when i %% 11 = 0 then evaluation_hour(%(end)s - make_interval(secs => %(spread)s * random()))
                         else %(end)s - make_interval(secs => %(spread)s * random()) end
@@ -81,6 +190,9 @@ def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, sta
         " where random() < 0.1",
         "update prediction_evaluations set evaluated_at = evaluated_at - interval '37 minutes' where random() < 0.1",
         "update prediction_evaluations set features = '{\"x1\": 3}' where random() < 0.02",
+        "update prediction_evaluations set features = features || '{\"c\": true, \"x0\": \"1\"}'"
+        " where jsonb_typeof(features) = 'object' and random() < 0.02",
+        "update prediction_evaluations set features = to_jsonb(features::text) where random() < 0.01",
         "update prediction_evaluations set model_version = 'v3' where random() < 0.05",
         "update prediction_evaluations set actual_label = null where random() < 0.02",
         "update prediction_evaluations set evaluated_at = null where random() < 0.02",
@@ -111,30 +223,54 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
             end = start + timedelta(seconds=float(rng.choice([0, rng.uniform(0, 3600), rng.uniform(0, 9 * 86400)])))
             holdout = start + (end - start) * float(rng.uniform(-0.2, 1.2))
             windows.append(Window(start, end, holdout))
-        sizes, reasons = [], set()
+        sizes, verdicts = [], set()
         for window in windows:
-            from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start)
-            assert from_counts == row_by_row, window
-            sizes.append(sum(n for _, n, *_ in row_by_row))
-            reasons.update(reason for reason, *_ in row_by_row)
+            for schema, accepts_missing in SCHEMAS:
+                from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start, schema,
+                                                    accepts_missing)
+                assert from_counts == row_by_row, (window, schema.obj, accepts_missing)
+                verdicts.update((reason, feature) for reason, feature, *_ in row_by_row)
+                from_counts, row_by_row = type_sets(conn, window.start, window.end, schema, accepts_missing)
+                assert from_counts == row_by_row, (window, schema.obj, accepts_missing)
+            sizes.append(sum(n for _, _, n, *_ in row_by_row_summary(conn, window)))
             for version in (None, "v1", "v2", "v3", "unknown"):
                 params = {"start": window.start, "end": window.end, "version": version}
                 assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
                     conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone(), (window, version)
         week = windows[0]
-        nulls = [(None, week.end, week.holdout_start, NAMES), (week.start, None, week.holdout_start, NAMES),
-                 (None, None, None, NAMES), (week.start, week.end, None, NAMES),
-                 (week.start, week.end, week.holdout_start, None), (week.start, week.end, week.holdout_start, ["x0", None])]
-        for start, end, holdout, names in nulls:
-            from_counts, row_by_row = summaries(conn, start, end, holdout, names)
-            assert from_counts == row_by_row, (start, end, holdout, names)
+        nulls = [(None, week.end, week.holdout_start, NUMERIC, False),
+                 (week.start, None, week.holdout_start, NUMERIC, False),
+                 (None, None, None, NUMERIC, False), (week.start, week.end, None, NUMERIC, False),
+                 (week.start, week.end, week.holdout_start, None, False),  # no schema: only the row's own reasons
+                 (week.start, week.end, week.holdout_start, Jsonb([]), False),
+                 (week.start, week.end, week.holdout_start, SCHEMAS[1][0], None)]  # as not accepting missing values
+        for start, end, holdout, schema, accepts_missing in nulls:
+            case = (start, end, holdout, schema and schema.obj, accepts_missing)
+            from_counts, row_by_row = summaries(conn, start, end, holdout, schema, accepts_missing)
+            assert from_counts == row_by_row, case
+            assert type_sets(conn, start, end, schema, accepts_missing)[0] == \
+                type_sets(conn, start, end, schema, accepts_missing)[1], case
             params = {"start": start, "end": end, "version": "v1"}
             assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
                 conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone()
+        assert summaries(conn, week.start, week.end, week.holdout_start, SCHEMAS[1][0], None)[0] == \
+            summaries(conn, week.start, week.end, week.holdout_start, SCHEMAS[1][0], False)[0]
         assert conn.execute(COUNTS_BY_KEY).fetchall() == conn.execute(LOG_BY_KEY).fetchall()
+        assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
     assert sizes[0] > 1_000
-    assert reasons == {None, "feature_missing", "feature_not_numeric", "confidence_out_of_range"}
+    assert {reason for reason, _ in verdicts} == {
+        None, "label_missing", "confidence_missing", "confidence_out_of_range", "features_empty",
+        "features_json_text", "features_not_object", "feature_missing", "feature_not_numeric",
+        "feature_not_categorical", "feature_not_boolean"}
+    assert {("feature_missing", "x0"), ("feature_missing", "x1"), ("feature_missing", "c"), ("feature_missing", "b"),
+            ("feature_not_numeric", "x0"), ("feature_not_numeric", "x1"), ("feature_not_categorical", "c"),
+            ("feature_not_boolean", "b")} <= verdicts
     assert sum(size == 0 for size in sizes) >= 5 and sum(size > 100 for size in sizes) >= 10
+
+
+def row_by_row_summary(conn: psycopg.Connection, window: Window) -> list:
+    return conn.execute(ROW_BY_ROW, {"start": window.start, "end": window.end, "holdout": window.holdout_start,
+                                     "schema": NUMERIC, "accepts_missing": False}).fetchall()
 
 
 def test_rows_loaded_through_the_store_are_counted(store):
@@ -147,7 +283,7 @@ def test_rows_loaded_through_the_store_are_counted(store):
     assert store.insert_evaluations(log) == 500
     with psycopg.connect(store.url, autocommit=True) as conn:
         assert conn.execute(COUNTS_BY_KEY).fetchall() == conn.execute(LOG_BY_KEY).fetchall()
-    summary = store.summarize_window(Window.ending_at(END, 7, 0.25), tuple(NAMES))
+    summary = store.summarize_window(Window.ending_at(END, 7, 0.25), FeatureSchema.numeric(NAMES))
     assert (summary.rows, summary.correct) == (500, 375)
 
 
@@ -185,13 +321,23 @@ def test_counts_written_with_triggers_off_are_repaired_by_a_rebuild(database_url
         conn.execute("reset session_replication_role")
         from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start)
         assert from_counts != row_by_row
+        assert conn.execute(DICTIONARY_MISMATCHES).fetchone()[0] > 0  # type sets it never saw
         conn.execute("select rebuild_evaluation_counts()")
         assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
+        expected = [summaries(conn, window.start, window.end, window.holdout_start, *schema)[1] for schema in SCHEMAS]
+        assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
+                for schema in SCHEMAS] == expected
         conn.execute("update prediction_evaluation_counts set row_count = row_count + 5")  # damaged again
-        conn.execute("delete from supabase_migrations.schema_migrations where version = '20261126120000'")
-    assert apply_migrations(database_url) == ["20261126120000"]  # re-running the migration rebuilds too
+        conn.execute("delete from prediction_feature_type_sets")
+        # The counts and the type sets are defined, and rebuilt, by the feature types migration now.
+        conn.execute("delete from supabase_migrations.schema_migrations where version = '20261202000000'")
+    assert apply_migrations(database_url) == ["20261202000000"]  # re-running the migration rebuilds too
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
+                for schema in SCHEMAS] == expected
+        assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
         conn.execute("truncate prediction_evaluations")
         assert conn.execute("select count(*) from prediction_evaluation_counts").fetchone() == (0,)
 
@@ -203,8 +349,9 @@ def test_statistics_read_whole_hours_from_the_counts_not_the_log(database_url, s
     start, end = END - timedelta(days=6, minutes=50), END
     rows = 2 * (6 * 24 * 60 + 50)  # two a minute
     query, params, expected = {
-        "summary": (FROM_COUNTS, {"start": start, "end": end, "holdout": end, "names": NAMES},
-                    [(None, rows, rows, rows, rows)]),
+        "summary": (FROM_COUNTS, {"start": start, "end": end, "holdout": end, "schema": NUMERIC,
+                                  "accepts_missing": False},
+                    [(None, None, rows, rows, rows, rows)]),
         "accuracy": (ACCURACY_FROM_COUNTS, {"start": start, "end": end, "version": "v1"}, [(rows, rows)]),
     }[statistic]
     with psycopg.connect(database_url, autocommit=True) as conn:

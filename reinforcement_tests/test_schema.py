@@ -163,3 +163,64 @@ def test_migrate_by_a_worker_on_an_up_to_date_schema_says_so(server_url, empty_d
                        login_role(server_url, empty_database, "service_role", "bypassrls"))
     assert main(["migrate"]) == 0
     assert "the schema is up to date" in capsys.readouterr().out
+
+
+def test_the_feature_types_migration_rejudges_a_filled_log(empty_database, tmp_path):
+    """An install from before feature kinds, with rows and a model, upgraded: every stored verdict is
+    recomputed, the counts rebuilt, and the window judged against the old model's numeric schema."""
+    from datetime import datetime, timezone
+
+    from benchmarks.migration import MIGRATION, migrations_before
+    from benchmarks.scale import fill
+
+    from reinforcement_assets.backends.schema import apply_migrations
+    from reinforcement_assets.backends.store import Window
+    from reinforcement_assets.core.features import FeatureSchema
+    from reinforcement_assets.core.rows import reject_reason
+
+    url = empty_database
+    apply_migrations(url, migrations_before(MIGRATION, tmp_path))
+    window = Window.ending_at(datetime(2026, 12, 1, 2, tzinfo=timezone.utc), 7, 0.2)
+    fill(url, 20_000, window)
+    odd = {"json-text": '"{\\"x0\\": 1}"', "array": "[1, 2]", "flag": '{"x0": true}', "text": '{"x0": "US"}'}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, features in odd.items():
+            conn.execute("insert into public.prediction_evaluations (prediction_id, features, predicted_label,"
+                         " actual_label, confidence, evaluated_at) values (%s, %s::jsonb, 'a', 'b', 0.9, %s)",
+                         (name, features, window.end - (window.end - window.start) / 2))
+        conn.execute("insert into public.model_versions (version, artifact_path, sha256, feature_names)"
+                     " values ('old', 'models/old', repeat('0', 64), %s::jsonb)",
+                     ('["x0", "x1"]',))
+        before = dict(conn.execute("select reject_reason, count(*) from public.prediction_evaluations"
+                                   " group by 1").fetchall())
+    assert before["feature_not_numeric"] > 0
+
+    assert apply_migrations(url) == [MIGRATION]
+    with psycopg.connect(url) as conn:
+        reasons = dict(conn.execute("select prediction_id, reject_reason from public.prediction_evaluations"
+                                    " where prediction_id = any(%s)", (list(odd),)).fetchall())
+        after = dict(conn.execute("select reject_reason, count(*) from public.prediction_evaluations"
+                                  " group by 1").fetchall())
+        counted = dict(conn.execute("select reject_reason, sum(row_count) from public.prediction_evaluation_counts"
+                                    " group by 1").fetchall())
+        rows = conn.execute("select features, predicted_label, actual_label, confidence"
+                            " from public.prediction_evaluations").fetchall()
+        old = conn.execute("select feature_schema, accepts_missing from public.model_versions").fetchone()
+    assert reasons == {"json-text": "features_json_text", "array": "features_not_object", "flag": None, "text": None}
+    assert "feature_not_numeric" not in after and counted == after
+    assert old == ([{"name": "x0", "kind": "numeric"}, {"name": "x1", "kind": "numeric"}], None)
+
+    # The window, judged against ten numeric features, agrees with the Python mirror row by row.
+    schema = FeatureSchema.numeric([f"x{i}" for i in range(10)])
+    summary = PostgresStore(database_url=url).summarize_window(window, schema)
+    expected: dict = {}
+    for features, predicted, actual, confidence in rows:
+        verdict = reject_reason({"features": features, "predicted_label": predicted, "actual_label": actual,
+                                 "confidence": confidence}, schema)
+        if verdict:
+            expected.setdefault(verdict[0], {}).setdefault(verdict[1], 0)
+            expected[verdict[0]][verdict[1]] += 1
+    assert summary.rejected == {reason: sum(on.values()) for reason, on in expected.items()}
+    assert summary.rejected_on == {reason: {f: n for f, n in on.items() if f}
+                                   for reason, on in expected.items() if any(on)}
+    assert set(summary.rejected_on["feature_not_numeric"]) == {"x0", "x5"}

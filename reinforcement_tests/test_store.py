@@ -236,7 +236,8 @@ def test_python_and_sql_agree_where_numbers_become_huge(store):
     """1e300 is where a number stops being numeric, in Python as in SQL: for floats and ints as logged,
     and as read back (PostgreSQL prints a jsonb 1e300 as an integer of 301 digits)."""
     values = {"float-1e300": 1e300, "float-minus-1e300": -1e300, "int-10^300": 10 ** 300,
-              "int-minus-10^300": -(10 ** 300), "int-just-below": 10 ** 300 - 1, "float-just-below": 9.999999999999999e299,
+              "int-minus-10^300": -(10 ** 300), "int-just-below": 10 ** 300 - 1,
+              "float-just-below": 9.999999999999999e299,
               "float-1e299": 1e299, "float-1.5e300": 1.5e300}
     store.insert_evaluations(pd.DataFrame([row(pid, END - timedelta(hours=1), features={"x0": value, "x1": 1.0})
                                            for pid, value in values.items()]))
@@ -315,7 +316,8 @@ def test_load_rows_pushes_the_filters_down(store):
         sent = statement.as_string(conn)
     for pushed_down in ("evaluated_at >= %(start)s", "evaluated_at < %(end)s", "is_correct is false",
                         "confidence > %(min_confidence)s", "reject_reason is null", "limit 100",
-                        "feature_types_hash in (select a.feature_types_hash from public.evaluation_accepted_type_sets("):
+                        "feature_types_hash in (select a.feature_types_hash"
+                        " from public.evaluation_accepted_type_sets("):
         assert pushed_down in sent
     assert "select *" not in sent.lower() and "(features ->> 'x0')::float8" in sent
 

@@ -10,13 +10,12 @@ backend is compared with the Postgres backend's on the same rows.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
-
-import json
 
 import dagster as dg
 import httpx
@@ -172,7 +171,8 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
     assert accepted
     calls = project.sent("POST", "/rest/v1/rpc/evaluation_accepted_type_sets")
     assert calls and all(c.url.params["order"] == "feature_types_hash.asc" for c in calls)
-    assert json.loads(calls[0].content) == {"p_start": WINDOW.start.isoformat(), "p_end": WINDOW.holdout_start.isoformat(),
+    assert json.loads(calls[0].content) == {"p_start": WINDOW.start.isoformat(),
+                                            "p_end": WINDOW.holdout_start.isoformat(),
                                             "p_schema": SCHEMA.as_json(), "p_accepts_missing": False}
     assert "or" not in pages[0].url.params
     last = rows.iloc[999]
@@ -268,7 +268,8 @@ def test_the_registry_behaves_as_on_the_postgres_backend(supabase, store):
     assert sb.champion() == store.champion() and sb.champion().version == "v2"
     assert sb.model_versions() == store.model_versions()
     assert sb.model_versions()[0].metrics == {"n": 1, "accuracy": 0.91}
-    assert sb.champion().schema == MIXED and store.model_versions()[1].schema == FeatureSchema.of({"x0": None, "x1": None})
+    assert sb.champion().schema == MIXED
+    assert store.model_versions()[1].schema == FeatureSchema.of({"x0": None, "x1": None})  # v1: kinds unknown
     with pytest.raises(StoreError, match=r"promote \(rpc/promote_model_version\) failed: .*unknown model version v9"):
         sb.promote("v9", "no such version")
     with pytest.raises(StoreError, match=r"insert \(model_versions\) failed: PostgREST error 23505"):

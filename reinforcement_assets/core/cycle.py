@@ -35,7 +35,7 @@ from .features import Feature, FeatureSchema, TypeSetCount, as_model_frame, comp
 from .labels import canonical_text, class_type, predictions_text, readable
 from .learners import is_estimator_classifier, learner_accepts_missing, make_learner
 from .records import ModelVersion
-from .rows import FeatureSchemaError, check_feature_names
+from .rows import RESERVED_COLUMNS, FeatureSchemaError, check_feature_names
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ def trains_new_model(champion: ModelVersion | None, named_learner: str | None) -
 
 def new_model_schema(type_sets: Sequence[TypeSetCount], learner: str) -> FeatureSchema:
     """The schema of a model a run builds: the features most recent rows have, of the kinds their
-    values are; missing values as the learner takes them."""
+    values are; missing values as the learner takes them. Keys named like a column of the loaded
+    rows (`id`, `confidence`, ...) are metadata a service logged, not features."""
     schema = infer_schema(type_sets, learner_accepts_missing(learner))
-    check_feature_names(schema.names)
-    return schema
+    return replace(schema, features=tuple(f for f in schema.features if f.name not in RESERVED_COLUMNS))
 
 
 def completed_schema(champion: ModelVersion, champion_model: Any, type_sets: Sequence[TypeSetCount]) -> FeatureSchema:
