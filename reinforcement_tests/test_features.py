@@ -23,9 +23,11 @@ from reinforcement_assets.core.features import (
 
 
 @pytest.mark.parametrize("value, expected", [
-    (1, "number"), (2.5, "number"), (-1e299, "number"), (1e300, "huge"), (True, "boolean"), (np.bool_(False), "boolean"),
+    (1, "number"), (2.5, "number"), (-1e299, "number"), (1e300, "out_of_range"), (True, "boolean"), (np.bool_(False), "boolean"),
     ("", "string"), ("US", "string"), (None, "null"), (math.nan, "null"), (math.inf, "null"), ({"a": 1}, "object"),
-    ([1], "array"), (np.int64(3), "number"), (np.float32(0.5), "number"),
+    ([1], "array"), (np.int64(3), "number"), (np.float32(0.5), "number"), (0.0, "number"), (1e-300, "number"),
+    (1e-301, "out_of_range"), (-5e-324, "out_of_range"), (10 ** 300, "out_of_range"), (10 ** 300 - 1, "number"),
+    (9.999999999999999e299, "number"),
 ])
 def test_json_type(value, expected):
     assert json_type(value) == expected
@@ -68,7 +70,7 @@ def test_a_new_model_takes_the_features_most_rows_have_of_the_kind_most_values_a
     type_sets = [
         TypeSetCount({"country": "string", "x": "number", "flag": "boolean", "note": "object"}, 600),
         TypeSetCount({"country": "null", "x": "number", "flag": "boolean"}, 300),
-        TypeSetCount({"country": "number", "x": "huge", "flag": "boolean"}, 50),
+        TypeSetCount({"country": "number", "x": "out_of_range", "flag": "boolean"}, 50),
         TypeSetCount({"x": "number"}, 400),
     ]
     schema = infer_schema(type_sets, accepts_missing=True)

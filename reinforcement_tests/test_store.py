@@ -20,7 +20,7 @@ from reinforcement_assets.backends.store import (
 )
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
 from reinforcement_assets.core.features import FeatureSchema, feature_types, json_type, judge_types
-from reinforcement_assets.core.rows import reject_reason, row_reject_reason
+from reinforcement_assets.core.rows import reject_reason, row_reject_reason, storable_features
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
 NAMES = ("x0", "x1")
@@ -79,8 +79,8 @@ def test_migrations_are_recorded_and_idempotent(database_url):
     assert apply_migrations(database_url) == []
     with psycopg.connect(database_url) as conn:
         versions = [v for (v,) in conn.execute("select version from supabase_migrations.schema_migrations")]
-        for path in MIGRATIONS_DIR.glob("*.sql"):  # applying a file twice changes nothing
-            conn.execute(path.read_text().encode())
+        newest = sorted(MIGRATIONS_DIR.glob("*.sql"))[-1]  # applying it again changes nothing
+        conn.execute(newest.read_text().encode())
     assert sorted(versions) == sorted(p.stem.split("_")[0] for p in MIGRATIONS_DIR.glob("*.sql"))
 
 
@@ -185,7 +185,7 @@ def test_sql_and_python_agree_on_every_kind_of_bad_row(store):
     objects = {pid: r for pid, r in stored.items() if isinstance(r["features"], dict)}
     assert {pid: feature_types(r["features"]) for pid, r in objects.items()} == {
         pid: r["row_types"] for pid, r in objects.items()} == {pid: r["feature_types"] for pid, r in objects.items()}
-    assert {"string", "number", "boolean", "null", "huge", "array", "object"} <= {
+    assert {"string", "number", "boolean", "null", "out_of_range", "array", "object"} <= {
         t for r in objects.values() for t in r["row_types"].values()}
     # What the store was given is judged as what it stored (JSON text parsed, NaN as null, labels as text).
     as_logged = {r["prediction_id"]: r for r in evaluation_frame(logged).to_dict("records")}
@@ -232,7 +232,7 @@ def test_sql_and_python_agree_on_every_kind_of_bad_row(store):
         pid: verdict for pid, _, verdict in MIXED_ROWS}
 
 
-def test_python_and_sql_agree_where_numbers_become_huge(store):
+def test_python_and_sql_agree_where_numbers_leave_float8s_range(store):
     """1e300 is where a number stops being numeric, in Python as in SQL: for floats and ints as logged,
     and as read back (PostgreSQL prints a jsonb 1e300 as an integer of 301 digits)."""
     values = {"float-1e300": 1e300, "float-minus-1e300": -1e300, "int-10^300": 10 ** 300,
@@ -245,11 +245,11 @@ def test_python_and_sql_agree_where_numbers_become_huge(store):
         stored = dict(conn.execute("select prediction_id, features -> 'x0' from prediction_evaluations").fetchall())
         in_sql = dict(conn.execute("select prediction_id, evaluation_feature_types(features) ->> 'x0'"
                                    " from prediction_evaluations").fetchall())
-    assert in_sql == {pid: "huge" if abs(value) >= 10 ** 300 else "number" for pid, value in values.items()}
+    assert in_sql == {pid: "out_of_range" if abs(value) >= 10 ** 300 else "number" for pid, value in values.items()}
     assert {pid: json_type(value) for pid, value in values.items()} == in_sql  # as logged
     assert {pid: json_type(value) for pid, value in stored.items()} == in_sql  # as read back
     summary = store.summarize_window(Window.ending_at(END, 7, 0.25), SCHEMA)
-    assert summary.rejected_on == {"feature_not_numeric": {"x0": 4}}
+    assert summary.rejected_on == {"feature_not_numeric": {"x0": 5}}
 
 
 def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_kinds_dtype(store):
@@ -292,7 +292,7 @@ def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_ki
     assert sum(t.rows for t in type_sets) == summary.rows + sum(summary.rejected[r] for r in summary.rejected_on)
     assert {"x": "number", "country": "string", "flag": "boolean"} in [dict(t.types) for t in type_sets]
     assert {"x": "number", "country": "string", "flag": "boolean", "tags": "array", "meta": "object", "n": "null",
-            "big": "huge"} in [dict(t.types) for t in type_sets]
+            "big": "out_of_range"} in [dict(t.types) for t in type_sets]
     assert [t.rows for t in type_sets] == sorted((t.rows for t in type_sets), reverse=True)
 
 
@@ -409,3 +409,25 @@ def test_connection_errors_never_show_the_password(url):
         chain.append(str(error))
         error = error.__cause__
     assert "s3cretpw" not in " ".join(chain) and "read model_retraining_runs failed" in chain[0]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_features_jsonb_cannot_hold_are_kept_and_set_aside_not_a_failed_insert(backend, store, project):
+    """A NUL character in a key or a string, and NaN in JSON text, are refused by PostgreSQL's jsonb:
+    such rows are stored (their features as text) and set aside as features_not_object."""
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    writer = store if backend == "postgres" else emulated_resources(project)["store"]
+    odd = {"nul-value": {"x0": "a\x00b", "x1": 1.0}, "nul-key": {"x\x000": 1.0, "x1": 1.0},
+           "nul-nested": {"x0": 1.0, "x1": 2.0, "note": ["\x00"]}, "nan-text": '{"x0": NaN, "x1": 1}',
+           "ok": {"x0": 1.0, "x1": 2.0}}
+    log = pd.DataFrame([row(pid, END - timedelta(hours=1), features=f) for pid, f in odd.items()])
+    assert writer.insert_evaluations(log) == len(odd)
+    with psycopg.connect(store.url) as conn:
+        reasons = dict(conn.execute("select prediction_id, reject_reason from public.prediction_evaluations")
+                       .fetchall())
+    assert reasons == {"nul-value": "features_not_object", "nul-key": "features_not_object",
+                       "nul-nested": "features_not_object", "nan-text": "features_not_object", "ok": None}
+    # The Python mirror judges what the store writes the same way.
+    assert {pid: row_reject_reason({**row(pid, END), "features": storable_features(f)})
+            for pid, f in odd.items()} == reasons

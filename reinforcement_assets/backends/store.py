@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..core.features import FeatureSchema, TypeSetCount
 from ..core.labels import label_text
-from ..core.rows import parse_features
+from ..core.rows import storable_features
 from ..core.records import (  # noqa: F401  (re-exported: the backends and callers import them from here)
     EVALUATION_COLUMNS,
     REQUEST_PRIORITIES,
@@ -219,10 +219,10 @@ def to_json(value: Any) -> Any:
 
 def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
     """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None, labels as text
-    (`label_text`: 3, 3.0 and '3' are all stored as '3'), features sent as JSON text parsed."""
+    (`label_text`: 3, 3.0 and '3' are all stored as '3'), features as `rows.storable_features` keeps them."""
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
-    frame["features"] = pd.Series([parse_features(v) for v in frame["features"]], index=frame.index, dtype=object)
+    frame["features"] = pd.Series([storable_features(v) for v in frame["features"]], index=frame.index, dtype=object)
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
     return frame

@@ -168,7 +168,6 @@ class SupabaseStore(Store, SupabaseProject):
     def _rows_select(self, query: RowQuery, columns: str, type_sets: list[int], **select: Any) -> Any:
         """`select` on the log with every filter of `query` pushed down as a PostgREST filter, rows of
         the feature type sets `type_sets` only (those `query.schema` accepts)."""
-        check_feature_names(query.feature_names)
         request = (self.client.table(EVALUATIONS).select(columns, **select)
                    .gte("evaluated_at", query.start.isoformat()).lt("evaluated_at", query.end.isoformat())
                    .not_.is_("actual_label", None).is_("reject_reason", None)
@@ -182,6 +181,7 @@ class SupabaseStore(Store, SupabaseProject):
         return request
 
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
+        check_feature_names(query.feature_names)
         sampled = query.sample_key_below is not None
         order: Order = (("sample_key", False), ("id", False)) if sampled else (("evaluated_at", True), ("id", True))
         columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []),
@@ -197,6 +197,7 @@ class SupabaseStore(Store, SupabaseProject):
         return rows_frame(rows, query.schema)
 
     def count_rows(self, query: RowQuery) -> int:
+        check_feature_names(query.feature_names)
         total = 0
         for type_sets in chunks(self.accepted_type_sets(query), TYPE_SETS_PER_REQUEST):
             response = self._call(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from fractions import Fraction
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,8 +23,9 @@ import pandas as pd
 KINDS = ("numeric", "categorical", "boolean")
 KIND_OF_JSON_TYPE = {"number": "numeric", "string": "categorical", "boolean": "boolean"}
 JSON_TYPE_OF_KIND = {kind: json_type for json_type, kind in KIND_OF_JSON_TYPE.items()}
-# A number no float8 holds: stored as JSON, but judged not numeric.
-HUGE = 1e300
+# Numbers a float8 may not hold (|x| >= 1e300, or 0 < |x| < 1e-300): stored as JSON, judged not
+# numeric, their JSON type 'out_of_range'. Compared exactly, as PostgreSQL's numeric compares them.
+LARGEST, SMALLEST = 10 ** 300, Fraction(1, 10 ** 300)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ class FeatureSchema:
 
 
 def json_type(value: Any) -> str:
-    """A value's JSON type as judging sees it (`evaluation_json_type` in SQL); 'huge' for a number no
-    float8 holds. A non-finite float is 'null': the store writes it as a JSON null."""
+    """A value's JSON type as judging sees it (`evaluation_json_type` in SQL); 'out_of_range' for a
+    number a float8 may not hold. A non-finite float is 'null': the store writes it as a JSON null."""
     if value is None:
         return "null"
     if isinstance(value, (bool, np.bool_)):
@@ -92,7 +94,10 @@ def json_type(value: Any) -> str:
     if isinstance(value, (int, float, np.integer, np.floating)):
         if isinstance(value, (float, np.floating)) and not math.isfinite(value):
             return "null"
-        return "number" if abs(value) < HUGE else "huge"
+        value = value.item() if isinstance(value, np.generic) else value
+        if value == 0 or 1e-299 < abs(value) < 1e299:  # well inside: no exact comparison needed
+            return "number"
+        return "number" if SMALLEST <= abs(Fraction(value)) < LARGEST else "out_of_range"
     if isinstance(value, str):
         return "string"
     if isinstance(value, Mapping):
@@ -138,7 +143,7 @@ def common_names(type_sets: Iterable[TypeSetCount]) -> tuple[str, ...]:
     values are objects or arrays are no features."""
     counts: Counter = Counter()
     for type_set in type_sets:
-        keys = tuple(sorted(k for k, t in type_set.types.items() if t in KIND_OF_JSON_TYPE or t in ("huge", "null")))
+        keys = tuple(sorted(k for k, t in type_set.types.items() if t in KIND_OF_JSON_TYPE or t in ("out_of_range", "null")))
         if keys:
             counts[keys] += type_set.rows
     if not counts:
@@ -153,7 +158,7 @@ def logged_kinds(type_sets: Iterable[TypeSetCount], names: Sequence[str]) -> dic
     for type_set in type_sets:
         for name in names:
             found = type_set.types.get(name)
-            kind = KIND_OF_JSON_TYPE.get("number" if found == "huge" else found)
+            kind = KIND_OF_JSON_TYPE.get("number" if found == "out_of_range" else found)
             if kind:
                 seen[name][kind] += type_set.rows
     return {name: (max(c.items(), key=lambda i: (i[1], i[0]))[0] if c else None) for name, c in seen.items()}

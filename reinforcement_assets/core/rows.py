@@ -57,14 +57,38 @@ def reject_reason(record: Mapping[str, Any], schema: FeatureSchema) -> tuple[str
 
 
 def parse_features(value: Any) -> Any:
-    """Features sent as JSON text holding an object, parsed; anything else as it is."""
+    """Features sent as JSON text holding an object, parsed; anything else as it is. Text PostgreSQL's
+    jsonb would refuse (NaN or Infinity, a NUL character) is left as text: not an object."""
     if isinstance(value, str):
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value, parse_constant=_refuse)
         except ValueError:
             return value
-        return parsed if isinstance(parsed, dict) else value
+        return parsed if isinstance(parsed, dict) and not holds_nul(parsed) else value
     return value
+
+
+def storable_features(value: Any) -> Any:
+    """`value` as the store writes it: JSON text parsed (`parse_features`), and an object jsonb cannot
+    hold (a NUL character in a key or a string) kept as its JSON text, which is then set aside as
+    `features_not_object` instead of failing the whole insert."""
+    value = parse_features(value)
+    return json.dumps(value) if isinstance(value, dict) and holds_nul(value) else value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value has a NUL character (U+0000) in a key or a string, at any depth."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in str(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(holds_nul(v) for v in value)
+    return False
+
+
+def _refuse(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def rows_from_records(

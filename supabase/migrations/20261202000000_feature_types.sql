@@ -12,11 +12,14 @@
 -- and the counts recounted. docs/deployment.md has the times measured at 1 M rows and 10 M.
 -- Idempotent: the rewrite runs only while the old column is there.
 
--- A value's JSON type, except a number no float8 can hold, which is 'huge' (judged not numeric).
+-- A value's JSON type, except a number a float8 may not hold (|x| >= 1e300, or 0 < |x| < 1e-300),
+-- which is 'out_of_range' (judged not numeric: loading it as float8 would fail).
 create or replace function public.evaluation_json_type(value jsonb) returns text
 language sql immutable parallel safe
 as $$
-  select case when jsonb_typeof(value) = 'number' and abs(value::numeric) >= 1e300 then 'huge'
+  select case when jsonb_typeof(value) = 'number'
+                   and (abs(value::numeric) >= 1e300 or (value::numeric <> 0 and abs(value::numeric) < 1e-300))
+              then 'out_of_range'
               else jsonb_typeof(value) end
 $$;
 
