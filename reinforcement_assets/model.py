@@ -94,16 +94,27 @@ def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> An
     return columns.to_numpy(dtype=float) if numeric else columns.to_numpy(dtype=object)
 
 
-def with_declared_dtypes(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) -> pd.DataFrame:
     """`X` as `model` reads it: a HistGradientBoostingClassifier taking raw columns with
-    `categorical_features="from_dtype"` needs its text columns as pandas `category` to fit on them."""
+    `categorical_features="from_dtype"` needs its text columns as pandas `category` to fit on them.
+    `fitting`: a column with more values than it takes (`max_bins`) keeps its most frequent ones, the
+    rarest become missing values, rather than failing the fit."""
     first = _estimators(model)[0]
     if not (isinstance(first, HistGradientBoostingClassifier)
             and isinstance(first.get_params()["categorical_features"], str)
             and first.get_params()["categorical_features"] == "from_dtype"):
         return X
     text = [c for c in X.columns if X[c].dtype == object and X[c].map(lambda v: v is None or isinstance(v, str)).all()]
-    return X.astype({c: "category" for c in text}) if text else X
+    if not text:
+        return X
+    X = X.astype({c: "category" for c in text})
+    if fitting:
+        limit = int(first.get_params()["max_bins"])
+        for c in text:
+            counts = X[c].value_counts()
+            if len(counts) > limit:
+                X[c] = X[c].cat.set_categories(list(counts.index[:limit]))
+    return X
 
 
 def declared_categorical(model: Any) -> set[str]:
@@ -300,4 +311,4 @@ def refit(template: Any, X: pd.DataFrame, labels: Sequence[Any], feature_names: 
     y = typed_labels(labels, kind) if kind else np.asarray(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("a refit needs at least two classes in the training sample")
-    return clone(plain(template)).fit(with_declared_dtypes(template, X[list(feature_names)]), y)
+    return clone(plain(template)).fit(with_declared_dtypes(template, X[list(feature_names)], fitting=True), y)

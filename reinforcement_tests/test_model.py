@@ -218,3 +218,18 @@ def test_a_bagging_model_with_an_out_of_bag_score_is_refit_not_updated(scenario)
     model = fitted(BaggingClassifier(n_estimators=4, oob_score=True, random_state=0), scenario)
     assert "oob_score=True cannot be continued" in update_obstacle(model, scenario.after[1], base_size=4,
                                                                    growth=0.25)
+
+
+def test_a_refit_of_a_categorical_hgb_keeps_its_most_frequent_values_when_there_are_too_many():
+    import pandas as pd
+
+    from reinforcement_assets.model import refit
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"city": pd.Series([f"c{i}" for i in rng.integers(0, 1_000, 4_000)], dtype=object),
+                      "x": rng.normal(size=4_000)})
+    y = np.where(X["x"] > 0, "a", "b")
+    template = HistGradientBoostingClassifier(max_iter=10, categorical_features="from_dtype")
+    model = refit(template, X, y, ["city", "x"])  # 1,000 values: more than its 255 bins
+    assert model.is_categorical_.tolist() == [True, False]
+    assert np.mean(model.predict(X) == y) > 0.95  # served text (object) predicts too
