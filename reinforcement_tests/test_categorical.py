@@ -228,3 +228,15 @@ def test_the_serving_contract_in_the_readme(store, artifacts, resources, tmp_pat
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 2 and set(json.loads(done.stdout)) <= set(champion.classes)
+
+
+def test_kinds_are_recorded_only_once_the_log_has_shown_them(store, artifacts, resources):
+    scenario = mixed_scenario(seed=18)
+    model = users_pipeline(*scenario.train)
+    register_champion(store, artifacts, model, "user-v1", "the user's model")
+    assert skipped_run(store, resources)["error_message"].startswith("skipped: no evaluated predictions")
+    assert store.champion().schema.kinds["x9"] is None  # an empty window tells nothing: not recorded
+    log, _ = messy_log(model, scenario, "user-v1")
+    store.insert_evaluations(log)
+    assert materialize(resources).success
+    assert {v.version: v for v in store.model_versions()}["user-v1"].schema.kinds == KINDS

@@ -19,6 +19,7 @@ from reinforcement_assets.core.features import (
     json_type,
     judge_types,
     typed_column,
+    unsettled,
 )
 
 
@@ -86,6 +87,8 @@ def test_a_registered_models_unknown_kinds_come_from_the_log_but_never_as_text()
     # x is sent as text but the model did not declare it categorical: it takes numbers, and rows are set aside.
     assert completed.kinds == {"country": "categorical", "flag": "boolean", "x": "numeric", "gone": "numeric"}
     assert FeatureSchema.from_json(completed.as_json(), True) == completed.with_missing(True)
+    assert unsettled(schema, logged) == ["gone"]  # never logged: its kind is a guess, not recorded
+    assert unsettled(schema, []) == ["flag", "x", "gone"]
 
 
 def test_the_frame_a_model_gets_has_one_dtype_per_kind():

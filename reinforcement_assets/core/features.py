@@ -177,6 +177,13 @@ def complete_kinds(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> 
         for f in schema.features))
 
 
+def unsettled(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> list[str]:
+    """The features of unknown kind whose kind the log cannot tell yet (no value of theirs logged):
+    a schema completed with them is used for a run but not recorded."""
+    unknown = [f.name for f in schema.features if not f.kind]
+    return [name for name, kind in logged_kinds(type_sets, unknown).items() if kind is None]
+
+
 def infer_schema(type_sets: Sequence[TypeSetCount], accepts_missing: bool | None) -> FeatureSchema:
     """The schema of a model trained from scratch on the log: the key set most rows have, each
     feature of the kind most of its values are (a key only ever null is left out)."""

@@ -45,7 +45,7 @@ from ..core.dataset import (
     skip_reason,
     split,
 )
-from ..core.features import FeatureSchema
+from ..core.features import FeatureSchema, unsettled
 from ..model import final_estimator
 from ..core.learners import check_learner
 from ..core.rows import check_feature_names
@@ -220,9 +220,11 @@ def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, champio
     schema = champion.schema
     check_feature_names(schema.names)
     if not schema.complete:
-        schema = completed_schema(champion, champion_model(champion, artifacts),
-                                  store.feature_type_sets(window.start, window.end))
-        store.record_feature_schema(champion.version, schema)
+        type_sets = store.feature_type_sets(window.start, window.end)
+        completed = completed_schema(champion, champion_model(champion, artifacts), type_sets)
+        if not unsettled(schema, type_sets):  # recorded once the log has shown every feature's kind
+            store.record_feature_schema(champion.version, completed)
+        schema = completed
     return schema
 
 
