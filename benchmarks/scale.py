@@ -166,7 +166,8 @@ def champion_model(seed: int = 0, rows: int = 20_000, categorical: int = 0):
 
 def cycle_schema(store: PostgresStore, artifacts: LocalArtifactStorage, window: Window) -> FeatureSchema:
     """The champion's schema as `evaluation_log` completes it (and records it) on the first run."""
-    return run_schema(store, artifacts, window, store.champion(), None)
+    return run_schema(store, artifacts, window, store.feature_type_sets(window.start, window.end), store.champion(),
+                      None)
 
 
 def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
@@ -189,7 +190,7 @@ def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:
     result = {}
     with psycopg.connect(store.url, autocommit=True, options="-c TimeZone=UTC") as conn, conn.cursor() as cur:
         for name, query in queries.items():
-            statement, params = store.copy_rows_statement(query)
+            statement, params = store.copy_rows_statement(conn, query)
             started, size = time.perf_counter(), 0
             with cur.copy(statement, params) as copy:
                 for chunk in copy:

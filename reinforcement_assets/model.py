@@ -94,6 +94,20 @@ def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> An
     return columns.to_numpy(dtype=float) if numeric else columns.to_numpy(dtype=object)
 
 
+def fit_input(model: Any, X: pd.DataFrame) -> Any:
+    """`model_input` for fitting: for gradient boosting, which cannot bin a column of NaN alone, a
+    numeric column missing in every row is 0 (a constant it never splits on); text beyond what a
+    categorical HGB takes is bucketed (`with_declared_dtypes`)."""
+    if isinstance(X, pd.DataFrame):
+        boosting = isinstance(final_estimator(model), HistGradientBoostingClassifier)
+        empty = [c for c in X.columns
+                 if boosting and pd.api.types.is_float_dtype(X[c]) and len(X) and X[c].isna().all()]
+        if empty:
+            X = X.assign(**{c: 0.0 for c in empty})
+        return with_declared_dtypes(model, X, fitting=True)
+    return X
+
+
 def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) -> pd.DataFrame:
     """`X` as `model` reads it: a HistGradientBoostingClassifier taking raw columns with
     `categorical_features="from_dtype"` needs its text columns as pandas `category` to fit on them.
@@ -118,17 +132,30 @@ def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) 
 
 
 def declared_categorical(model: Any) -> set[str]:
-    """The features a fitted model itself treats as categorical: those its ColumnTransformers hand to an
-    encoder, or a HistGradientBoostingClassifier marks categorical. The model says nothing of the others."""
+    """The features a fitted model itself takes as text: those its ColumnTransformers hand to an
+    encoder fitted on strings, or a HistGradientBoostingClassifier reads as pandas categories of
+    strings. An encoder of numbers or flags (integer codes, booleans) takes numbers or flags; the
+    model says nothing of the other features."""
     found: set[str] = set()
     for step in _estimators(model):
-        names = [str(n) for n in getattr(step, "feature_names_in_", [])]
         if isinstance(step, ColumnTransformer):
-            for _, transformer, columns in getattr(step, "transformers_", []):
-                if any(isinstance(part, ENCODERS) for part in _estimators(transformer)):
-                    found.update(_column_names(columns, names))
-        elif isinstance(step, HistGradientBoostingClassifier) and getattr(step, "is_categorical_", None) is not None:
-            found.update(n for n, categorical in zip(names, step.is_categorical_) if categorical)
+            found.update(_encoded_text(step))
+        elif isinstance(step, HistGradientBoostingClassifier) and getattr(step, "_preprocessor", None) is not None:
+            found.update(_encoded_text(step._preprocessor))  # its encoder of pandas categories
+    return found
+
+
+def _encoded_text(columns: ColumnTransformer) -> set[str]:
+    """The columns a fitted ColumnTransformer hands to an encoder whose categories are strings."""
+    names = [str(n) for n in getattr(columns, "feature_names_in_", [])]
+    found: set[str] = set()
+    for _, transformer, selection in getattr(columns, "transformers_", []):
+        encoder = next((part for part in _estimators(transformer) if isinstance(part, ENCODERS)), None)
+        if encoder is None or getattr(encoder, "categories_", None) is None:
+            continue
+        for name, values in zip(_column_names(selection, names), encoder.categories_):
+            if any(isinstance(v, str) for v in np.asarray(values, dtype=object).tolist()):
+                found.add(name)
     return found
 
 
@@ -254,7 +281,7 @@ def update(
     if obstacle:
         raise UpdateImpossible(obstacle)
     y = typed_labels(labels, class_type(tuned.classes_))
-    Xt, step = model_input(tuned, X, feature_names), tuned
+    Xt, step = model_input(tuned, fit_input(tuned, X), feature_names), tuned
     while isinstance(step, Pipeline):  # through every transformer, nested Pipelines' too
         if len(step.steps) > 1:
             Xt = step[:-1].transform(Xt)
@@ -311,4 +338,4 @@ def refit(template: Any, X: pd.DataFrame, labels: Sequence[Any], feature_names: 
     y = typed_labels(labels, kind) if kind else np.asarray(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("a refit needs at least two classes in the training sample")
-    return clone(plain(template)).fit(with_declared_dtypes(template, X[list(feature_names)], fitting=True), y)
+    return clone(plain(template)).fit(fit_input(template, X[list(feature_names)]), y)

@@ -155,9 +155,9 @@ def test_a_window_without_a_champion_feature_says_which(store, artifacts, resour
                          model_version="numbers-v1", bad_row_share=0.0)
     store.insert_evaluations(log)
     run = skipped_run(store, resources)
-    assert run["error_message"].startswith("skipped: all 3,000 evaluated rows of the window set aside: "
-                                           "feature_missing on 'x4' 3,000 (the model's features are not in "
-                                           "those rows: a run naming a learner trains a new model")
+    assert run["error_message"] == ("skipped: no row of the window logs the model's feature 'x4' (absent or null "
+                                    "in all 3,000 evaluated rows): a run naming a learner trains a new model on "
+                                    "the features the log has now")
     # As the message says: a run naming a learner trains on the features the log has now.
     result = materialize(resources, retrained_model={"learner": "logistic_regression"})
     assert result.success
@@ -240,3 +240,27 @@ def test_kinds_are_recorded_only_once_the_log_has_shown_them(store, artifacts, r
     store.insert_evaluations(log)
     assert materialize(resources).success
     assert {v.version: v for v in store.model_versions()}["user-v1"].schema.kinds == KINDS
+
+
+@pytest.mark.parametrize("backend_name", ["postgres", "supabase"])
+def test_a_champion_that_cannot_read_a_new_category_is_compared_by_what_it_deployed(
+        backend_name, resources, project):
+    backend = resources if backend_name == "postgres" else emulated_resources(project)
+    store, artifacts = backend["store"], backend["artifacts"]
+    scenario = mixed_scenario(seed=19)
+    X, y = scenario.train
+    strict = Pipeline([("prepare", ColumnTransformer([("text", OneHotEncoder(handle_unknown="error"), CATEGORICAL)],
+                                                     remainder="passthrough")),
+                       ("classify", HistGradientBoostingClassifier(max_iter=30, random_state=0))])
+    strict.fit(X.assign(x7=X["x7"].fillna("k0")), y)
+    register_champion(store, artifacts, strict, "strict-v1", "refuses unknown categories")
+    window_X = scenario.window[0].assign(x7=scenario.window[0]["x7"].fillna("brand-new"))  # never seen
+    log, _ = log_traffic(lambda_model(), window_X, scenario.window[1], START, END, model_version="strict-v1",
+                         bad_row_share=0.0)
+    store.insert_evaluations(log)
+    result = materialize(backend, finetune_dataset={"from_scratch": True})
+    assert result.success
+    metrics = materialized(result, "run_metrics")
+    assert metrics["baseline"].startswith("the champion cannot predict the holdout (ValueError: Found unknown "
+                                          "categories")
+    assert store.get_run(result.run_id)["metrics"]["baseline"] == metrics["baseline"]

@@ -19,7 +19,7 @@ from reinforcement_assets.core.features import (
     json_type,
     judge_types,
     typed_column,
-    unsettled,
+    unlogged,
 )
 
 
@@ -57,9 +57,9 @@ def test_nulls_pass_only_where_the_model_takes_missing_values():
     nulls = feature_types({"country": None, "x": None, "flag": None})
     assert judge_types(nulls, SCHEMA) == ("feature_missing", "country")
     assert judge_types(nulls, SCHEMA.with_missing(True)) is None
-    # An absent key is never a missing value: the feature was not logged at all.
-    assert judge_types(feature_types({"x": None, "flag": None}), SCHEMA.with_missing(True)) == \
-        ("feature_missing", "country")
+    # A key not logged is a missing value too.
+    assert judge_types(feature_types({"x": None, "flag": None}), SCHEMA.with_missing(True)) is None
+    assert judge_types(feature_types({"x": 1, "flag": True}), SCHEMA) == ("feature_missing", "country")
 
 
 def test_a_kind_not_known_yet_checks_presence_only():
@@ -87,8 +87,8 @@ def test_a_registered_models_unknown_kinds_come_from_the_log_but_never_as_text()
     # x is sent as text but the model did not declare it categorical: it takes numbers, and rows are set aside.
     assert completed.kinds == {"country": "categorical", "flag": "boolean", "x": "numeric", "gone": "numeric"}
     assert FeatureSchema.from_json(completed.as_json(), True) == completed.with_missing(True)
-    assert unsettled(schema, logged) == ["gone"]  # never logged: its kind is a guess, not recorded
-    assert unsettled(schema, []) == ["flag", "x", "gone"]
+    assert unlogged(schema, logged) == ["gone"]  # never logged: nothing to learn, its kind a guess
+    assert unlogged(schema, []) == ["country", "flag", "x", "gone"]
 
 
 def test_the_frame_a_model_gets_has_one_dtype_per_kind():

@@ -59,7 +59,8 @@ def test_a_drift_is_repaired_and_the_better_model_promoted(store, artifacts, res
     assert result.success
 
     window = materialized(result, "evaluation_log")
-    assert window["rows"] + window["rows_rejected"] == 6_000 and window["rows_rejected"] == 120
+    # 2 % broken rows; those missing a feature key (a sixth) are missing values the champion takes.
+    assert window["rows"] + window["rows_rejected"] == 6_000 and window["rows_rejected"] == 100
     assert materialized(result, "error_samples")["count"] >= 10
     dataset = materialized(result, "finetune_dataset")
     assert dataset["mode"] == "update"

@@ -233,3 +233,31 @@ def test_a_refit_of_a_categorical_hgb_keeps_its_most_frequent_values_when_there_
     model = refit(template, X, y, ["city", "x"])  # 1,000 values: more than its 255 bins
     assert model.is_categorical_.tolist() == [True, False]
     assert np.mean(model.predict(X) == y) > 0.95  # served text (object) predicts too
+    # An update on a window bringing 2,000 new values: bucketed too, never a failed run.
+    from reinforcement_assets.model import update
+
+    fresh = X.assign(city=[f"new{i}" for i in rng.integers(0, 2_000, 4_000)])
+    updated, _ = update(model, fresh, y, ["city", "x"], epochs=1, learning_rate=0.01, growth=0.5, base_size=10)
+    assert updated.n_iter_ > model.n_iter_ and np.mean(updated.predict(fresh) == y) > 0.95
+
+
+def test_only_encoders_of_text_declare_a_feature_categorical():
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from reinforcement_assets.model import declared_categorical
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=300), "flag": rng.random(300) < 0.5, "code": rng.integers(0, 3, 300),
+                      "city": pd.Series(rng.choice(["a", "b"], 300), dtype=object)})
+    y = rng.choice(["p", "q"], 300)
+    encoded = Pipeline([("columns", ColumnTransformer([("one_hot", OneHotEncoder(), ["flag", "code", "city"])],
+                                                      remainder="passthrough")),
+                        ("classify", HistGradientBoostingClassifier(max_iter=3))]).fit(X, y)
+    assert declared_categorical(encoded) == {"city"}  # flags and integer codes stay flags and numbers
+    codes = HistGradientBoostingClassifier(max_iter=3, categorical_features=["code"]).fit(X[["x", "code"]], y)
+    assert declared_categorical(codes) == set()
+    categories = X.assign(city=X["city"].astype("category"), code=X["code"].astype("category"))
+    from_dtype = HistGradientBoostingClassifier(max_iter=3, categorical_features="from_dtype")
+    assert declared_categorical(from_dtype.fit(categories[["x", "code", "city"]], y)) == {"city"}

@@ -83,12 +83,14 @@ def test_rows_from_records_types_each_feature_by_its_kind():
     records = [record(id=1, features={"country": "US", "x": 1, "flag": True}),
                record(id=2, features={"country": "", "x": None, "flag": None, "extra": [1]}),
                record(id=3, features={"x": 2.5, "flag": False, "country": None}),
-               record(id=4, features={"x": 2.5, "flag": False})]  # a feature not logged at all: set aside
+               record(id=4, features={"x": 2.5, "flag": False})]  # a feature not logged: missing too
     frame, rejected = rows_from_records(records, MIXED)
-    assert rejected == {("feature_missing", "country"): 1}
-    assert frame["country"].tolist() == ["US", "", None] and frame["country"].dtype == object
+    assert not rejected
+    assert frame["country"].tolist() == ["US", "", None, None] and frame["country"].dtype == object
     assert frame["x"].dtype == "float64" and math.isnan(frame["x"][1])
-    assert frame["flag"].tolist() == [True, None, False]
+    assert frame["flag"].tolist() == [True, None, False, False]
+    _, rejected = rows_from_records(records, MIXED.with_missing(False))
+    assert rejected == {("feature_missing", "country"): 2, ("feature_missing", "x"): 1}
 
 
 def test_rows_from_records_with_nothing_usable_gives_an_empty_typed_frame():

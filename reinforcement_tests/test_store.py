@@ -311,15 +311,15 @@ def test_load_rows_pushes_the_filters_down(store):
                                     "confidence", "x0", "x1"]
     assert errors["x1"].dtype == "float64" and errors.loc[0, "actual_label"] == "a"
     assert store.count_rows(query) == 1
-    statement, _ = store.copy_rows_statement(query)
     with store.connect("render") as conn:
+        statement, params = store.copy_rows_statement(conn, query)
         sent = statement.as_string(conn)
     for pushed_down in ("evaluated_at >= %(start)s", "evaluated_at < %(end)s", "is_correct is false",
                         "confidence > %(min_confidence)s", "reject_reason is null", "limit 100",
-                        "feature_types_hash in (select a.feature_types_hash"
-                        " from public.evaluation_accepted_type_sets("):
+                        "feature_types_hash = any(%(accepted)s)"):
         assert pushed_down in sent
-    assert "select *" not in sent.lower() and "(features ->> 'x0')::float8" in sent
+    assert "select *" not in sent.lower() and "(features ->> %(n0)s)::float8" in sent
+    assert params["n0"] == "x0" and len(params["accepted"]) == 1  # the one type set of x0 and x1 numbers
 
 
 def test_samples_are_uniform_reproducible_and_capped(store):
@@ -431,3 +431,16 @@ def test_features_jsonb_cannot_hold_are_kept_and_set_aside_not_a_failed_insert(b
     # The Python mirror judges what the store writes the same way.
     assert {pid: row_reject_reason({**row(pid, END), "features": storable_features(f)})
             for pid, f in odd.items()} == reasons
+
+
+def test_feature_names_never_clash_with_the_load_or_reach_the_sql(store):
+    """Feature names are data: `f1` or `p0` (the load's own column names), `%` and `%(start)s`
+    (psycopg placeholders), quotes, all load as themselves."""
+    names = ["f1", "f0", "p0", "growth %", "%(start)s", "it's", 'say "x"']
+    schema = FeatureSchema.of({**{n: "numeric" for n in names}, "p1": "categorical"}, accepts_missing=False)
+    features = {**{n: float(i) for i, n in enumerate(names)}, "p1": "text"}
+    store.insert_evaluations(pd.DataFrame([row("odd", END - timedelta(hours=1), features=features)]))
+    query = RowQuery(END - timedelta(days=7), END, schema, limit=10)
+    loaded = store.load_rows(query)
+    assert loaded[list(names)].iloc[0].tolist() == [float(i) for i in range(len(names))]
+    assert loaded["p1"].tolist() == ["text"] and store.count_rows(query) == 1

@@ -420,6 +420,13 @@ def test_a_missing_migration_points_to_db_push(supabase, database_url):
 def test_feature_names_postgrest_cannot_express_are_refused_before_sending(supabase, project):
     with pytest.raises(StoreError, match=r"feature names \['a.b'\] cannot be used in PostgREST filters"):
         supabase["store"].load_rows(RowQuery(start=START, end=END, schema=FeatureSchema.numeric(("a.b",)), limit=10))
+    # `features->12` would be an array index, and a trailing newline must not pass for x0.
+    for name in ("12", "x0\n"):
+        query = RowQuery(start=START, end=END, schema=FeatureSchema.numeric(("x1", name)), limit=10)
+        with pytest.raises(StoreError, match="not only digits"):
+            supabase["store"].load_rows(query)
+        with pytest.raises(StoreError, match="not only digits"):
+            supabase["store"].count_rows(query)
     assert project.requests == []
 
 

@@ -189,16 +189,17 @@ class PostgresStore(Store):
                                 bool(schema.accepts_missing))).fetchall()
         return window_summary(rows)
 
-    def _row_filter(self, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    def _row_filter(self, conn: psycopg.Connection, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
+        # Rows are judged once per feature type set, not in every row's jsonb: the accepted sets first.
+        (accepted,) = conn.execute(
+            "select coalesce(array_agg(feature_types_hash), '{}') from public.evaluation_accepted_type_sets("
+            "%s, %s, %s, %s)",
+            (query.start, query.end, Jsonb(query.schema.as_json()), bool(query.schema.accepts_missing))).fetchone()
         clauses = [
             "evaluated_at >= %(start)s", "evaluated_at < %(end)s", "actual_label is not null",
-            "reject_reason is null",
-            # Rows are judged once per feature type set, not in every row's jsonb.
-            "feature_types_hash in (select a.feature_types_hash from public.evaluation_accepted_type_sets("
-            "%(start)s, %(end)s, %(schema)s, %(accepts_missing)s) a)",
+            "reject_reason is null", "feature_types_hash = any(%(accepted)s)",
         ]
-        params: dict[str, Any] = {"start": query.start, "end": query.end, "schema": Jsonb(query.schema.as_json()),
-                                  "accepts_missing": bool(query.schema.accepts_missing)}
+        params: dict[str, Any] = {"start": query.start, "end": query.end, "accepted": list(accepted)}
         if query.is_correct is not None:
             clauses.append("is_correct is %s" % ("true" if query.is_correct else "false"))
         if query.min_confidence is not None:
@@ -209,17 +210,19 @@ class PostgresStore(Store):
             params["sample_key_below"] = query.sample_key_below
         return sql.SQL(" and ".join(clauses)), params
 
-    def copy_rows_statement(self, query: RowQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    def copy_rows_statement(self, conn: psycopg.Connection, query: RowQuery) -> tuple[sql.Composed, dict[str, Any]]:
         """The `COPY (select ...) TO STDOUT` that `load_rows` runs, and its parameters.
 
         Feature i comes out as column f{i} in its kind's type; a categorical one also as p{i}, whether
-        it holds a string, so that an empty string and a missing value stay apart in the CSV.
+        it holds a string, so that an empty string and a missing value stay apart in the CSV. Feature
+        names are parameters (n{i}), never spliced into the SQL.
         """
-        where, params = self._row_filter(query)
+        where, params = self._row_filter(conn, query)
         features: list[sql.Composable] = []
         for i, feature in enumerate(query.schema.features):
-            value = sql.SQL("features -> {}").format(sql.Literal(feature.name))
-            text = sql.SQL("features ->> {}").format(sql.Literal(feature.name))
+            params[f"n{i}"] = feature.name
+            value = sql.SQL("features -> %({})s").format(sql.SQL(f"n{i}"))
+            text = sql.SQL("features ->> %({})s").format(sql.SQL(f"n{i}"))
             if feature.kind == "categorical":
                 features += [sql.SQL("{} as {}").format(text, sql.Identifier(f"f{i}")),
                              sql.SQL("jsonb_typeof({}) = 'string' as {}").format(value, sql.Identifier(f"p{i}"))]
@@ -238,26 +241,27 @@ class PostgresStore(Store):
         return select, params
 
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
-        select, params = self.copy_rows_statement(query)
         buffer = io.BytesIO()
         with self.connect("read prediction_evaluations") as conn, conn.cursor() as cur:
+            select, params = self.copy_rows_statement(conn, query)
             with cur.copy(select, params) as copy:
                 for chunk in copy:
                     buffer.write(chunk)
         buffer.seek(0)
         schema = query.schema
         numeric = [f"f{i}" for i, f in enumerate(schema.features) if f.kind not in ("categorical", "boolean")]
-        frame = pd.read_csv(
+        raw = pd.read_csv(
             buffer, keep_default_na=False, na_values={name: [""] for name in numeric},  # a null number: empty
             dtype={"prediction_id": str, "predicted_label": str, "actual_label": str, "confidence": "float64",
                    **{f"f{i}": ("float64" if f.kind not in ("categorical", "boolean") else object)
                       for i, f in enumerate(schema.features)},
                    **{f"p{i}": object for i, f in enumerate(schema.features) if f.kind == "categorical"}},
         )
-        for i, feature in enumerate(schema.features):
-            column = frame.pop(f"f{i}")
+        frame = raw[list(ROW_COLUMNS)].copy()
+        for i, feature in enumerate(schema.features):  # built apart from `raw`: a feature may be named f1
+            column = raw[f"f{i}"]
             if feature.kind == "categorical":
-                column = column.where(frame.pop(f"p{i}") == "t", None)
+                column = column.where(raw[f"p{i}"] == "t", None)
             elif feature.kind == "boolean":
                 column = column.map({"t": True, "f": False})
             frame[feature.name] = typed_column(column, feature.kind).set_axis(frame.index)
@@ -265,8 +269,8 @@ class PostgresStore(Store):
         return frame
 
     def count_rows(self, query: RowQuery) -> int:
-        where, params = self._row_filter(query)
         with self.connect("count prediction_evaluations") as conn:
+            where, params = self._row_filter(conn, query)
             (count,) = conn.execute(sql.SQL("select count(*) from public.prediction_evaluations where {}")
                                     .format(where), params).fetchone()
         return count

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import math
 import uuid
+from decimal import Decimal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
@@ -197,14 +198,19 @@ class Store(dg.ConfigurableResource):
 
 
 def to_json(value: Any) -> Any:
-    """`value` as plain JSON: numpy scalars unwrapped, NaN and infinities as null, times in ISO 8601."""
+    """`value` as plain JSON: numpy scalars unwrapped, NaN, infinities and pandas' NA as null, times in
+    ISO 8601, decimals as numbers, sets as lists, bytes as text; anything else as its text."""
+    if value is None or value is pd.NA:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, Decimal):
+        value = float(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
         return [to_json(v) for v in value]
     if value is pd.NaT:
         return None
@@ -214,6 +220,10 @@ def to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, timedelta):
         return f"{value.total_seconds()} seconds"
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if not isinstance(value, (str, int, float, bool)):
+        return str(value)
     return value
 
 
@@ -223,9 +233,19 @@ def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
     frame["features"] = pd.Series([storable_features(v) for v in frame["features"]], index=frame.index, dtype=object)
+    # A confidence that is no finite number is missing, on every backend (JSON has no infinity).
+    frame["confidence"] = pd.Series([v if _finite(v) else None for v in frame["confidence"]], index=frame.index,
+                                    dtype=object)
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
     return frame
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except TypeError:  # not a number: left for the database to refuse or set aside
+        return True
 
 
 def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:

@@ -46,8 +46,9 @@ RUNS = "model_retraining_runs"
 REQUESTS = "model_retraining_requests"
 VERSIONS = "model_versions"
 
-# A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning there.
-FEATURE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning
+# there, and not only digits (`features->0` is an array index).
+FEATURE_NAME = re.compile(r"(?=.*[A-Za-z_])[A-Za-z0-9_]+")
 # Feature type-set hashes (up to 20 characters each) per `in` filter, to keep URLs well under 8 KB.
 TYPE_SETS_PER_REQUEST = 200
 RUN_UUIDS = ("id", "triggered_by", "request_id")
@@ -379,9 +380,10 @@ class SupabaseStore(Store, SupabaseProject):
 
 
 def check_feature_names(names: tuple[str, ...]) -> None:
-    bad = [name for name in names if not FEATURE_NAME.match(name)]
+    bad = [name for name in names if not FEATURE_NAME.fullmatch(name)]
     if bad:
-        raise StoreError(f"feature names {bad} cannot be used in PostgREST filters: use letters, digits and _")
+        raise StoreError(f"feature names {bad} cannot be used in PostgREST filters: use letters, digits and _, "
+                         "not only digits")
 
 
 def postgrest_value(value: Any) -> str:

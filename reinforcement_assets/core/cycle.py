@@ -195,13 +195,23 @@ def holdout_truth(holdout: pd.DataFrame, kind: str) -> np.ndarray:
 
 
 def baseline_predictions(champion_model: Any, champion_schema: FeatureSchema | None, holdout: pd.DataFrame,
-                         kind: str) -> np.ndarray:
-    """What the challenger is compared with: the champion's predictions, or what the deployed model
-    actually predicted (the log's `predicted_label`) with no champion, or when the holdout lacks
-    the champion's features (a run that built a model on the features the log has now)."""
-    if champion_model is not None and set(champion_schema.names) <= set(holdout.columns):
-        return predict_text(champion_model, as_model_frame(holdout, champion_schema), champion_schema.names)
-    return canonical_text(holdout["predicted_label"], kind)
+                         kind: str) -> tuple[np.ndarray, str]:
+    """What the challenger is compared with, and a note saying which: the champion's predictions, or
+    what the deployed model actually predicted (the log's `predicted_label`) with no champion, when
+    the holdout lacks the champion's features (a run that built a model on the features the log has
+    now), or when the champion cannot predict the holdout (a category its encoder refuses, say)."""
+    if champion_model is None:
+        return canonical_text(holdout["predicted_label"], kind), "no champion: compared with what was deployed"
+    if not set(champion_schema.names) <= set(holdout.columns):
+        note = "the holdout lacks the champion's features: compared with what was deployed"
+    else:
+        try:
+            return (predict_text(champion_model, as_model_frame(holdout, champion_schema), champion_schema.names),
+                    "the champion")
+        except Exception as exc:  # the user's model: whatever it raises, the comparison goes on
+            note = (f"the champion cannot predict the holdout ({type(exc).__name__}: {str(exc)[:300]}): compared "
+                    "with what was deployed")
+    return canonical_text(holdout["predicted_label"], kind), note
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,7 @@ class Verdict:
     decision: PromotionDecision
     challenger: dict[str, float]
     champion: dict[str, float]
+    baseline: str  # what the challenger was compared with
 
 
 def judge_challenger(challenger_model: Any, challenger_schema: FeatureSchema, champion_model: Any,
@@ -220,13 +231,13 @@ def judge_challenger(challenger_model: Any, challenger_schema: FeatureSchema, ch
     gate's decision, in the challenger's class type."""
     kind = class_type(challenger_model.classes_)
     y_true = holdout_truth(holdout, kind)
-    champion_pred = baseline_predictions(champion_model, champion_schema, holdout, kind)
+    champion_pred, baseline = baseline_predictions(champion_model, champion_schema, holdout, kind)
     challenger_pred = predict_text(challenger_model, as_model_frame(holdout, challenger_schema),
                                    challenger_schema.names)
     decision = decide_promotion(y_true, champion_pred, challenger_pred, significance_level=significance_level,
                                 non_inferiority_margin=non_inferiority_margin)
     return Verdict(decision, classification_metrics(y_true, challenger_pred),
-                   classification_metrics(y_true, champion_pred))
+                   classification_metrics(y_true, champion_pred), baseline)
 
 
 def settle_promotion(decision: PromotionDecision, champion_now: ModelVersion | None, version: str) -> PromotionDecision:

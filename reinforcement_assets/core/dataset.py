@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from .features import FeatureSchema, as_model_frame, rejection_label
@@ -9,11 +11,16 @@ from .records import Window, WindowSummary
 
 
 def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n_errors: int, min_errors: int,
-                force: bool) -> str | None:
-    """Why a run has nothing to retrain on (an empty window, no usable feature, every row set aside,
-    too few errors), or None."""
+                force: bool, unlogged: Sequence[str] = ()) -> str | None:
+    """Why a run has nothing to retrain on, or None: an empty window; a feature of the model that no
+    row logs (`unlogged`); every row set aside; no usable feature; too few errors."""
     if summary.rows == 0 and not summary.rows_rejected:
         return f"skipped: no evaluated predictions in [{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
+    if unlogged and schema.features:
+        names = ", ".join(repr(name) for name in unlogged)
+        return (f"skipped: no row of the window logs the model's feature{'s' if len(unlogged) > 1 else ''} {names} "
+                f"(absent or null in all {summary.rows + summary.rows_rejected:,} evaluated rows): a run naming a "
+                "learner trains a new model on the features the log has now")
     if summary.rows == 0:
         return f"skipped: all {summary.rows_rejected:,} evaluated rows of the window set aside: {rejects(summary)}"
     if not schema.features:
@@ -28,19 +35,14 @@ def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n
 
 
 def rejects(summary: WindowSummary) -> str:
-    """The rows set aside, by reason and feature, most first: `feature_not_numeric on 'country' 3,000`.
-    Rows lacking a feature get a hint: a run naming a learner trains on the features the log has now."""
+    """The rows set aside, by reason and feature, most first: `feature_not_numeric on 'country' 3,000`."""
     parts: list[tuple[int, str]] = []
     for reason, count in summary.rejected.items():
         on = summary.rejected_on.get(reason, {})
         parts += [(n, f"{rejection_label(reason, feature)} {n:,}") for feature, n in on.items()]
         if count > sum(on.values()):
             parts.append((count - sum(on.values()), f"{reason} {count - sum(on.values()):,}"))
-    text = ", ".join(label for _, label in sorted(parts, key=lambda p: (-p[0], p[1])))
-    if summary.rejected_on.get("feature_missing"):
-        text += (" (the model's features are not in those rows: a run naming a learner trains a new model on "
-                 "the features the log has now)")
-    return text
+    return ", ".join(label for _, label in sorted(parts, key=lambda p: (-p[0], p[1])))
 
 
 def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:

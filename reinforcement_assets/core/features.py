@@ -2,8 +2,8 @@
 frame a model is given.
 
 A feature is `numeric` (JSON numbers), `categorical` (JSON strings) or `boolean` (JSON booleans). A
-row is judged only on its model's features: other keys are ignored; a null, or an absent key, is a
-missing value, which reaches the model only where it accepts missing values. The database judges
+row is judged only on its model's features: other keys are ignored; a null, or a key not logged, is
+a missing value, which reaches the model only where it accepts missing values. The database judges
 the same way (`judge_feature_types` in 20261202000000_feature_types.sql), once per set of (key,
 JSON type) pairs rather than per row; `judge_types` here is its mirror, and a test holds them equal.
 """
@@ -116,10 +116,11 @@ def judge_types(types: Mapping[str, str], schema: FeatureSchema) -> tuple[str, s
     """Why a row whose features have these {key: JSON type} cannot be fed to the model, as (reason,
     feature), the first failing feature in schema order; None when it can."""
     for feature in schema.features:
-        found = types.get(feature.name)
-        if found is None or (found == "null" and not schema.accepts_missing):
-            return "feature_missing", feature.name
-        if found != "null" and feature.kind and found != JSON_TYPE_OF_KIND[feature.kind]:
+        found = types.get(feature.name, "null")  # a key not logged is a missing value, as a null is
+        if found == "null":
+            if not schema.accepts_missing:
+                return "feature_missing", feature.name
+        elif feature.kind and found != JSON_TYPE_OF_KIND[feature.kind]:
             return f"feature_not_{feature.kind}", feature.name
     return None
 
@@ -152,6 +153,18 @@ def common_names(type_sets: Iterable[TypeSetCount]) -> tuple[str, ...]:
     return names
 
 
+def frequent_names(type_sets: Sequence[TypeSetCount], share: float) -> tuple[str, ...]:
+    """The keys with a value (not null, not an object or array) in at least `share` of the rows, sorted:
+    the features of a model that takes missing values, from a log that leaves out what it lacks."""
+    rows = sum(t.rows for t in type_sets)
+    present: Counter = Counter()
+    for type_set in type_sets:
+        for key, found in type_set.types.items():
+            if found in KIND_OF_JSON_TYPE or found == "out_of_range":
+                present[key] += type_set.rows
+    return tuple(sorted(k for k, n in present.items() if rows and n >= share * rows))
+
+
 def logged_kinds(type_sets: Iterable[TypeSetCount], names: Sequence[str]) -> dict[str, str | None]:
     """Each feature's kind as the log shows it: the JSON type most of its non-null values have."""
     seen: dict[str, Counter] = {name: Counter() for name in names}
@@ -177,17 +190,22 @@ def complete_kinds(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> 
         for f in schema.features))
 
 
-def unsettled(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> list[str]:
-    """The features of unknown kind whose kind the log cannot tell yet (no value of theirs logged):
-    a schema completed with them is used for a run but not recorded."""
-    unknown = [f.name for f in schema.features if not f.kind]
-    return [name for name, kind in logged_kinds(type_sets, unknown).items() if kind is None]
+def unlogged(schema: FeatureSchema, type_sets: Sequence[TypeSetCount]) -> list[str]:
+    """The schema's features no row of these type sets logs with a value (absent or null everywhere):
+    nothing to learn them from, and a kind the log cannot tell."""
+    return [name for name, kind in logged_kinds(type_sets, schema.names).items() if kind is None]
+
+
+# A model the loop builds takes, if it takes missing values, every key logged with a value in at
+# least this share of the rows; one that does not takes the key set most rows have.
+MIN_FEATURE_SHARE = 0.1
 
 
 def infer_schema(type_sets: Sequence[TypeSetCount], accepts_missing: bool | None) -> FeatureSchema:
-    """The schema of a model trained from scratch on the log: the key set most rows have, each
-    feature of the kind most of its values are (a key only ever null is left out)."""
-    kinds = logged_kinds(type_sets, common_names(type_sets))
+    """The schema of a model trained from scratch on the log (see `MIN_FEATURE_SHARE`), each feature of
+    the kind most of its values are (a key only ever null is left out)."""
+    names = frequent_names(type_sets, MIN_FEATURE_SHARE) if accepts_missing else common_names(type_sets)
+    kinds = logged_kinds(type_sets, names)
     return FeatureSchema.of({name: kind for name, kind in kinds.items() if kind}, accepts_missing)
 
 

@@ -39,6 +39,8 @@ def row_reject_reason(record: Mapping[str, Any]) -> str | None:
     if not 0 <= confidence <= 1:
         return "confidence_out_of_range"
     features = record.get("features")
+    if features is None:  # the store writes a missing feature object as {}
+        features = {}
     if isinstance(features, str) and isinstance(parse_features(features), Mapping):
         return "features_json_text"
     if not isinstance(features, Mapping):
@@ -58,10 +60,11 @@ def reject_reason(record: Mapping[str, Any], schema: FeatureSchema) -> tuple[str
 
 def parse_features(value: Any) -> Any:
     """Features sent as JSON text holding an object, parsed; anything else as it is. Text PostgreSQL's
-    jsonb would refuse (NaN or Infinity, a NUL character) is left as text: not an object."""
+    jsonb would refuse (NaN or Infinity, a NUL character), or that a float cannot read as written (a
+    number beyond float's range, which would become infinity or 0), is left as text: not an object."""
     if isinstance(value, str):
         try:
-            parsed = json.loads(value, parse_constant=_refuse)
+            parsed = json.loads(value, parse_constant=_refuse, parse_float=_float)
         except ValueError:
             return value
         return parsed if isinstance(parsed, dict) and not holds_nul(parsed) else value
@@ -89,6 +92,13 @@ def holds_nul(value: Any) -> bool:
 
 def _refuse(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value) or (value == 0 and any(c in "123456789" for c in text.split("e")[0].split("E")[0])):
+        raise ValueError(f"{text} is beyond the range of a float")
+    return value
 
 
 def rows_from_records(

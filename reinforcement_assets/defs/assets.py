@@ -45,7 +45,7 @@ from ..core.dataset import (
     skip_reason,
     split,
 )
-from ..core.features import FeatureSchema, unsettled
+from ..core.features import FeatureSchema, TypeSetCount, unlogged
 from ..model import final_estimator
 from ..core.learners import check_learner
 from ..core.rows import check_feature_names
@@ -64,6 +64,7 @@ class EvaluatedWindow:
     schema: FeatureSchema
     summary: WindowSummary
     champion: ModelVersion | None
+    unlogged: tuple[str, ...] = ()  # features of the schema no row of the window logs with a value
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,14 @@ def evaluation_log(
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
                                   config.holdout_share)
         champion = store.champion()
-        schema = run_schema(store, artifacts, window, champion, retraining_config(context).learner)
+        type_sets = store.feature_type_sets(window.start, window.end)
+        schema = run_schema(store, artifacts, window, type_sets, champion, retraining_config(context).learner)
         summary = store.summarize_window(window, schema)
+        missing = tuple(unlogged(schema, type_sets))
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
                                           "rows_rejected": summary.rows_rejected})
     return dg.Output(
-        EvaluatedWindow(window, schema, summary, champion),
+        EvaluatedWindow(window, schema, summary, champion, missing),
         metadata={
             "rows": summary.rows,
             "rows_rejected": summary.rows_rejected,
@@ -203,26 +206,26 @@ def evaluation_log(
             "feature_names": dg.MetadataValue.json(list(schema.names)),
             "feature_schema": dg.MetadataValue.json(schema.as_json()),
             "accepts_missing": bool(schema.accepts_missing),
+            "features_not_logged": dg.MetadataValue.json(list(missing)),
             "champion": champion.version if champion else "",
             "store": dg.MetadataValue.json(store.describe()),
         },
     )
 
 
-def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, champion: ModelVersion | None,
-               named_learner: str | None) -> FeatureSchema:
+def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, type_sets: list[TypeSetCount],
+               champion: ModelVersion | None, named_learner: str | None) -> FeatureSchema:
     """The features a run judges and loads rows by: those of the log now for a model the run builds,
-    else the champion's, completed from the log (and recorded) the first time it is trained."""
+    else the champion's, completed from the log (`type_sets`, the window's) the first time it is
+    trained, and recorded once the log has shown every one of them."""
     if trains_new_model(champion, named_learner):
-        type_sets = store.feature_type_sets(window.holdout_start, window.end) or \
-            store.feature_type_sets(window.start, window.end)
-        return new_model_schema(type_sets, named_learner or settings.LEARNER)
+        recent = store.feature_type_sets(window.holdout_start, window.end) or type_sets
+        return new_model_schema(recent, named_learner or settings.LEARNER)
     schema = champion.schema
     check_feature_names(schema.names)
     if not schema.complete:
-        type_sets = store.feature_type_sets(window.start, window.end)
         completed = completed_schema(champion, champion_model(champion, artifacts), type_sets)
-        if not unsettled(schema, type_sets):  # recorded once the log has shown every feature's kind
+        if not unlogged(schema, type_sets):
             store.record_feature_schema(champion.version, completed)
         schema = completed
     return schema
@@ -270,7 +273,7 @@ def finetune_dataset(
     run_id = context.run.run_id
     with run_record(context, store):
         reason = skip_reason(evaluation_log.window, evaluation_log.summary, evaluation_log.schema,
-                             len(error_samples), config.min_error_samples, config.force)
+                             len(error_samples), config.min_error_samples, config.force, evaluation_log.unlogged)
         if reason:
             record_skip(context, store, reason)
             return
@@ -404,6 +407,8 @@ def run_metrics(
                                    significance_level=config.significance_level,
                                    non_inferiority_margin=config.non_inferiority_margin)
         decision, challenger, champion = verdict.decision, verdict.challenger, verdict.champion
+        if verdict.baseline != "the champion":
+            context.log.warning(f"baseline: {verdict.baseline}")
         if decision.promote:
             now = store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"],
                                 expected_champion=baseline.version if baseline else None, check_champion=True)
@@ -411,13 +416,14 @@ def run_metrics(
         store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
         store.update_run(context.run.run_id, status="completed", metrics={
             **challenger, "champion": champion, "champion_version": baseline.version if baseline else None,
-            "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict()})
+            "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict(),
+            "baseline": verdict.baseline})
     numeric = {f"challenger_{k}": v for k, v in challenger.items()}
     numeric.update({f"champion_{k}": v for k, v in champion.items()})
     return dg.MaterializeResult(
         metadata={**numeric, "promoted": decision.promote, "p_value": decision.p_value,
                   "accuracy_delta": decision.accuracy_delta, "challenger_version": version,
-                  "decision": decision.reason},
+                  "decision": decision.reason, "baseline": verdict.baseline},
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promote, severity=dg.AssetCheckSeverity.WARN,
             description=decision.reason,

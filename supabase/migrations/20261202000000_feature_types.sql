@@ -257,8 +257,8 @@ $$;
 
 -- Why rows whose features have the {key: JSON type} pairs p_types cannot be fed to a model of
 -- feature schema p_schema ([{"name": ..., "kind": ...}, ...]): one row (reason, feature) for the
--- first failing feature in schema order, no row when they can. Mirrored by
--- reinforcement_assets/core/features.py:judge_types.
+-- first failing feature in schema order, no row when they can. A key not logged is a missing value,
+-- as a null is. Mirrored by reinforcement_assets/core/features.py:judge_types.
 create or replace function public.judge_feature_types(p_types jsonb, p_schema jsonb, p_accepts_missing boolean)
 returns table (reason text, feature text)
 language sql immutable parallel safe
@@ -268,8 +268,8 @@ as $$
     cross join lateral (select f.spec ->> 'name' as name, f.spec ->> 'kind' as kind,
                                p_types ->> (f.spec ->> 'name') as found) s
     cross join lateral (select s.name, case
-        when s.found is null or (s.found = 'null' and not coalesce(p_accepts_missing, false)) then 'feature_missing'
-        when s.found = 'null' then null
+        when coalesce(s.found, 'null') = 'null' and not coalesce(p_accepts_missing, false) then 'feature_missing'
+        when coalesce(s.found, 'null') = 'null' then null
         when s.kind = 'numeric' and s.found <> 'number' then 'feature_not_numeric'
         when s.kind = 'categorical' and s.found <> 'string' then 'feature_not_categorical'
         when s.kind = 'boolean' and s.found <> 'boolean' then 'feature_not_boolean'
