@@ -118,7 +118,8 @@ def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) 
             and isinstance(first.get_params()["categorical_features"], str)
             and first.get_params()["categorical_features"] == "from_dtype"):
         return X
-    text = [c for c in X.columns if X[c].dtype == object and X[c].map(lambda v: v is None or isinstance(v, str)).all()]
+    text = [c for c in X.columns if isinstance(X[c].dtype, pd.StringDtype)
+            or (X[c].dtype == object and X[c].map(lambda v: v is None or isinstance(v, str)).all())]
     if not text:
         return X
     X = X.astype({c: "category" for c in text})
