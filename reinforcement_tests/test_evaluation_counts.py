@@ -79,11 +79,13 @@ as $$
                  case when jsonb_typeof(p_features) = 'object' then p_features -> (f.spec ->> 'name') end as value
             from jsonb_array_elements(coalesce(p_schema, '[]')) with ordinality as f(spec, position)) s
     cross join lateral (select s.name, case
-        when s.value is null or (s.value = 'null'::jsonb and not coalesce(p_accepts_missing, false))
+        when coalesce(s.value, 'null'::jsonb) = 'null'::jsonb and not coalesce(p_accepts_missing, false)
           then 'feature_missing'
-        when s.value = 'null'::jsonb then null
+        when coalesce(s.value, 'null'::jsonb) = 'null'::jsonb then null
         when s.kind = 'numeric' and not (case when jsonb_typeof(s.value) = 'number'
-                                              then abs(s.value::numeric) < 1e300 else false end)
+                                              then abs(s.value::numeric) < 1e300
+                                                   and (s.value::numeric = 0 or abs(s.value::numeric) >= 1e-300)
+                                              else false end)
           then 'feature_not_numeric'
         when s.kind = 'categorical' and jsonb_typeof(s.value) <> 'string' then 'feature_not_categorical'
         when s.kind = 'boolean' and jsonb_typeof(s.value) <> 'boolean' then 'feature_not_boolean'

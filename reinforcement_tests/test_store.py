@@ -39,7 +39,7 @@ MIXED_ROWS = [
     ("extra-keys", {"x": -4, "country": "DE", "flag": False, "tags": ["a", 1], "meta": {"k": 1}, "n": None,
                     "big": 1e305}, None),
     ("json-text", '{"x": 5, "country": "GB", "flag": true, "extra": [1]}', None),  # parsed by the store
-    ("absent-country", {"x": 1, "flag": True}, ("feature_missing", "country")),
+    ("absent-country", {"x": 1, "flag": True}, None),  # a key not logged: a missing value, as a null
     ("country-number", {"x": 1, "country": 3, "flag": True}, ("feature_not_categorical", "country")),
     ("country-boolean", {"x": 1, "country": False, "flag": True}, ("feature_not_categorical", "country")),
     ("country-array", {"x": 1, "country": ["US"], "flag": True}, ("feature_not_categorical", "country")),
@@ -256,10 +256,10 @@ def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_ki
     assert store.insert_evaluations(mixed_log()) == len(MIXED_ROWS)
     window = Window.ending_at(END, lookback_days=7, holdout_share=0.25)
     summary = store.summarize_window(window, MIXED)
-    assert (summary.rows, summary.correct) == (6, 4)
-    assert summary.rejected == {"feature_missing": 1, "feature_not_categorical": 3, "feature_not_boolean": 2,
+    assert summary.rows == 7
+    assert summary.rejected == {"feature_not_categorical": 3, "feature_not_boolean": 2,
                                 "feature_not_numeric": 8, "features_not_object": 3, "features_empty": 1}
-    assert summary.rejected_on == {"feature_missing": {"country": 1}, "feature_not_categorical": {"country": 3},
+    assert summary.rejected_on == {"feature_not_categorical": {"country": 3},
                                    "feature_not_boolean": {"flag": 2}, "feature_not_numeric": {"x": 8}}
     # Where the model takes no missing values, a null is one; an empty string is a value.
     strict = store.summarize_window(window, MIXED.with_missing(False))
@@ -270,13 +270,13 @@ def test_features_of_every_json_type_are_judged_per_feature_and_load_in_their_ki
     assert list(rows.columns) == ["id", "prediction_id", "evaluated_at", "predicted_label", "actual_label",
                                   "confidence", "x", "country", "flag"]
     assert rows["prediction_id"].tolist() == ["us", "empty-country", "null-country", "null-x-and-flag",
-                                              "extra-keys", "json-text"]
+                                              "extra-keys", "json-text", "absent-country"]
     assert rows["x"].dtype == "float64" and rows["country"].dtype == object and rows["flag"].dtype == object
     assert rows["x"].tolist()[:3] == [1.5, 2.0, 3.25] and pd.isna(rows["x"][3]) and rows["x"].tolist()[4:] == [
-        -4.0, 5.0]
-    assert rows["country"].tolist() == ["US", "", None, "FR", "DE", "GB"]
-    assert [type(v) for v in rows["country"]] == [str, str, type(None), str, str, str]
-    assert rows["flag"].tolist() == [True, False, True, None, False, True]
+        -4.0, 5.0, 1.0]
+    assert rows["country"].tolist() == ["US", "", None, "FR", "DE", "GB", None]
+    assert [type(v) for v in rows["country"]] == [str, str, type(None), str, str, str, type(None)]
+    assert rows["flag"].tolist() == [True, False, True, None, False, True, True]
     assert all(v is None or type(v) is bool for v in rows["flag"])
     # Without a missing flag the column is plain bool; '' and None stay apart.
     newest = store.load_rows(RowQuery(start=END - timedelta(hours=3, minutes=30), end=END, schema=MIXED, limit=100))

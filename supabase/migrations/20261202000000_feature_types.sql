@@ -63,6 +63,7 @@ as $$
     when confidence is null or confidence = 'NaN'::float8 then 'confidence_missing'
     when confidence < 0 or confidence > 1 then 'confidence_out_of_range'
     when jsonb_typeof(features) = 'object' then case when features = '{}'::jsonb then 'features_empty' end
+    when jsonb_typeof(features) = 'null' then 'features_empty'  -- as the store writes a missing object: {}
     when jsonb_typeof(features) = 'string' and public.evaluation_text_is_json_object(features #>> '{}')
       then 'features_json_text'
     else 'features_not_object'
