@@ -321,7 +321,7 @@ def register(args: argparse.Namespace) -> int:
     from .core.cycle import NotAClassifier
     from .registration import RegistrationError, register_model
 
-    names = [n for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
+    names = [n.strip() for n in args.feature_names.split(",") if n.strip()] if args.feature_names else None
     text = [n.strip() for n in args.categorical.split(",") if n.strip()] if args.categorical else None
     with environment_resources("store", "artifacts") as (store, artifacts):
         try:

@@ -95,7 +95,7 @@ def model_input(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> An
 
 
 def fit_input(model: Any, X: pd.DataFrame) -> Any:
-    """`model_input` for fitting: for gradient boosting, which cannot bin a column of NaN alone, a
+    """`X` for fitting `model`: for gradient boosting, which cannot bin a column of NaN alone, a
     numeric column missing in every row is 0 (a constant it never splits on); text beyond what a
     categorical HGB takes is bucketed (`with_declared_dtypes`)."""
     if isinstance(X, pd.DataFrame):
@@ -110,25 +110,26 @@ def fit_input(model: Any, X: pd.DataFrame) -> Any:
 
 def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) -> pd.DataFrame:
     """`X` as `model` reads it: a HistGradientBoostingClassifier taking raw columns with
-    `categorical_features="from_dtype"` needs its text columns as pandas `category` to fit on them.
-    `fitting`: a column with more values than it takes (`max_bins`) keeps its most frequent ones, the
-    rarest become missing values, rather than failing the fit."""
+    `categorical_features="from_dtype"` needs its text columns as pandas `category`. `fitting` a
+    categorical HGB: a text column with more values than it takes (`max_bins`) keeps its most
+    frequent ones, the rarest become missing values, rather than failing the fit."""
     first = _estimators(model)[0]
-    if not (isinstance(first, HistGradientBoostingClassifier)
-            and isinstance(first.get_params()["categorical_features"], str)
-            and first.get_params()["categorical_features"] == "from_dtype"):
+    if not isinstance(first, HistGradientBoostingClassifier) or first.get_params()["categorical_features"] is None:
         return X
-    text = [c for c in X.columns if isinstance(X[c].dtype, pd.StringDtype)
+    text = [c for c in X.columns if isinstance(X[c].dtype, (pd.StringDtype, pd.CategoricalDtype))
             or (X[c].dtype == object and X[c].map(lambda v: v is None or isinstance(v, str)).all())]
     if not text:
         return X
-    X = X.astype({c: "category" for c in text})
+    X = X.copy()
     if fitting:
         limit = int(first.get_params()["max_bins"])
         for c in text:
             counts = X[c].value_counts()
             if len(counts) > limit:
-                X[c] = X[c].cat.set_categories(list(counts.index[:limit]))
+                X[c] = X[c].where(X[c].isin(counts.index[:limit]), None)
+    if isinstance(first.get_params()["categorical_features"], str) and \
+            first.get_params()["categorical_features"] == "from_dtype":
+        X = X.astype({c: "category" for c in text if not isinstance(X[c].dtype, pd.CategoricalDtype)})
     return X
 
 
@@ -257,6 +258,12 @@ def update_obstacle(model: Any, labels: Sequence[str], *, base_size: int | None,
         missing = sorted(map(str, set(model.classes_.tolist()) - y))
         if missing:
             return f"a warm-start update needs every class, and the fine-tuning set lacks {missing}"
+    if method == "warm_start" and getattr(final_estimator(model), "is_categorical_", None) is not None \
+            and final_estimator(model).is_categorical_.any():
+        # Its warm-start fit re-encodes the categories on the new rows: the trees it has would read
+        # the new codes as other categories.
+        return (f"{type(final_estimator(model)).__name__} with categorical features re-encodes them in a "
+                "warm-start fit, which would scramble its existing trees")
     if method == "warm_start" and final_estimator(model).get_params().get("oob_score"):
         return f"{type(final_estimator(model)).__name__} with oob_score=True cannot be continued by warm_start"
     if method == "warm_start":

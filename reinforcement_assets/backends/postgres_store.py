@@ -175,7 +175,7 @@ class PostgresStore(Store):
 
     # Work PostgREST cannot express is a SQL function (20261126000100_supabase_rpc.sql and later): both
     # backends call the same one.
-    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int | None = None) -> list[TypeSetCount]:
         with self.connect("read feature types of prediction_evaluations") as conn, \
                 conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute("select * from public.evaluation_feature_type_sets(%s, %s, %s)",

@@ -52,8 +52,9 @@ class Store(dg.ConfigurableResource):
         """Insert prediction rows (columns as in `prediction_evaluations`); existing prediction_ids are left alone."""
 
     @abc.abstractmethod
-    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
-        """The {key: JSON type} sets of the usable rows of [start, end), most rows first (from the counts)."""
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int | None = None) -> list[TypeSetCount]:
+        """The {key: JSON type} sets of the usable rows of [start, end), most rows first (from the
+        counts): all of them, or the `limit` most common."""
 
     @abc.abstractmethod
     def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
@@ -191,6 +192,10 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def count_correct(self, start: datetime, end: datetime, model_version: str | None = None) -> AccuracyCount:
         """Usable evaluated predictions of [start, end) (of `model_version` only, if given) and how many were right."""
+
+    def can_load_feature(self, name: str) -> bool:
+        """Whether this backend can load a feature of this name (a model the loop builds skips others)."""
+        return True
 
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""

@@ -73,6 +73,9 @@ class SupabaseStore(Store, SupabaseProject):
     def describe(self) -> dict[str, str]:
         return {"backend": self.backend, "project": urlsplit(self.url).netloc, "api": "PostgREST via supabase-py"}
 
+    def can_load_feature(self, name: str) -> bool:
+        return bool(FEATURE_NAME.fullmatch(name))
+
     def _call(self, operation: str, table: str, fn: Callable[[], Any], *, idempotent: bool) -> Any:
         return self._call_project(fn, operation=operation, target=table, idempotent=idempotent)
 
@@ -133,10 +136,17 @@ class SupabaseStore(Store, SupabaseProject):
             inserted += response.count or 0
         return inserted
 
-    def feature_type_sets(self, start: datetime, end: datetime, limit: int = 1000) -> list[TypeSetCount]:
-        rows = self._rpc("evaluation_feature_type_sets",
-                         {"p_start": start, "p_end": end, "p_limit": min(limit, self.page_size)},
-                         operation="read feature types", idempotent=True)
+    def feature_type_sets(self, start: datetime, end: datetime, limit: int | None = None) -> list[TypeSetCount]:
+        params = to_json({"p_start": start, "p_end": end, "p_limit": limit})
+        rows: list[dict[str, Any]] = []
+        while limit is None or len(rows) < limit:  # a page at a time: the server caps each answer
+            size = self.page_size if limit is None else min(self.page_size, limit - len(rows))
+            page = self._call("read feature types", "rpc/evaluation_feature_type_sets",
+                              lambda offset=len(rows), size=size: self.client.rpc("evaluation_feature_type_sets", params)
+                              .range(offset, offset + size - 1).execute().data, idempotent=True)
+            if not page:
+                break
+            rows.extend(page)
         return type_set_counts(rows)
 
     def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
@@ -182,7 +192,7 @@ class SupabaseStore(Store, SupabaseProject):
         return request
 
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
-        check_feature_names(query.feature_names)
+        check_postgrest_names(query.feature_names)
         sampled = query.sample_key_below is not None
         order: Order = (("sample_key", False), ("id", False)) if sampled else (("evaluated_at", True), ("id", True))
         columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []),
@@ -198,7 +208,7 @@ class SupabaseStore(Store, SupabaseProject):
         return rows_frame(rows, query.schema)
 
     def count_rows(self, query: RowQuery) -> int:
-        check_feature_names(query.feature_names)
+        check_postgrest_names(query.feature_names)
         total = 0
         for type_sets in chunks(self.accepted_type_sets(query), TYPE_SETS_PER_REQUEST):
             response = self._call(
@@ -379,7 +389,7 @@ class SupabaseStore(Store, SupabaseProject):
         return AccuracyCount(evaluated=rows[0]["evaluated"], correct=rows[0]["correct"])
 
 
-def check_feature_names(names: tuple[str, ...]) -> None:
+def check_postgrest_names(names: tuple[str, ...]) -> None:
     bad = [name for name in names if not FEATURE_NAME.fullmatch(name)]
     if bad:
         raise StoreError(f"feature names {bad} cannot be used in PostgREST filters: use letters, digits and _, "

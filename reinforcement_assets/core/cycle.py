@@ -209,8 +209,8 @@ def baseline_predictions(champion_model: Any, champion_schema: FeatureSchema | N
             return (predict_text(champion_model, as_model_frame(holdout, champion_schema), champion_schema.names),
                     "the champion")
         except Exception as exc:  # the user's model: whatever it raises, the comparison goes on
-            note = (f"the champion cannot predict the holdout ({type(exc).__name__}: {str(exc)[:300]}): compared "
-                    "with what was deployed")
+            # Only the exception's type: its message may quote logged values, and run metrics are readable by users.
+            note = f"the champion cannot predict the holdout ({type(exc).__name__}): compared with what was deployed"
     return canonical_text(holdout["predicted_label"], kind), note
 
 
@@ -300,5 +300,6 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None,
         raise NotAClassifier(f"categorical features {unknown} are not among the model's features {list(names)}")
     text = declared_categorical(model) | set(categorical or ())
     schema = FeatureSchema(tuple(Feature(n, "categorical" if n in text else None) for n in names))
-    schema = schema.with_missing(accepts_missing(model, schema))
+    if all(f.kind for f in schema.features):  # else probed once the log has told the kinds
+        schema = schema.with_missing(accepts_missing(model, schema))
     return ModelDescription(names, schema, tuple(predictions_text(classes)), class_type(classes), model_size(model))

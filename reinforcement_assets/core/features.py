@@ -212,19 +212,19 @@ def infer_schema(type_sets: Sequence[TypeSetCount], accepts_missing: bool | None
 # The frame a model is given.
 def typed_column(values: Any, kind: str | None) -> pd.Series:
     """A feature's values in the dtype models get (the README's serving contract): numeric float64
-    with NaN; categorical `object` holding str or None; boolean `bool`, or `object` with None where
-    some are missing."""
+    with NaN; categorical `object` holding str or None; boolean `object` holding True, False or None
+    (one dtype whether or not a batch has a missing flag: encoders fitted on one refuse the other)."""
     column = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     column = column.reset_index(drop=True)
     if kind in ("categorical", "boolean"):
         present = column.notna().to_numpy()
-        if present.all():
-            return column.astype(bool) if kind == "boolean" else column.astype(str).astype(object)
+        if present.all() and kind == "categorical":
+            return column.astype(str).astype(object)
         values = column.to_numpy(dtype=object, na_value=None)
         cast = bool if kind == "boolean" else str
         return pd.Series([cast(v) if keep else None for v, keep in zip(values, present)], dtype=object)
-    if column.dtype == object:
-        column = pd.to_numeric(column.where(column.notna(), np.nan), errors="coerce")
+    if column.dtype == object:  # text here is an error (the caller set such rows aside), not a NaN
+        column = pd.to_numeric(column.where(column.notna(), np.nan), errors="raise")
     return column.astype("float64")
 
 

@@ -34,7 +34,8 @@ class InvalidLearner(ValueError):
 def built_in(name: str, schema: FeatureSchema, seed: int = 0) -> BaseEstimator:
     """An unfitted built-in learner for the features of `schema`, taking a frame in the dtypes of
     `features.typed_column`. Every built-in accepts missing values: numeric ones are imputed (linear
-    learners) or handled natively (trees); a missing category or flag is a value of its own."""
+    learners) or handled natively (trees); a missing category or flag is a value of its own for
+    linear learners, NaN for trees."""
     # Imported here: settings check learner names when read, and should not pay for scikit-learn.
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -90,7 +91,8 @@ def _columns(schema: FeatureSchema, *, encoded: Any, numeric: Any) -> BaseEstima
 def frame_schema(X: pd.DataFrame) -> FeatureSchema:
     """The schema of a frame's columns by dtype (object or category: categorical; bool: boolean)."""
     def kind(column: pd.Series) -> str:
-        if column.dtype == bool:
+        values = column.dropna()
+        if column.dtype == bool or (column.dtype == object and len(values) and values.map(type).eq(bool).all()):
             return "boolean"
         return "numeric" if pd.api.types.is_numeric_dtype(column) else "categorical"
     return FeatureSchema.of({str(name): kind(X[name]) for name in X.columns}, accepts_missing=True)

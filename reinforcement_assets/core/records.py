@@ -121,7 +121,7 @@ class ModelVersion:
     created_at: datetime | None = None
     class_type: str = "str"  # the type of the model's classes_: str, int, bool or float
     base_size: int | None = None  # trees or iterations when it entered the registry (updates grow to twice that)
-    feature_schema: FeatureSchema | None = None  # None: recorded before kinds were (then every feature is numeric)
+    feature_schema: FeatureSchema | None = None  # None: not recorded (then `schema` has every kind unknown)
 
     @property
     def schema(self) -> FeatureSchema:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,7 +42,7 @@ def row_reject_reason(record: Mapping[str, Any]) -> str | None:
     features = record.get("features")
     if features is None:  # the store writes a missing feature object as {}
         features = {}
-    if isinstance(features, str) and isinstance(parse_features(features), Mapping):
+    if isinstance(features, str) and is_json_object_text(features):
         return "features_json_text"
     if not isinstance(features, Mapping):
         return "features_not_object"
@@ -71,6 +72,16 @@ def parse_features(value: Any) -> Any:
     return value
 
 
+def is_json_object_text(text: str) -> bool:
+    """Whether text is a JSON object as PostgreSQL's jsonb reads one (`evaluation_text_is_json_object`):
+    numbers of any size, no NaN or Infinity, no NUL character or lone surrogate."""
+    try:
+        parsed = json.loads(text, parse_constant=_refuse, parse_float=Decimal)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and not holds_nul(parsed)
+
+
 def storable_features(value: Any) -> Any:
     """`value` as the store writes it: JSON text parsed (`parse_features`), and an object jsonb cannot
     hold (a NUL character in a key or a string) kept as its JSON text, which is then set aside as
@@ -80,13 +91,22 @@ def storable_features(value: Any) -> Any:
 
 
 def holds_nul(value: Any) -> bool:
-    """Whether a JSON value has a NUL character (U+0000) in a key or a string, at any depth."""
+    """Whether a JSON value has text jsonb refuses, at any depth: a NUL character (U+0000) or a lone
+    surrogate (half of a UTF-16 pair), in a key or a string."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or not value.isascii() and _lone_surrogate(value)
     if isinstance(value, dict):
-        return any("\x00" in str(k) or holds_nul(v) for k, v in value.items())
+        return any(holds_nul(str(k)) or holds_nul(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return any(holds_nul(v) for v in value)
+    return False
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 

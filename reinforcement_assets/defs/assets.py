@@ -8,7 +8,7 @@ cycle's decisions), `rows`, `dataset` and `evaluation`, and records what happene
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -45,10 +45,10 @@ from ..core.dataset import (
     skip_reason,
     split,
 )
-from ..core.features import FeatureSchema, TypeSetCount, unlogged
-from ..model import final_estimator
+from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogged
 from ..core.learners import check_learner
 from ..core.rows import check_feature_names
+from ..model import final_estimator
 from .request_queue import check_request_run
 
 GROUP = "reinforcement_loop"
@@ -65,6 +65,7 @@ class EvaluatedWindow:
     summary: WindowSummary
     champion: ModelVersion | None
     unlogged: tuple[str, ...] = ()  # features of the schema no row of the window logs with a value
+    champion_schema: FeatureSchema | None = None  # the champion's, its kinds completed from the log
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Challenger:
 
     model: ModelVersion
     baseline: ModelVersion | None
+    baseline_schema: FeatureSchema | None = None  # the champion's features, kinds completed from the log
 
 
 class EvaluationLogConfig(dg.Config):
@@ -190,10 +192,13 @@ def evaluation_log(
         schema = run_schema(store, artifacts, window, type_sets, champion, retraining_config(context).learner)
         summary = store.summarize_window(window, schema)
         missing = tuple(unlogged(schema, type_sets))
+        champion_schema = None if champion is None else (
+            schema if not trains_new_model(champion, retraining_config(context).learner)
+            else complete_kinds(champion.schema, type_sets))
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
                                           "rows_rejected": summary.rows_rejected})
     return dg.Output(
-        EvaluatedWindow(window, schema, summary, champion, missing),
+        EvaluatedWindow(window, schema, summary, champion, missing, champion_schema),
         metadata={
             "rows": summary.rows,
             "rows_rejected": summary.rows_rejected,
@@ -220,7 +225,8 @@ def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, type_se
     trained, and recorded once the log has shown every one of them."""
     if trains_new_model(champion, named_learner):
         recent = store.feature_type_sets(window.holdout_start, window.end) or type_sets
-        return new_model_schema(recent, named_learner or settings.LEARNER)
+        schema = new_model_schema(recent, named_learner or settings.LEARNER)
+        return replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
     schema = champion.schema
     check_feature_names(schema.names)
     if not schema.complete:
@@ -368,7 +374,7 @@ def retrained_model(
         store.register_model_version(registered)
         store.update_run(run_id, fine_tune_flag=plan.update, log_url=log.uri, model_version=version)
     return dg.Output(
-        Challenger(registered, baseline),
+        Challenger(registered, baseline, evaluation_log.champion_schema),
         metadata={
             "version": version,
             "mode": plan.mode,
@@ -403,7 +409,7 @@ def run_metrics(
         _, _, _, holdout = split(finetune_dataset, schema)
         model = artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
         verdict = judge_challenger(model, schema, champion_model(baseline, artifacts),
-                                   baseline.schema if baseline else None, holdout,
+                                   retrained_model.baseline_schema, holdout,
                                    significance_level=config.significance_level,
                                    non_inferiority_margin=config.non_inferiority_margin)
         decision, challenger, champion = verdict.decision, verdict.challenger, verdict.champion

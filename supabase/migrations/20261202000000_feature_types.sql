@@ -60,7 +60,8 @@ as $$
   select case
     when predicted_label is null or btrim(predicted_label) = '' then 'label_missing'
     when actual_label is not null and btrim(actual_label) = '' then 'label_missing'
-    when confidence is null or confidence = 'NaN'::float8 then 'confidence_missing'
+    when confidence is null or confidence in ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)
+      then 'confidence_missing'
     when confidence < 0 or confidence > 1 then 'confidence_out_of_range'
     when jsonb_typeof(features) = 'object' then case when features = '{}'::jsonb then 'features_empty' end
     when jsonb_typeof(features) = 'null' then 'features_empty'  -- as the store writes a missing object: {}
