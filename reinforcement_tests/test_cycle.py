@@ -237,3 +237,12 @@ def test_a_new_model_leaves_out_keys_named_like_row_columns():
     schema = new_model_schema([TypeSetCount({"id": "number", "label": "string", "x": "number", "c": "string"}, 9)],
                               "sgd")
     assert schema.kinds == {"c": "categorical", "x": "numeric"} and schema.accepts_missing is True
+
+
+def test_missing_values_are_probed_only_once_every_kind_is_known():
+    from sklearn.impute import SimpleImputer
+
+    X = pd.DataFrame({"x": np.arange(40.0), "y": np.arange(40.0) % 3})
+    model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(X, np.arange(40) % 2)
+    assert describe_model(model).schema.accepts_missing is None  # kinds come from the log first
+    assert describe_model(model, categorical=[]).schema.kinds == {"x": None, "y": None}

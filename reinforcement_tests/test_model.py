@@ -261,3 +261,19 @@ def test_only_encoders_of_text_declare_a_feature_categorical():
     categories = X.assign(city=X["city"].astype("category"), code=X["code"].astype("category"))
     from_dtype = HistGradientBoostingClassifier(max_iter=3, categorical_features="from_dtype")
     assert declared_categorical(from_dtype.fit(categories[["x", "code", "city"]], y)) == {"city"}
+
+
+def test_a_boosting_model_with_categorical_features_is_never_warm_started():
+    """Its warm-start fit re-encodes categories on the new rows: its trees would read other categories."""
+    from reinforcement_assets.core.features import FeatureSchema, feature_frame
+    from reinforcement_assets.core.learners import built_in
+    from reinforcement_assets.model import update_obstacle
+
+    schema = FeatureSchema.of({"c": "categorical", "x": "numeric"}, accepts_missing=True)
+    rng = np.random.default_rng(0)
+    rows = [{"c": str(rng.choice(list("ABCDE"))), "x": float(rng.normal())} for _ in range(500)]
+    y = np.array(["yes" if r["c"] in "AC" else "no" for r in rows], dtype=object)
+    model = built_in("hist_gradient_boosting", schema).fit(feature_frame(rows, schema), y)
+    assert "re-encodes them in a warm-start fit" in update_obstacle(model, list(y), base_size=100, growth=0.5)
+    numeric = built_in("hist_gradient_boosting", FeatureSchema.numeric(["x"])).fit(feature_frame(rows, schema)[["x"]], y)
+    assert update_obstacle(numeric, list(y), base_size=100, growth=0.5) is None
