@@ -111,10 +111,12 @@ def confirm_plan(plan: TrainingPlan, champion: ModelVersion | None, champion_mod
 
 def refit_skip_reason(plan: TrainingPlan, champion_model: Any, train_labels: Sequence[str]) -> str | None:
     """Why a refit has nothing to learn from (its learnable training rows hold fewer than two classes), or None."""
+    if plan.update:
+        return None
     kind = label_kind(champion_model)
     labels = np.asarray(train_labels, dtype=object)
     classes = sorted(set(canonical_text(labels[readable(labels, kind)], kind)))
-    if plan.update or len(classes) >= 2:
+    if len(classes) >= 2:
         return None
     found = f"only {classes[0]!r}" if classes else "no rows"
     return f"skipped: a refit needs at least two classes, and the window's training rows have {found}"
