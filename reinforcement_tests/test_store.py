@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migrations
 from reinforcement_assets.backends.store import (
+    feature_json,
     ModelVersion,
     RowQuery,
     StoreError,
@@ -20,7 +21,7 @@ from reinforcement_assets.backends.store import (
 )
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
 from reinforcement_assets.core.features import FeatureSchema, feature_types, json_type, judge_types
-from reinforcement_assets.core.rows import reject_reason, row_reject_reason, storable_features
+from reinforcement_assets.core.rows import reject_reason, row_reject_reason
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
 NAMES = ("x0", "x1")
@@ -420,6 +421,7 @@ def test_features_jsonb_cannot_hold_are_kept_and_set_aside_not_a_failed_insert(b
     writer = store if backend == "postgres" else emulated_resources(project)["store"]
     odd = {"nul-value": {"x0": "a\x00b", "x1": 1.0}, "nul-key": {"x\x000": 1.0, "x1": 1.0},
            "nul-nested": {"x0": 1.0, "x1": 2.0, "note": ["\x00"]}, "nan-text": '{"x0": NaN, "x1": 1}',
+           "bytes-value": {"x0": b"raw", "x1": 1.0}, "object-value": {"x0": object(), "x1": 1.0},
            "ok": {"x0": 1.0, "x1": 2.0}}
     log = pd.DataFrame([row(pid, END - timedelta(hours=1), features=f) for pid, f in odd.items()])
     assert writer.insert_evaluations(log) == len(odd)
@@ -427,9 +429,10 @@ def test_features_jsonb_cannot_hold_are_kept_and_set_aside_not_a_failed_insert(b
         reasons = dict(conn.execute("select prediction_id, reject_reason from public.prediction_evaluations")
                        .fetchall())
     assert reasons == {"nul-value": "features_not_object", "nul-key": "features_not_object",
-                       "nul-nested": "features_not_object", "nan-text": "features_not_object", "ok": None}
+                       "nul-nested": "features_not_object", "nan-text": "features_not_object",
+                       "bytes-value": "features_not_object", "object-value": "features_not_object", "ok": None}
     # The Python mirror judges what the store writes the same way.
-    assert {pid: row_reject_reason({**row(pid, END), "features": storable_features(f)})
+    assert {pid: row_reject_reason({**row(pid, END), "features": feature_json(f)})
             for pid, f in odd.items()} == reasons
 
 

@@ -153,7 +153,7 @@ class PostgresStore(Store):
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:
         frame = evaluation_frame(log)
-        frame["features"] = [None if f is None else _jsonb(f) for f in frame["features"]]
+        frame["features"] = [None if f is None else Jsonb(f) for f in frame["features"]]
         with self.connect("insert into prediction_evaluations") as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(
                 "create temporary table incoming_evaluations (prediction_id text, model_version text,"

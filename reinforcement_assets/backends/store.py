@@ -204,7 +204,7 @@ class Store(dg.ConfigurableResource):
 
 def to_json(value: Any) -> Any:
     """`value` as plain JSON: numpy scalars unwrapped, NaN, infinities and pandas' NA as null, times in
-    ISO 8601, decimals as numbers, sets as lists, bytes as text; anything else as its text."""
+    ISO 8601, decimals as numbers, sets as lists; anything else (bytes, objects) is a `TypeError`."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, np.generic):
@@ -225,10 +225,8 @@ def to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, timedelta):
         return f"{value.total_seconds()} seconds"
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", errors="replace")
     if not isinstance(value, (str, int, float, bool)):
-        return str(value)
+        raise TypeError(f"a {type(value).__name__} is not JSON")
     return value
 
 
@@ -237,13 +235,24 @@ def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
     (`label_text`: 3, 3.0 and '3' are all stored as '3'), features as `rows.storable_features` keeps them."""
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
-    frame["features"] = pd.Series([storable_features(v) for v in frame["features"]], index=frame.index, dtype=object)
+    frame["features"] = pd.Series([feature_json(v) for v in frame["features"]], index=frame.index, dtype=object)
     # A confidence that is no finite number is missing, on every backend (JSON has no infinity).
     frame["confidence"] = pd.Series([v if _finite(v) else None for v in frame["confidence"]], index=frame.index,
                                     dtype=object)
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
     return frame
+
+
+def feature_json(value: Any) -> Any:
+    """A logged feature object as the store writes it (`rows.storable_features`, then plain JSON). One
+    holding a value JSON has no form for (bytes, an object) is kept as its Python text (never a JSON
+    object), and so set aside as `features_not_object`: not silently changed, not a failed insert."""
+    value = storable_features(value)
+    try:
+        return to_json(value)
+    except TypeError:
+        return repr(value)
 
 
 def _finite(value: Any) -> bool:

@@ -189,12 +189,10 @@ def evaluation_log(
                                   config.holdout_share)
         champion = store.champion()
         type_sets = store.feature_type_sets(window.start, window.end)
-        schema = run_schema(store, artifacts, window, type_sets, champion, retraining_config(context).learner)
+        schema, champion_schema = run_schemas(store, artifacts, window, type_sets, champion,
+                                              retraining_config(context).learner)
         summary = store.summarize_window(window, schema)
         missing = tuple(unlogged(schema, type_sets))
-        champion_schema = None if champion is None else (
-            schema if not trains_new_model(champion, retraining_config(context).learner)
-            else complete_kinds(champion.schema, type_sets))
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
                                           "rows_rejected": summary.rows_rejected})
     return dg.Output(
@@ -218,15 +216,20 @@ def evaluation_log(
     )
 
 
-def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, type_sets: list[TypeSetCount],
-               champion: ModelVersion | None, named_learner: str | None) -> FeatureSchema:
-    """The features a run judges and loads rows by: those of the log now for a model the run builds,
-    else the champion's, completed from the log (`type_sets`, the window's) the first time it is
-    trained, and recorded once the log has shown every one of them."""
+def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_sets: list[TypeSetCount],
+                champion: ModelVersion | None, named_learner: str | None
+                ) -> tuple[FeatureSchema, FeatureSchema | None]:
+    """The features a run judges and loads rows by, and the champion's (None: no champion).
+
+    A model the run builds takes those of the log now. Otherwise they are the champion's, completed
+    from the log (`type_sets`, the window's) the first time it is trained, and recorded once the log
+    has shown every one of them.
+    """
     if trains_new_model(champion, named_learner):
         recent = store.feature_type_sets(window.holdout_start, window.end) or type_sets
         schema = new_model_schema(recent, named_learner or settings.LEARNER)
-        return replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
+        schema = replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
+        return schema, None if champion is None else complete_kinds(champion.schema, type_sets)
     schema = champion.schema
     check_feature_names(schema.names)
     if not schema.complete:
@@ -234,7 +237,7 @@ def run_schema(store: Store, artifacts: ArtifactStorage, window: Window, type_se
         if not unlogged(schema, type_sets):
             store.record_feature_schema(champion.version, completed)
         schema = completed
-    return schema
+    return schema, schema
 
 
 @dg.asset(
