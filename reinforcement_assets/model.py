@@ -164,8 +164,9 @@ def _encoded_text(columns: ColumnTransformer) -> set[str]:
 def accepts_missing(model: Any, schema: FeatureSchema) -> bool:
     """Whether `model` predicts a row whose every feature is missing (NaN or None): the probe that
     decides whether a logged null may reach it."""
+    row = model_input(model, feature_frame([{}], schema), schema.names)
     try:
-        model.predict(model_input(model, feature_frame([{}], schema), schema.names))
+        model.predict(row)
     except Exception:  # the user's model: whatever it raises means no
         return False
     return True

@@ -389,7 +389,8 @@ def test_a_versions_feature_schema_is_recorded_once_known(store):
         assert conn.execute("select feature_schema, accepts_missing from model_versions").fetchone() == (
             [{"name": "x", "kind": "numeric"}, {"name": "country", "kind": "categorical"},
              {"name": "flag", "kind": "boolean"}], True)
-    store.record_feature_schema("v9", MIXED)  # no such version: nothing changes
+    with pytest.raises(StoreError, match="no model version .v9."):  # no such version: said, never a silent no-op
+        store.record_feature_schema("v9", MIXED)
     assert store.model_versions() == [recorded]
 
 

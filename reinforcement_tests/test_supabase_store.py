@@ -263,7 +263,8 @@ def test_the_registry_behaves_as_on_the_postgres_backend(supabase, store):
     assert promoted.is_champion and promoted.reference_accuracy == 0.8 and promoted.feature_names == ("x0", "x1")
     sb.record_model_metrics("v2", {"accuracy": 0.91})
     sb.record_feature_schema("v2", MIXED)
-    sb.record_feature_schema("v9", MIXED)  # no such version: nothing changes
+    with pytest.raises(StoreError, match="no model version .v9."):  # as on the Postgres backend
+        sb.record_feature_schema("v9", MIXED)
     sb.promote("v2", "better")
     assert sb.champion() == store.champion() and sb.champion().version == "v2"
     assert sb.model_versions() == store.model_versions()

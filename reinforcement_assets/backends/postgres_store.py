@@ -323,8 +323,10 @@ class PostgresStore(Store):
 
     def record_feature_schema(self, version: str, schema: FeatureSchema) -> None:
         with self.connect("update model_versions") as conn:
-            conn.execute("select public.record_feature_schema(%s, %s, %s)",
-                         (version, Jsonb(schema.as_json()), schema.accepts_missing))
+            (updated,) = conn.execute("select public.record_feature_schema(%s, %s, %s)",
+                                      (version, Jsonb(schema.as_json()), schema.accepts_missing)).fetchone()
+        if not updated:
+            raise StoreError(f"update model_versions failed: no model version {version!r}")
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         with self.connect("update model_versions") as conn:

@@ -202,23 +202,26 @@ class Store(dg.ConfigurableResource):
         return {"backend": self.backend}
 
 
-def to_json(value: Any) -> Any:
-    """`value` as plain JSON: numpy scalars unwrapped, NaN, infinities and pandas' NA as null, times in
-    ISO 8601, decimals as numbers, sets as lists; anything else (bytes, objects) is a `TypeError`."""
-    if value is None or value is pd.NA:
+def to_json(value: Any, *, strict: bool = False) -> Any:
+    """`value` as plain JSON: numpy scalars unwrapped, NaN, infinities and pandas' NA as null; times in
+    ISO 8601, decimals as numbers, sets as lists unless `strict` (logged features: their values are
+    kept as sent, never retyped). Anything else (bytes, objects) is a `TypeError`."""
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, (dict, list, tuple, np.ndarray)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        converted = {str(k): to_json(v, strict=strict) for k, v in items}
+        return converted if isinstance(value, dict) else list(converted.values())
+    if strict and not isinstance(value, (str, int, float, bool)):
+        raise TypeError(f"a {type(value).__name__} is not a JSON value")
     if isinstance(value, Decimal):
         value = float(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
+    if isinstance(value, (set, frozenset)):
         return [to_json(v) for v in value]
-    if value is pd.NaT:
-        return None
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
@@ -246,11 +249,12 @@ def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
 
 def feature_json(value: Any) -> Any:
     """A logged feature object as the store writes it (`rows.storable_features`, then plain JSON). One
-    holding a value JSON has no form for (bytes, an object) is kept as its Python text (never a JSON
-    object), and so set aside as `features_not_object`: not silently changed, not a failed insert."""
+    holding a value that is no JSON value (bytes, a Decimal, a timestamp, an object) is kept as its
+    Python text (never a JSON object), and so set aside as `features_not_object`: not silently
+    retyped, not a failed insert."""
     value = storable_features(value)
     try:
-        return to_json(value)
+        return to_json(value, strict=True)
     except TypeError:
         return repr(value)
 

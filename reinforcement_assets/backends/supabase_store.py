@@ -270,9 +270,11 @@ class SupabaseStore(Store, SupabaseProject):
                    idempotent=False)
 
     def record_feature_schema(self, version: str, schema: FeatureSchema) -> None:
-        self._rpc("record_feature_schema", {"p_version": version, "p_feature_schema": schema.as_json(),
-                                            "p_accepts_missing": schema.accepts_missing},
-                  operation="record feature schema", idempotent=True)
+        updated = self._rpc("record_feature_schema", {"p_version": version, "p_feature_schema": schema.as_json(),
+                                                      "p_accepts_missing": schema.accepts_missing},
+                            operation="record feature schema", idempotent=True)
+        if not updated:
+            raise StoreError(f"record feature schema ({VERSIONS}) failed: no model version {version!r}")
 
     def record_model_metrics(self, version: str, metrics: dict[str, Any]) -> None:
         self._rpc("merge_model_metrics", {"p_version": version, "p_metrics": metrics},

@@ -208,11 +208,16 @@ def baseline_predictions(champion_model: Any, champion_schema: FeatureSchema | N
         note = "the holdout lacks the champion's features: compared with what was deployed"
     else:
         try:
-            return (predict_text(champion_model, as_model_frame(holdout, champion_schema), champion_schema.names),
-                    "the champion")
-        except Exception as exc:  # the user's model: whatever it raises, the comparison goes on
-            # Only the exception's type: its message may quote logged values, and run metrics are readable by users.
-            note = f"the champion cannot predict the holdout ({type(exc).__name__}): compared with what was deployed"
+            frame = as_model_frame(holdout, champion_schema)  # text where the champion takes numbers: a ValueError
+        except ValueError as exc:
+            note = f"the holdout does not fit the champion's features ({type(exc).__name__}): compared with what was deployed"
+        else:
+            try:
+                return predict_text(champion_model, frame, champion_schema.names), "the champion"
+            except Exception as exc:  # the user's model: whatever it raises, the comparison goes on
+                # Only the exception's type: its message may quote logged values, and users may read run metrics.
+                note = (f"the champion cannot predict the holdout ({type(exc).__name__}): compared with what was "
+                        "deployed")
     return canonical_text(holdout["predicted_label"], kind), note
 
 

@@ -46,9 +46,9 @@ def built_in(name: str, schema: FeatureSchema, seed: int = 0) -> BaseEstimator:
     if name == "logistic_regression":
         return _linear(schema, LogisticRegression(max_iter=1000))
     if name == "hist_gradient_boosting":
-        encoded = schema.names_of("categorical") + schema.names_of("boolean")
+        # The encoded columns come first out of `_columns`: their positions are the categorical ones.
         return _trees(schema, HistGradientBoostingClassifier(
-            max_iter=100, random_state=seed, categorical_features=list(range(len(encoded))) or None))
+            max_iter=100, random_state=seed, categorical_features=list(range(len(_encoded(schema)))) or None))
     if name == "random_forest":
         return _trees(schema, RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=1,
                                                      random_state=seed))
@@ -58,7 +58,6 @@ def built_in(name: str, schema: FeatureSchema, seed: int = 0) -> BaseEstimator:
 def _linear(schema: FeatureSchema, estimator: BaseEstimator) -> BaseEstimator:
     """Numeric features imputed and scaled, categorical and boolean ones one-hot encoded (unknown
     values ignored, the rarest bucketed beyond `MAX_CATEGORIES`), then `estimator`."""
-    from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -83,9 +82,14 @@ def _trees(schema: FeatureSchema, estimator: BaseEstimator) -> BaseEstimator:
 def _columns(schema: FeatureSchema, *, encoded: Any, numeric: Any) -> BaseEstimator:
     from sklearn.compose import ColumnTransformer
 
-    parts = [("encoded", encoded, schema.names_of("categorical") + schema.names_of("boolean")),
+    parts = [("encoded", encoded, _encoded(schema)),
              ("numeric", numeric, [f.name for f in schema.features if f.kind not in ("categorical", "boolean")])]
     return ColumnTransformer([part for part in parts if part[2]], remainder="drop")
+
+
+def _encoded(schema: FeatureSchema) -> list[str]:
+    """The features a built-in encodes (text and flags), in the order `_columns` puts them first."""
+    return schema.names_of("categorical") + schema.names_of("boolean")
 
 
 def frame_schema(X: pd.DataFrame) -> FeatureSchema:
