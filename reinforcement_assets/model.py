@@ -133,23 +133,26 @@ def with_declared_dtypes(model: Any, X: pd.DataFrame, *, fitting: bool = False) 
     return X
 
 
-def declared_categorical(model: Any) -> set[str]:
+def declared_categorical(model: Any, feature_names: Sequence[str] = ()) -> set[str]:
     """The features a fitted model itself takes as text: those its ColumnTransformers hand to an
     encoder fitted on strings, or a HistGradientBoostingClassifier reads as pandas categories of
     strings. An encoder of numbers or flags (integer codes, booleans) takes numbers or flags; the
-    model says nothing of the other features."""
+    model says nothing of the other features. `feature_names`: the registered names, in input order,
+    for a model fitted on an array (whose encoders select columns by position)."""
     found: set[str] = set()
-    for step in _estimators(model):
+    for position, step in enumerate(_estimators(model)):
+        given = feature_names if position == 0 else ()  # only the first step reads the logged columns
         if isinstance(step, ColumnTransformer):
-            found.update(_encoded_text(step))
+            found.update(_encoded_text(step, given))
         elif isinstance(step, HistGradientBoostingClassifier) and getattr(step, "_preprocessor", None) is not None:
-            found.update(_encoded_text(step._preprocessor))  # its encoder of pandas categories
+            found.update(_encoded_text(step._preprocessor, given))  # its encoder of pandas categories
     return found
 
 
-def _encoded_text(columns: ColumnTransformer) -> set[str]:
+def _encoded_text(columns: ColumnTransformer, feature_names: Sequence[str] = ()) -> set[str]:
     """The columns a fitted ColumnTransformer hands to an encoder whose categories are strings."""
-    names = [str(n) for n in getattr(columns, "feature_names_in_", [])]
+    own = getattr(columns, "feature_names_in_", None)
+    names = [str(n) for n in own] if own is not None else [str(n) for n in feature_names]
     found: set[str] = set()
     for _, transformer, selection in getattr(columns, "transformers_", []):
         encoder = next((part for part in _estimators(transformer) if isinstance(part, ENCODERS)), None)

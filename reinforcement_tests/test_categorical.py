@@ -146,7 +146,8 @@ def test_rows_a_numeric_champion_cannot_read_are_counted_and_named(store, artifa
     store.insert_evaluations(log)
     run = skipped_run(store, resources)
     assert run["error_message"] == ("skipped: all 3,000 evaluated rows of the window set aside: "
-                                    "feature_not_numeric on 'x3' 3,000")
+                                    "feature_not_numeric on 'x3' 3,000 (a model that takes text there says so "
+                                    "with `reinforcement register --categorical`)")
 
 
 def test_a_window_without_a_champion_feature_says_which(store, artifacts, resources):

@@ -275,3 +275,15 @@ def test_a_boosting_model_with_categorical_features_is_never_warm_started():
     assert "re-encodes them in a warm-start fit" in update_obstacle(model, list(y), base_size=100, growth=0.5)
     numeric = built_in("hist_gradient_boosting", FeatureSchema.numeric(["x"])).fit(feature_frame(rows, schema)[["x"]], y)
     assert update_obstacle(numeric, list(y), base_size=100, growth=0.5) is None
+
+
+def test_an_array_fitted_encoder_declares_its_text_columns_by_the_registered_names():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from reinforcement_assets.core.cycle import describe_model
+
+    X = np.array([[1.0, "a"], [2.0, "b"], [3.0, "a"], [4.0, "b"]], dtype=object)
+    model = Pipeline([("columns", ColumnTransformer([("text", OneHotEncoder(), [1])], remainder="passthrough")),
+                      ("classify", LogisticRegression())]).fit(X, [0, 1, 0, 1])
+    assert describe_model(model, ["amount", "country"]).schema.kinds == {"amount": None, "country": "categorical"}

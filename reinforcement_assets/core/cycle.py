@@ -305,7 +305,7 @@ def describe_model(model: Any, feature_names: Sequence[str] | None = None,
     unknown = sorted(set(categorical or ()) - set(names))
     if unknown:
         raise NotAClassifier(f"categorical features {unknown} are not among the model's features {list(names)}")
-    text = declared_categorical(model) | set(categorical or ())
+    text = declared_categorical(model, names) | set(categorical or ())
     schema = FeatureSchema(tuple(Feature(n, "categorical" if n in text else None) for n in names))
     if all(f.kind for f in schema.features):  # else probed once the log has told the kinds
         schema = schema.with_missing(accepts_missing(model, schema))

@@ -35,14 +35,18 @@ def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n
 
 
 def rejects(summary: WindowSummary) -> str:
-    """The rows set aside, by reason and feature, most first: `feature_not_numeric on 'country' 3,000`."""
+    """The rows set aside, by reason and feature, most first: `feature_not_numeric on 'country' 3,000`;
+    rows set aside for text where the model takes numbers get a hint."""
     parts: list[tuple[int, str]] = []
     for reason, count in summary.rejected.items():
         on = summary.rejected_on.get(reason, {})
         parts += [(n, f"{rejection_label(reason, feature)} {n:,}") for feature, n in on.items()]
         if count > sum(on.values()):
             parts.append((count - sum(on.values()), f"{reason} {count - sum(on.values()):,}"))
-    return ", ".join(label for _, label in sorted(parts, key=lambda p: (-p[0], p[1])))
+    text = ", ".join(label for _, label in sorted(parts, key=lambda p: (-p[0], p[1])))
+    if summary.rejected_on.get("feature_not_numeric"):
+        text += " (a model that takes text there says so with `reinforcement register --categorical`)"
+    return text
 
 
 def replay_size(n_errors: int, replay_ratio: float, cap: int) -> int:
