@@ -344,6 +344,29 @@ def test_load_many_gives_what_each_load_gives(store):
         pd.testing.assert_frame_equal(frame, store.load_rows(query))
     assert [len(f) for f in together] == [100, 50]
 
+TEXT_THE_CSV_MUST_CARRY = ["a,b", 'say "hi"', "two\nlines", "cr\r\nlf", "", " padded ", "t", "f", "NULL",
+                           "\\N", "ünï €", "tab\there", '""', "-0", "1e400"]
+
+
+def test_text_of_any_shape_loads_exactly_as_logged(store):
+    """Features and labels go through COPY's CSV: quotes, separators, line breaks and look-alikes of
+    null, flags or numbers come back as the same strings, and '' stays apart from a missing value."""
+    values = TEXT_THE_CSV_MUST_CARRY
+    store.insert_evaluations(pd.DataFrame([
+        row(f"text-{i}", END - timedelta(minutes=i + 1), predicted=value or "-", actual=value or "-",
+            features={"x": float(i), "country": value, "flag": i % 2 == 0}) for i, value in enumerate(values)]
+        + [row("missing", END - timedelta(minutes=len(values) + 1), features={"x": None, "flag": None})]))
+    rows = store.load_rows(RowQuery(END - timedelta(days=1), END, MIXED, limit=100))
+    assert rows["country"].tolist() == [*values, None]
+    labels = [value or "-" for value in values]  # an empty outcome is no outcome (label_missing)
+    assert rows["actual_label"].tolist()[:-1] == labels and rows["predicted_label"].tolist()[:-1] == labels
+    assert rows["x"].tolist()[:-1] == [float(i) for i in range(len(values))] and pd.isna(rows["x"].iloc[-1])
+    assert rows["flag"].tolist() == [i % 2 == 0 for i in range(len(values))] + [None]
+    empty = store.load_rows(RowQuery(END - timedelta(days=30), END - timedelta(days=29), MIXED, limit=100))
+    assert len(empty) == 0 and list(empty.columns) == list(rows.columns)
+    assert empty["x"].dtype == "float64" and empty["country"].dtype == object
+
+
 def test_run_rows_go_running_then_terminal(store):
     run_id = store.start_run("dagster-1", "manual")
     started = store.get_run("dagster-1")

@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Optional
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as pa_csv
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -249,23 +252,23 @@ class PostgresStore(Store):
                     buffer.write(chunk)
         buffer.seek(0)
         schema = query.schema
-        numeric = [f"f{i}" for i, f in enumerate(schema.features) if f.kind not in ("categorical", "boolean")]
-        raw = pd.read_csv(
-            buffer, keep_default_na=False, na_values={name: [""] for name in numeric},  # a null number: empty
-            dtype={"prediction_id": str, "predicted_label": str, "actual_label": str, "confidence": "float64",
-                   **{f"f{i}": ("float64" if f.kind not in ("categorical", "boolean") else object)
-                      for i, f in enumerate(schema.features)},
-                   **{f"p{i}": object for i, f in enumerate(schema.features) if f.kind == "categorical"}},
+        raw = pa_csv.read_csv(
+            buffer,
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            # An empty unquoted field is SQL null; text columns are never null (labels are not null, a
+            # categorical feature says whether it is present in p{i}).
+            convert_options=pa_csv.ConvertOptions(column_types=csv_column_types(schema), null_values=[""],
+                                                  strings_can_be_null=False, true_values=["t"],
+                                                  false_values=["f"]),
         )
-        frame = raw[list(ROW_COLUMNS)].copy()
+        frame = raw.select(list(ROW_COLUMNS)).to_pandas()
         for i, feature in enumerate(schema.features):  # built apart from `raw`: a feature may be named f1
-            column = raw[f"f{i}"]
+            column = raw.column(f"f{i}")
             if feature.kind == "categorical":
-                column = column.where(raw[f"p{i}"] == "t", None)
-            elif feature.kind == "boolean":
-                column = column.map({"t": True, "f": False})
-            frame[feature.name] = typed_column(column, feature.kind).set_axis(frame.index)
-        frame["evaluated_at"] = pd.to_datetime(frame["evaluated_at"], utc=True, format="ISO8601")
+                column = pc.if_else(raw.column(f"p{i}"), column, pa.scalar(None, pa.string()))
+            values = column.to_numpy(zero_copy_only=False)  # text and flags: objects, None where null
+            frame[feature.name] = typed_column(pd.Series(values, dtype=None if values.dtype.kind == "f" else object),
+                                               feature.kind)
         return frame
 
     def count_rows(self, query: RowQuery) -> int:
@@ -450,3 +453,12 @@ class PostgresStore(Store):
 
 def _jsonb(value: Any) -> Jsonb:
     return Jsonb(to_json(value))
+
+
+def csv_column_types(schema: FeatureSchema) -> dict[str, pa.DataType]:
+    """The Arrow type of each column `copy_rows_statement` writes."""
+    text = {"categorical": pa.string(), "boolean": pa.bool_()}  # anything else is a float8
+    return {"id": pa.int64(), "prediction_id": pa.string(), "evaluated_at": pa.timestamp("us", tz="UTC"),
+            "predicted_label": pa.string(), "actual_label": pa.string(), "confidence": pa.float64(),
+            **{f"f{i}": text.get(f.kind, pa.float64()) for i, f in enumerate(schema.features)},
+            **{f"p{i}": pa.bool_() for i, f in enumerate(schema.features) if f.kind == "categorical"}}
