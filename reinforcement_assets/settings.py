@@ -7,6 +7,7 @@ import os
 from typing import Callable, TypeVar
 
 from .core.learners import check_learner
+from .core.metrics import check_gate_metric
 
 T = TypeVar("T")
 
@@ -49,6 +50,8 @@ UPDATE_GROWTH = _from_env("UPDATE_GROWTH", 0.25, float)
 HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)
 SIGNIFICANCE_LEVEL = _from_env("SIGNIFICANCE_LEVEL", 0.05, float)
 NON_INFERIORITY_MARGIN = _from_env("NON_INFERIORITY_MARGIN", 0.0, float)
+# What the gate compares and the decay trigger watches: accuracy, balanced_accuracy or macro_f1.
+GATE_METRIC = _from_env("GATE_METRIC", "accuracy", lambda raw: check_gate_metric(raw.strip()))
 MAX_ERROR_ROWS = _from_env("MAX_ERROR_ROWS", 50_000, int)
 MAX_TRAINING_ROWS = _from_env("MAX_TRAINING_ROWS", 200_000, int)
 MAX_HOLDOUT_ROWS = _from_env("MAX_HOLDOUT_ROWS", 50_000, int)

@@ -8,15 +8,22 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+from .metrics import confusion, metric_of
+
 
 def classification_metrics(y_true, y_pred) -> dict[str, float]:
-    """Accuracy, and macro-averaged precision, recall and F1 (labels are text: no class is "positive")."""
+    """Accuracy, balanced accuracy, and macro-averaged precision, recall and F1 (`f1` and `macro_f1`
+    are the same; labels are text: no class is "positive")."""
     y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
     if len(y_true) == 0:
-        return {"accuracy": float("nan"), "precision": float("nan"), "recall": float("nan"), "f1": float("nan"), "n": 0}
+        return {**dict.fromkeys(("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1"),
+                                float("nan")), "n": 0}
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(y_true, y_pred)), "precision": float(precision),
-            "recall": float(recall), "f1": float(f1), "n": int(len(y_true))}
+    matrix = confusion(y_true, y_pred, sorted(set(y_true) | set(y_pred), key=str))
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": metric_of("balanced_accuracy", matrix),
+            "precision": float(precision), "recall": float(recall), "f1": float(f1), "macro_f1": float(f1),
+            "n": int(len(y_true))}
 
 
 def mcnemar_exact(y_true, champion_pred, challenger_pred) -> tuple[int, int, float]:
