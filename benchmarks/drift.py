@@ -44,15 +44,17 @@ import pandas as pd
 
 from reinforcement_assets import settings
 from reinforcement_assets.core.cycle import (
+    Trained,
     TrainingPlan,
     challenger_record,
     confirm_plan,
-    judge_challenger,
+    judge_race,
     plan_training,
+    race_plans,
     refit_skip_reason,
-    train_challenger,
+    train_race,
 )
-from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, replay_size, split
+from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, holdout_of, replay_size
 from reinforcement_assets.core.drift_data import make_stream
 from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.labels import class_type, predictions_text
@@ -97,11 +99,14 @@ class Params:
     holdout_share: float = settings.HOLDOUT_SHARE
     learner: str = settings.LEARNER
     update_growth: float = settings.UPDATE_GROWTH
+    gate_metric: str = settings.GATE_METRIC
+    challengers: tuple[str, ...] = settings.CHALLENGERS
 
     def label(self) -> str:
         return (f"learner {self.learner}, replay {self.replay_ratio:g}, epochs {self.epochs}, "
                 f"lr {self.learning_rate:g}, growth {self.update_growth:g}, margin {self.non_inferiority_margin:g}, "
-                f"alpha {self.significance_level:g}")
+                f"alpha {self.significance_level:g}, gate {self.gate_metric}, "
+                f"challengers {', '.join(self.challengers) or 'none'}")
 
 
 @dataclass
@@ -229,7 +234,7 @@ def uniform_sample(rows: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.D
 def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: Params, names: Sequence[str],
                rng: np.random.Generator, naive: bool = False, day: int = 0):
     """The assets' steps on in-memory rows, their decisions made by the same core functions
-    (`plan_training`, `confirm_plan`, `refit_skip_reason`, `train_challenger`, `judge_challenger`).
+    (`plan_training`, `confirm_plan`, `refit_skip_reason`, `race_plans`, `train_race`, `judge_race`).
 
     Only the row selection (the store's part) is done here, in memory. Returns (new Champion or
     None, seconds spent fitting, retrained?). `naive`: errors only, always promoted.
@@ -243,37 +248,46 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     if len(errors) < params.min_error_samples:
         return None, 0.0, False
     holdout = uniform_sample(holdout, settings.MAX_HOLDOUT_ROWS, rng)
+    sample = uniform_sample(train, settings.MAX_TRAINING_ROWS, rng)
     plan = plan_training(champion.record, champion.model, errors["actual_label"], from_scratch=False,
                          named_learner=None, default_learner=params.learner, growth=params.update_growth)
     if naive:
         if update_method(champion.model) is None:
             return None, 0.0, False
-        plan, dataset = TrainingPlan(True, "naive"), finetune_frame(errors, errors.iloc[0:0], holdout)
-    elif plan.update:
-        wanted = replay_size(len(errors), params.replay_ratio, settings.MAX_TRAINING_ROWS)
-        dataset = finetune_frame(errors, uniform_sample(train[~wrong], wanted, rng), holdout)
-        plan = confirm_plan(plan, champion.record, champion.model,
-                            dataset.loc[dataset["split"] == "train", "label"], params.update_growth)
-    if not plan.update:
-        dataset = from_scratch_frame(uniform_sample(train, settings.MAX_TRAINING_ROWS, rng), holdout)
-    X, y, _, holdout_rows = split(dataset, schema)
-    if refit_skip_reason(plan, champion.model, y):  # as finetune_dataset: a refit needs two classes
-        return None, 0.0, False
-    started = time.perf_counter()
-    try:
-        challenger, _ = train_challenger(plan, champion.record, champion.model, X, y, schema, epochs=params.epochs,
-                                         learning_rate=params.learning_rate, growth=params.update_growth)
-    except ValueError:  # e.g. a naive update meeting a new label, or a refit sample with one class
-        return None, time.perf_counter() - started, False
-    seconds = time.perf_counter() - started
-    record = challenger_record(challenger, plan, champion.record, version=f"day{day}", artifact_path="",
-                               sha256="0" * 64, schema=schema, training_run_id=None)
+        plans, dataset = [TrainingPlan(True, "naive")], finetune_frame(errors, errors.iloc[0:0], holdout)
+    else:
+        if plan.update:
+            replay = uniform_sample(train[~wrong], replay_size(len(errors), params.replay_ratio,
+                                                               settings.MAX_TRAINING_ROWS), rng)
+            plan = confirm_plan(plan, champion.record, champion.model,
+                                pd.concat([errors["actual_label"], replay["actual_label"]]), params.update_growth)
+        dataset = (finetune_frame(errors, replay, holdout, sample) if plan.update
+                   else from_scratch_frame(sample, holdout))
+        if refit_skip_reason(plan, champion.model, sample["actual_label"]):  # as finetune_dataset
+            return None, 0.0, False
+        plans = race_plans(plan, champion.record, params.challengers)
+    trained = train_race(plans, champion.record, champion.model, dataset, schema, epochs=params.epochs,
+                         learning_rate=params.learning_rate, growth=params.update_growth)
+    seconds = sum(t.seconds for t in trained)
+    fitted = {t.plan.name: t for t in trained if t.model is not None}
+    if not fitted:  # e.g. a naive update meeting a new label
+        return None, seconds, False
     if naive:
-        return Champion(record, challenger), seconds, True
-    verdict = judge_challenger(challenger, schema, champion.model, champion.record.schema, holdout_rows,
-                               significance_level=params.significance_level,
-                               non_inferiority_margin=params.non_inferiority_margin)
-    return (Champion(record, challenger) if verdict.decision.promote else None), seconds, True
+        only = next(iter(fitted.values()))
+        return Champion(record_of(only, champion, schema, day), only.model), seconds, True
+    verdict = judge_race([(name, t.model) for name, t in fitted.items()], schema, champion.model,
+                         champion.record.schema, holdout_of(dataset), metric=params.gate_metric,
+                         significance_level=params.significance_level, margin=params.non_inferiority_margin,
+                         failures={t.plan.name: t.error for t in trained if t.model is None})
+    winner = verdict.decision.winner
+    return (Champion(record_of(fitted[winner], champion, schema, day), fitted[winner].model) if winner
+            else None), seconds, True
+
+
+def record_of(trained: Trained, champion: Champion, schema: FeatureSchema, day: int) -> ModelVersion:
+    """The registry row a trained candidate would get."""
+    return challenger_record(trained.model, trained.plan, champion.record, version=f"day{day}-{trained.plan.name}",
+                             artifact_path="", sha256="0" * 64, schema=schema, training_run_id=None)
 
 
 def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:
@@ -372,9 +386,11 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
             "finetune_dataset": {"config": {"replay_ratio": params.replay_ratio,
                                             "min_error_samples": params.min_error_samples}},
             "retrained_model": {"config": {"epochs": params.epochs, "learning_rate": params.learning_rate,
-                                           "update_growth": params.update_growth}},
+                                           "update_growth": params.update_growth,
+                                           "challengers": list(params.challengers)}},
             "run_metrics": {"config": {"significance_level": params.significance_level,
-                                       "non_inferiority_margin": params.non_inferiority_margin}},
+                                       "non_inferiority_margin": params.non_inferiority_margin,
+                                       "gate_metric": params.gate_metric}},
         }
         for day, (X, y) in enumerate(stream.days, start=1):
             trace.accuracy.append(accuracy(model, X, y))

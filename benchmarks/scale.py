@@ -7,7 +7,7 @@ connections in parallel) with a week of evaluated predictions — 10 features (t
 `--categorical` of them strings of about 25 values, the others numbers), 4 classes,
 10 % errors of which a third are confident (> 0.7), 1.2 % broken rows of six kinds — and a champion
 is registered. Then, interleaved `--repeats` times: the floor (the cycle's own `COPY (select …) TO
-STDOUT` statements for errors, replay and holdout, drained by psycopg without parsing) and the
+STDOUT` statements for errors, replay, the window sample and holdout, drained by psycopg without parsing) and the
 real `retraining_job` (every asset and check, in process, on an ephemeral Dagster instance). Step
 times come from the run's event log, peak RSS per step from the kernel's high-water mark. Also
 timed: the window summary query, a bare `count(*)` of the window, and the decay sensor's count of
@@ -173,7 +173,8 @@ def cycle_schema(store: PostgresStore, artifacts: LocalArtifactStorage, window: 
 
 def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
                   replay_ratio: float = settings.REPLAY_RATIO):
-    """The row queries the cycle's assets run, with the same configuration defaults, in the same order."""
+    """The row queries the cycle's assets run, with the same configuration defaults, in the same order
+    (the champion is updated: errors and replay for the update, a window sample for the refits)."""
     summary = store.summarize_window(window, schema)
     errors = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, is_correct=False,
                           min_confidence=settings.ERROR_CONFIDENCE_THRESHOLD)
@@ -183,7 +184,9 @@ def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
     wanted = replay_size(n_errors, replay_ratio, settings.MAX_TRAINING_ROWS)
     replay = period_query(window.train, schema, limit=wanted, is_correct=True,
                           sample_fraction=sample_fraction(wanted, summary.train_correct))
-    return {"errors": errors, "holdout": holdout, "replay": replay}
+    sample = period_query(window.train, schema, limit=settings.MAX_TRAINING_ROWS,
+                          sample_fraction=sample_fraction(settings.MAX_TRAINING_ROWS, summary.train_rows))
+    return {"errors": errors, "holdout": holdout, "replay": replay, "window_sample": sample}
 
 
 def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:

@@ -151,6 +151,9 @@ def report(result, run: dict) -> str:
             lines.append(f"  {who:<18} accuracy {m[f'{who}_accuracy']:.3f}  precision {m[f'{who}_precision']:.3f}"
                          f"  recall {m[f'{who}_recall']:.3f}  F1 {m[f'{who}_f1']:.3f}")
         lines.append(f"  promoted           {'yes' if m['promoted'] else 'no'}: {m['decision']}")
+        for c in (m.get("gate") or {}).get("candidates", []):
+            lines.append(f"  candidate          {c['name']}: {c['metric']} {c['candidate']:.3f} vs {c['champion']:.3f}, "
+                         f"p={c['p_value']:.3g} (Holm {c['adjusted_p_value']:.3g}): {c['reason']}")
     if run.get("error_message"):
         lines.append(f"  note               {run['error_message']}")
     if run.get("log_url"):

@@ -45,6 +45,9 @@ DEFAULT_LEARNING_RATE = _from_env("DEFAULT_LEARNING_RATE", 0.01, float)
 REPLAY_RATIO = _from_env("REPLAY_RATIO", 1.0, float)
 # The family of a refit with no champion yet (a built-in name or package.module:factory); docs/benchmarks.md.
 LEARNER = _from_env("REINFORCEMENT_LEARNER", "sgd", lambda raw: check_learner(raw.strip(), allow_import_path=True))
+# Learners that race beside the champion's update and refit each cycle (comma-separated names or import paths).
+CHALLENGERS = _from_env("CHALLENGERS", (), lambda raw: tuple(
+    check_learner(name.strip(), allow_import_path=True) for name in raw.split(",") if name.strip()))
 # A warm-start update adds this share of the registered size (trees, iterations); never past twice it.
 UPDATE_GROWTH = _from_env("UPDATE_GROWTH", 0.25, float)
 HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float)

@@ -20,18 +20,23 @@ from reinforcement_assets.core.cycle import (
     challenger_record,
     confirm_plan,
     describe_model,
+    TrainingPlan,
+    candidate_version,
     holdout_truth,
-    judge_challenger,
+    judge_race,
     labels_set_aside,
     plan_of_dataset,
     plan_training,
+    race_plans,
     refit_skip_reason,
     settle_promotion,
     train_challenger,
+    train_race,
     training_log,
     version_name,
 )
-from reinforcement_assets.core.evaluation import decide_promotion
+from reinforcement_assets.core.dataset import finetune_frame
+from reinforcement_assets.core.evaluation import compare_paired, decide_race
 from reinforcement_assets.core.labels import typed_labels
 from reinforcement_assets.core.records import ModelVersion
 from reinforcement_assets.demo import drift_scenario
@@ -155,11 +160,14 @@ def test_with_no_champion_the_baseline_is_what_the_deployed_model_predicted(scen
 
 
 def test_a_lost_compare_and_swap_is_not_a_promotion():
-    decision = decide_promotion(["a"] * 40, ["b"] * 40, ["a"] * 40)
-    assert decision.promote
+    comparison = compare_paired(["a"] * 40, ["b"] * 40, ["a"] * 40, metric="accuracy", margin=0.0,
+                                significance_level=0.05)
+    decision = decide_race({"update": comparison}, metric="accuracy", significance_level=0.05, margin=0.0)
+    assert decision.promote and decision.winner == "update"
     winner = ModelVersion(version="other", artifact_path="x", sha256="0" * 64, feature_names=(), classes=())
     lost = settle_promotion(decision, winner, "mine")
     assert not lost.promote and "the champion changed to other" in lost.reason and decision.reason in lost.reason
+    assert not lost.standing("update").won and "the champion changed to other" in lost.standing("update").reason
     assert settle_promotion(decision, None, "mine").reason.startswith("not promoted: the champion changed to none")
     mine = ModelVersion(version="mine", artifact_path="x", sha256="0" * 64, feature_names=(), classes=())
     assert settle_promotion(decision, mine, "mine") == decision
@@ -168,6 +176,9 @@ def test_a_lost_compare_and_swap_is_not_a_promotion():
 def test_version_names_and_the_training_log():
     when = datetime(2026, 12, 1, 2, 3, 4, tzinfo=timezone.utc)
     assert version_name(when, "5975a3a2-aaaa") == "20261201-020304-5975a3a2"
+    assert candidate_version(when, "5975a3a2-aaaa", TrainingPlan(True, "")) == "20261201-020304-5975a3a2-update"
+    assert candidate_version(when, "5975a3a2-aaaa", TrainingPlan(False, "", "my_pkg.models:Make_Tree")) == \
+        "20261201-020304-5975a3a2-my-pkg-models-make-tree"
     text = training_log({"version": "v1", "mode": "update"}, [EpochLog(1, 0.5, 0.1), EpochLog(2, 0.4, 0.1)])
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines[0] == {"version": "v1", "mode": "update"} and [line["epoch"] for line in lines[1:]] == [1, 2]
@@ -194,17 +205,64 @@ def test_describe_model_refuses_what_is_not_a_fitted_classifier_with_feature_nam
     assert (described.classes, described.class_type, described.base_size) == (("False", "True"), "bool", None)
 
 
-def test_a_challenger_is_judged_on_the_holdout_against_the_champion(scenario):
+def test_candidates_are_judged_on_the_holdout_against_the_champion(scenario):
     X, y = scenario.after
     holdout = X.assign(actual_label=y, predicted_label=y)
     old = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(*scenario.train)
     new = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)  # fitted on these very rows
-    verdict = judge_challenger(new, SCHEMA, old, SCHEMA, holdout, significance_level=0.05, non_inferiority_margin=0.0)
-    assert verdict.challenger["accuracy"] > verdict.champion["accuracy"] and verdict.decision.promote
-    assert verdict.decision.holdout_rows == len(holdout)
+    same = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(*scenario.train)
+    verdict = judge_race([("refit", new), ("twin", same)], SCHEMA, old, SCHEMA, holdout, metric="accuracy",
+                         significance_level=0.05, margin=0.0, failures={"broken": "ValueError: bad"})
+    assert verdict.scores["refit"]["accuracy"] > verdict.champion["accuracy"] and verdict.decision.winner == "refit"
+    assert verdict.decision.standing("refit").comparison.holdout_rows == len(holdout)
+    assert "nothing to gain" in verdict.decision.standing("twin").reason
+    assert verdict.decision.standing("broken").reason == "refused: not trained (ValueError: bad)"
+    for metric in ("balanced_accuracy", "macro_f1"):
+        other = judge_race([("refit", new)], SCHEMA, old, SCHEMA, holdout, metric=metric, significance_level=0.05,
+                           margin=0.0)
+        assert other.decision.winner == "refit" and other.decision.standing("refit").comparison.test == "paired_bootstrap"
     # With no champion, the baseline is what was deployed: here it predicted every row right.
-    first = judge_challenger(new, SCHEMA, None, None, holdout, significance_level=0.05, non_inferiority_margin=0.0)
+    first = judge_race([("sgd", new)], SCHEMA, None, None, holdout, metric="accuracy", significance_level=0.05,
+                       margin=0.0)
     assert first.champion["accuracy"] == 1.0 and not first.decision.promote
+
+
+def test_a_candidate_that_cannot_predict_loses_and_the_race_goes_on(scenario):
+    X, y = scenario.after
+    holdout = X.assign(actual_label=y, predicted_label=y)
+    good = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
+
+    class Refuses(LogisticRegression):
+        def predict(self, X):
+            raise RuntimeError("the feature service is down")
+
+    narrow = Refuses(max_iter=1000).fit(X, y)
+    old = HistGradientBoostingClassifier(max_iter=3, random_state=0).fit(*scenario.train)
+    verdict = judge_race([("narrow", narrow), ("refit", good)], SCHEMA, old, SCHEMA, holdout, metric="accuracy",
+                         significance_level=0.05, margin=0.0)
+    assert verdict.decision.winner == "refit"
+    assert verdict.decision.standing("narrow").reason.startswith("refused: cannot predict the holdout (")
+
+
+def test_the_race_holds_the_update_the_familys_refit_and_each_challenger_once(scenario):
+    X, y = scenario.train
+    sgd = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    champion = record(sgd)
+    update = TrainingPlan(True, "update")
+    plans = race_plans(update, champion, ["hist_gradient_boosting", "random_forest", "hist_gradient_boosting"])
+    assert [p.name for p in plans] == ["update", "refit", "hist_gradient_boosting", "random_forest"]
+    assert [p.name for p in race_plans(TrainingPlan(False, "no champion", "sgd"), None, ["sgd", "random_forest"])] \
+        == ["sgd", "random_forest"]
+    # Each candidate trains on its own rows: the update on errors and replay, refits on the window sample.
+    rows = X.assign(id=range(len(X)), prediction_id="p", evaluated_at=pd.Timestamp("2026-11-01", tz="UTC"),
+                    predicted_label=y, actual_label=y, confidence=0.9)
+    dataset = finetune_frame(rows.iloc[:40], rows.iloc[40:80], rows.iloc[-200:], window_sample=rows.iloc[:-200])
+    failing = TrainingPlan(False, "a factory that raises", "reinforcement_tests.learner_factories:broken")
+    trained = train_race([*plans[:2], failing], champion, sgd, dataset, SCHEMA, epochs=2, learning_rate=0.01,
+                         growth=0.25)
+    assert [t.train_rows for t in trained] == [80, len(X) - 200, len(X) - 200]
+    assert trained[0].model is not sgd and trained[0].epochs and trained[1].model is not None
+    assert trained[2].model is None and trained[2].error
 
 
 def test_labels_not_of_the_champions_type_are_set_aside_alike_for_plans_skips_and_training(scenario):

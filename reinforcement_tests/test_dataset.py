@@ -4,11 +4,12 @@ from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.dataset import (
     finetune_frame,
     from_scratch_frame,
-    is_from_scratch,
+    holdout_of,
+    is_update_set,
     leaked_rows,
     replay_size,
     sample_fraction,
-    split,
+    training_set,
 )
 
 
@@ -45,15 +46,23 @@ def test_errors_are_relabelled_with_the_true_label():
     assert errors["label"].tolist() == ["b", "c"]
     assert (errors["label"] != errors["predicted_label"]).all()
     assert dataset.groupby("origin").size().to_dict() == {"error": 2, "replay": 3, "holdout": 2}
-    assert not is_from_scratch(dataset)
+    assert is_update_set(dataset)
 
 
-def test_split_keeps_holdout_out_of_training():
-    dataset = finetune_frame(ERRORS, REPLAY, HOLDOUT)
-    X, y, X_holdout, holdout = split(dataset, FeatureSchema.numeric(["x0", "x1"]))
-    assert list(X.columns) == ["x0", "x1"] and len(X) == len(y) == 5
-    assert holdout["id"].tolist() == [6, 7] and len(X_holdout) == 2
+WINDOW = rows([1, 3, 9], "2026-11-01", ["a", "a", "b"], ["b", "a", "b"])
+
+
+def test_each_candidate_trains_on_its_own_rows_and_never_on_the_holdout():
+    dataset = finetune_frame(ERRORS, REPLAY, HOLDOUT, window_sample=WINDOW)
+    schema = FeatureSchema.numeric(["x0", "x1"])
+    X, y = training_set(dataset, schema, update=True)
+    assert list(X.columns) == ["x0", "x1"] and X["x0"].tolist() == [1, 2, 3, 4, 5] and len(y) == 5
+    X, y = training_set(dataset, schema, update=False)  # a refit: the window sample, labels the truth
+    assert X["x0"].tolist() == [1, 3, 9] and y.tolist() == ["b", "a", "b"]
+    assert holdout_of(dataset)["id"].tolist() == [6, 7]
     assert leaked_rows(dataset) == 0
+    # A set with no window sample (built for an update only) gives a refit every training row.
+    assert len(training_set(finetune_frame(ERRORS, REPLAY, HOLDOUT), schema, update=False)[1]) == 5
 
 
 def test_leaked_rows_finds_training_rows_from_the_holdout_period():
@@ -68,7 +77,7 @@ def test_leaked_rows_finds_training_rows_from_the_holdout_period():
 
 def test_from_scratch_dataset():
     dataset = from_scratch_frame(REPLAY, HOLDOUT)
-    assert is_from_scratch(dataset)
+    assert not is_update_set(dataset)
     assert set(dataset["split"]) == {"train", "holdout"}
     assert dataset.loc[dataset["split"] == "train", "id"].tolist() == [3, 4, 5]
     assert dataset.loc[dataset["split"] == "holdout", "id"].tolist() == [6, 7]

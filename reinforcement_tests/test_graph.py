@@ -102,7 +102,12 @@ def test_a_worse_challenger_is_kept_out(store, artifacts, resources):
     assert store.champion().version == champion.version
     run = store.get_run(result.run_id)
     assert run["status"] == "completed" and run["metrics"]["promoted"] is False
-    assert len(store.model_versions()) == 2  # the challenger is registered, not promoted
+    # Both candidates, the collapsed update and the refit of its family, are registered, neither promoted.
+    standings = {c["name"]: c for c in metrics["gate"]["candidates"]}
+    assert set(standings) == {"update", "refit"} and not any(c["won"] for c in standings.values())
+    assert standings["update"]["candidate"] < standings["update"]["champion"] - 0.2
+    challengers = [v for v in store.model_versions() if v.version != champion.version]
+    assert len(challengers) == 2 and all(v.metrics["gate"]["reason"].startswith("refused") for v in challengers)
 
 
 def test_too_few_errors_skips_the_run(store, artifacts, resources):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -66,29 +67,44 @@ def labelled(rows: pd.DataFrame, origin: str, split: str) -> pd.DataFrame:
     return rows.assign(label=rows["actual_label"], origin=origin, split=split)
 
 
-def finetune_frame(errors: pd.DataFrame, replay: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
-    """The fine-tuning set: errors relabelled with the truth, plus replay, plus the holdout."""
-    return _concat(labelled(errors, "error", "train"), labelled(replay, "replay", "train"),
-                   labelled(holdout, "holdout", "holdout"))
+UPDATE_ORIGINS = ("error", "replay")  # the rows an update trains on; a refit trains on the window sample
+
+
+def finetune_frame(errors: pd.DataFrame, replay: pd.DataFrame, holdout: pd.DataFrame,
+                   window_sample: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of a race: an update's (errors relabelled with the truth, plus replayed correct rows), the
+    refits' (a uniform sample of the window, when given) and the holdout."""
+    frames = [labelled(errors, "error", "train"), labelled(replay, "replay", "train")]
+    if window_sample is not None:
+        frames.append(labelled(window_sample, "window", "train"))
+    return _concat(*frames, labelled(holdout, "holdout", "holdout"))
 
 
 def from_scratch_frame(window_sample: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
-    """The training set for a model trained from scratch on a uniform sample of the window."""
+    """The rows of a race of refits only: a uniform sample of the window, and the holdout."""
     return _concat(labelled(window_sample, "window", "train"), labelled(holdout, "holdout", "holdout"))
 
 
-def is_from_scratch(dataset: pd.DataFrame) -> bool:
-    """Whether `dataset` was built for training from scratch rather than fine-tuning."""
-    return bool((dataset["origin"] == "window").any())
+def is_update_set(dataset: pd.DataFrame) -> bool:
+    """Whether `dataset` holds rows for an update (errors or replay), not only for refits."""
+    return bool(dataset["origin"].isin(UPDATE_ORIGINS).any())
 
 
-def split(dataset: pd.DataFrame, schema: FeatureSchema):
-    """(X_train, y_train, X_holdout, holdout rows) of a dataset built here, features in the dtypes of
-    their kinds."""
+def training_set(dataset: pd.DataFrame, schema: FeatureSchema, *, update: bool) -> tuple[pd.DataFrame, Any]:
+    """(X, labels) an update (errors and replay) or a refit (the window sample) trains on, features in
+    the dtypes of their kinds. A set built before refits had their own rows has no window sample: a
+    refit then takes every training row."""
     train = dataset[dataset["split"] == "train"]
-    holdout = dataset[dataset["split"] == "holdout"]
-    return (as_model_frame(train, schema), train["label"].to_numpy(dtype=object), as_model_frame(holdout, schema),
-            holdout)
+    if update:
+        train = train[train["origin"].isin(UPDATE_ORIGINS)]
+    elif (train["origin"] == "window").any():
+        train = train[train["origin"] == "window"]
+    return as_model_frame(train, schema), train["label"].to_numpy(dtype=object)
+
+
+def holdout_of(dataset: pd.DataFrame) -> pd.DataFrame:
+    """The holdout rows of a dataset built here."""
+    return dataset[dataset["split"] == "holdout"]
 
 
 def leaked_rows(dataset: pd.DataFrame) -> int:

@@ -19,34 +19,36 @@ from .. import settings
 from ..backends.artifacts import ArtifactStorage
 from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
 from ..core.cycle import (
+    RaceVerdict,
+    Trained,
+    candidate_version,
     challenger_record,
     completed_schema,
     confirm_plan,
-    judge_challenger,
-    label_kind,
-    labels_set_aside,
+    judge_race,
     new_model_schema,
     plan_of_dataset,
     plan_training,
+    race_plans,
     refit_skip_reason,
     settle_promotion,
-    train_challenger,
+    train_race,
     trains_new_model,
     training_log,
-    version_name,
 )
 from ..core.dataset import (
     finetune_frame,
     from_scratch_frame,
-    is_from_scratch,
+    holdout_of,
+    is_update_set,
     leaked_rows,
     replay_size,
     sample_fraction,
     skip_reason,
-    split,
 )
 from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogged
 from ..core.learners import check_learner
+from ..core.metrics import check_gate_metric
 from ..core.rows import check_feature_names
 from ..model import final_estimator
 from .request_queue import check_request_run
@@ -69,13 +71,24 @@ class EvaluatedWindow:
 
 
 @dataclass(frozen=True)
-class Challenger:
-    """A retrained model as registered (its file is in artifact storage, written once), and the
-    champion it has to beat (None: none yet)."""
+class Candidate:
+    """A candidate of the race as registered (its file is in artifact storage, written once)."""
 
+    name: str  # `update`, `refit` (the champion's family) or a learner
     model: ModelVersion
+
+
+@dataclass(frozen=True)
+class Race:
+    """The candidates a run trained, and the champion they have to beat (None: none yet)."""
+
+    candidates: tuple[Candidate, ...]
     baseline: ModelVersion | None
     baseline_schema: FeatureSchema | None = None  # the champion's features, kinds completed from the log
+    failed: tuple[tuple[str, str], ...] = ()  # (candidate, why it could not be trained)
+
+    def candidate(self, name: str) -> Candidate:
+        return next(c for c in self.candidates if c.name == name)
 
 
 class EvaluationLogConfig(dg.Config):
@@ -105,12 +118,16 @@ class RetrainedModelConfig(dg.Config):
     # A built-in name or package.module:factory: the family of this run's refit. Unset: the champion's
     # family (REINFORCEMENT_LEARNER when there is no champion).
     learner: Optional[str] = None
+    # Learners racing beside the update and the refit (names or import paths); default CHALLENGERS.
+    challengers: list[str] = list(settings.CHALLENGERS)
     seed: int = 0
 
 
 class RunMetricsConfig(dg.Config):
+    gate_metric: str = settings.GATE_METRIC  # accuracy, balanced_accuracy or macro_f1
     significance_level: float = settings.SIGNIFICANCE_LEVEL
     non_inferiority_margin: float = settings.NON_INFERIORITY_MARGIN
+    seed: int = 0  # of the paired bootstrap
 
 
 @contextmanager
@@ -153,8 +170,8 @@ def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig
     """`retrained_model`'s config of this run: `finetune_dataset` picks the training set it will need."""
     ops = (context.run.run_config or {}).get("ops", {})
     config = RetrainedModelConfig(**(ops.get("retrained_model", {}).get("config") or {}))
-    if config.learner:
-        check_learner(config.learner, allow_import_path=True)  # run config is the launchpad's: trusted
+    for learner in [config.learner or settings.LEARNER, *config.challengers]:
+        check_learner(learner, allow_import_path=True)  # run config is the launchpad's: trusted
     return config
 
 
@@ -271,9 +288,9 @@ def error_samples(
     group_name=GROUP,
     kinds={"pandas", "parquet"},
     output_required=False,
-    description="The training set (errors relabelled with the true label plus replayed correct rows, or a "
-    "uniform window sample when training from scratch) and the time-ordered holdout, in one frame "
-    "with `split` and `origin` columns. Skips the rest of the run when there are too few errors.",
+    description="The rows of the race: the update's (errors relabelled with the true label plus replayed correct "
+    "rows), the refits' (a uniform sample of the window) and the time-ordered holdout, in one frame with `split` "
+    "and `origin` columns. Skips the rest of the run when there are too few errors.",
 )
 def finetune_dataset(
     context: dg.AssetExecutionContext, config: FinetuneDatasetConfig, evaluation_log: EvaluatedWindow,
@@ -298,19 +315,20 @@ def finetune_dataset(
                                     sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
         if plan.update:
             wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
-            replay, holdout = store.load_many(
+            replay, sample, holdout = store.load_many(
                 period_query(window.train, schema, limit=wanted, is_correct=True,
-                             sample_fraction=sample_fraction(wanted, summary.train_correct)), holdout_query)
-            dataset = finetune_frame(error_samples, replay, holdout)
-            plan = confirm_plan(plan, champion, model, dataset.loc[dataset["split"] == "train", "label"],
-                                training.update_growth)
-            if not plan.update:  # e.g. a warm-start update missing a class: refit on a window sample instead
-                dataset = from_scratch_frame(store.load_rows(window_query), holdout)
+                             sample_fraction=sample_fraction(wanted, summary.train_correct)),
+                window_query, holdout_query)
+            update_labels = pd.concat([error_samples["actual_label"], replay["actual_label"]])
+            plan = confirm_plan(plan, champion, model, update_labels, training.update_growth)
+            # A warm-start update missing a class is dropped from the race: the refits race on.
+            dataset = (finetune_frame(error_samples, replay, holdout, sample) if plan.update
+                       else from_scratch_frame(sample, holdout))
         else:
             sample, holdout = store.load_many(window_query, holdout_query)
             dataset = from_scratch_frame(sample, holdout)
         train_rows = int((dataset["split"] == "train").sum())
-        if reason := refit_skip_reason(plan, model, dataset.loc[dataset["split"] == "train", "label"]):
+        if reason := refit_skip_reason(plan, model, sample["actual_label"]):
             record_skip(context, store, reason)
             return
         store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
@@ -340,108 +358,164 @@ def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
 @dg.asset(
     group_name=GROUP,
     kinds={"scikitlearn"},
-    description="The challenger, of the champion's family: an update (partial_fit passes, or a warm-start "
-    "continuation adding trees or iterations) on the fine-tuning set, or a refit (a clone of the champion, or "
-    "the learner a run names) on a window sample; registered in model_versions with the sha256 of its file.",
+    description="The race's candidates, each registered in model_versions with the sha256 of its file: the "
+    "champion's update (partial_fit passes, or a warm-start continuation), a refit of its family (a clone) on a "
+    "window sample, and a refit of each learner in `challengers`.",
 )
 def retrained_model(
     context: dg.AssetExecutionContext, config: RetrainedModelConfig, evaluation_log: EvaluatedWindow,
     finetune_dataset: pd.DataFrame, store: Store, artifacts: ArtifactStorage,
-) -> dg.Output[Challenger]:
+) -> dg.Output[Race]:
     run_id = context.run.run_id
     with run_record(context, store) as row_id:
-        schema = evaluation_log.schema
-        X, labels, _, _ = split(finetune_dataset, schema)
-        baseline = evaluation_log.champion
+        schema, baseline = evaluation_log.schema, evaluation_log.champion
         model = champion_model(baseline, artifacts)
-        plan = plan_of_dataset(not is_from_scratch(finetune_dataset), baseline, named_learner=config.learner,
-                               default_learner=settings.LEARNER)
-        set_aside = labels_set_aside(model, labels)
-        if set_aside:
-            context.log.warning(f"{set_aside} training rows set aside: their label is not a "
-                                f"{label_kind(model)}, the type of the champion's classes")
-        challenger, epochs = train_challenger(plan, baseline, model, X, labels, schema, epochs=config.epochs,
-                                              learning_rate=config.learning_rate, growth=config.update_growth,
-                                              seed=config.seed)
-        version = version_name(datetime.now(timezone.utc), run_id)
-        stored = artifacts.write_value(f"models/{version}", challenger)
-        registered = challenger_record(challenger, plan, baseline, version=version, artifact_path=stored.path,
-                                       sha256=stored.sha256, schema=schema, training_run_id=row_id)
-        log = artifacts.write(f"logs/{run_id}.log", training_log(
-            {"version": version, "parent_version": registered.parent_version, "mode": plan.mode,
-             "fine_tuned": plan.update, "model": type(final_estimator(challenger)).__name__, "learner": plan.learner,
-             "train_rows": len(labels) - set_aside, "labels_not_of_class_type": set_aside,
-             "epochs": config.epochs, "learning_rate": config.learning_rate,
-             "update_growth": config.update_growth, "base_size": registered.base_size, "seed": config.seed,
-             "sha256": stored.sha256}, epochs).encode(), "text/plain")
-        store.register_model_version(registered)
-        store.update_run(run_id, fine_tune_flag=plan.update, log_url=log.uri, model_version=version)
+        first = plan_of_dataset(is_update_set(finetune_dataset), baseline, named_learner=config.learner,
+                                default_learner=settings.LEARNER)
+        trained = train_race(race_plans(first, baseline, config.challengers), baseline, model, finetune_dataset,
+                             schema, epochs=config.epochs, learning_rate=config.learning_rate,
+                             growth=config.update_growth, seed=config.seed)
+        failed = [t for t in trained if t.model is None]
+        for t in failed:
+            context.log.warning(f"candidate {t.plan.name} could not be trained: {t.error}")
+        if len(failed) == len(trained):
+            raise RuntimeError("no candidate could be trained: " + "; ".join(f"{t.plan.name}: {t.error}" for t in failed))
+        now, candidates, blocks = datetime.now(timezone.utc), [], []
+        for t in (t for t in trained if t.model is not None):
+            version = candidate_version(now, run_id, t.plan)
+            stored = artifacts.write_value(f"models/{version}", t.model)
+            registered = challenger_record(t.model, t.plan, baseline, version=version, artifact_path=stored.path,
+                                           sha256=stored.sha256, schema=schema, training_run_id=row_id)
+            store.register_model_version(registered)
+            candidates.append(Candidate(t.plan.name, registered))
+            blocks.append(training_log(
+                {"candidate": t.plan.name, "version": version, "parent_version": registered.parent_version,
+                 "mode": t.plan.mode, "reason": t.plan.reason, "model": type(final_estimator(t.model)).__name__,
+                 "learner": t.plan.learner, "train_rows": t.train_rows, "seconds": round(t.seconds, 3),
+                 "epochs": config.epochs, "learning_rate": config.learning_rate, "update_growth": config.update_growth,
+                 "base_size": registered.base_size, "seed": config.seed, "sha256": stored.sha256}, t.epochs))
+        log = artifacts.write(f"logs/{run_id}.log", "".join(blocks).encode(), "text/plain")
+        store.update_run(run_id, fine_tune_flag=first.update, log_url=log.uri, model_version=candidates[0].model.version)
     return dg.Output(
-        Challenger(registered, baseline, evaluation_log.champion_schema),
+        Race(tuple(candidates), baseline, evaluation_log.champion_schema, tuple((t.plan.name, t.error) for t in failed)),
         metadata={
-            "version": version,
-            "mode": plan.mode,
-            "model": type(final_estimator(challenger)).__name__,
-            "fine_tuned": plan.update,
-            "parent_version": registered.parent_version or "",
-            "train_rows": len(labels) - set_aside,
-            "labels_not_of_class_type": set_aside,
-            "final_loss": epochs[-1].loss if epochs else float("nan"),
-            "model_sha256": stored.sha256,
+            "candidates": dg.MetadataValue.md(candidates_table(trained, candidates)),
+            "race": dg.MetadataValue.json([{"candidate": t.plan.name, "reason": t.plan.reason, "train_rows": t.train_rows,
+                                            "seconds": round(t.seconds, 3), "error": t.error} for t in trained]),
+            "version": candidates[0].model.version,
+            "model": type(final_estimator(trained[0].model)).__name__ if trained[0].model is not None else "",
+            "models": dg.MetadataValue.json({t.plan.name: type(final_estimator(t.model)).__name__
+                                             for t in trained if t.model is not None}),
+            "mode": first.mode,
+            "fine_tuned": first.update,
+            "train_rows": sum(t.train_rows for t in trained),
+            "training_seconds": sum(t.seconds for t in trained),
             "training_log": dg.MetadataValue.url(log.uri),
             "training_log_sha256": log.sha256,
         },
     )
 
 
+def candidates_table(trained: list[Trained], registered: list[Candidate]) -> str:
+    """The race as a Markdown table for the Dagster UI."""
+    versions = {c.name: c.model.version for c in registered}
+    rows = ["| candidate | version | model | training rows | seconds | note |", "|---|---|---|---:|---:|---|"]
+    for t in trained:
+        model = type(final_estimator(t.model)).__name__ if t.model is not None else ""
+        note = f"not trained: {t.error}" if t.error else t.plan.reason
+        rows.append(f"| {t.plan.name} | {versions.get(t.plan.name, '')} | {model} | {t.train_rows:,} | "
+                    f"{t.seconds:.2f} | {_cell(note)} |")
+    return "\n".join(rows)
+
+
+def standings_table(verdict: RaceVerdict, race: Race) -> str:
+    """The gate's standings as a Markdown table for the Dagster UI."""
+    metric = verdict.decision.metric
+    rows = [f"| candidate | version | {metric} | champion | delta | interval | p | Holm p | result |",
+            "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    versions = {c.name: c.model.version for c in race.candidates}
+    for s in verdict.decision.standings:
+        c = s.comparison
+        rows.append(f"| {s.name} | {versions.get(s.name, '')} | {c.candidate:.4f} | {c.champion:.4f} | {c.delta:+.4f} | "
+                    f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3g} | {s.adjusted_p_value:.3g} | "
+                    f"{_cell(s.reason)} |")
+    return "\n".join(rows)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"scipy"},
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="run_metrics",
-                                   description="The challenger is measurably not worse than the champion.")],
-    description="Accuracy, precision, recall and F1 of challenger and champion on the same holdout, and the "
-    "promotion decision (McNemar's exact test plus a non-inferiority margin).",
+                                   description="A candidate is shown better than the champion (minus the margin) on "
+                                   "the gate metric, after Holm's correction across the race.")],
+    description="Every candidate and the champion scored on the same holdout (accuracy, balanced accuracy, "
+    "precision, recall, F1), the paired test of each against the champion on the gate metric, and the "
+    "promotion of the winner.",
 )
 def run_metrics(
     context: dg.AssetExecutionContext, config: RunMetricsConfig, finetune_dataset: pd.DataFrame,
-    retrained_model: Challenger, store: Store, artifacts: ArtifactStorage,
+    retrained_model: Race, store: Store, artifacts: ArtifactStorage,
 ) -> dg.MaterializeResult:
-    baseline, version = retrained_model.baseline, retrained_model.model.version
+    race = retrained_model
+    baseline = race.baseline
     with run_record(context, store):
-        schema = retrained_model.model.schema
-        _, _, _, holdout = split(finetune_dataset, schema)
-        model = artifacts.read_value(retrained_model.model.artifact_path, retrained_model.model.sha256)
-        verdict = judge_challenger(model, schema, champion_model(baseline, artifacts),
-                                   retrained_model.baseline_schema, holdout,
-                                   significance_level=config.significance_level,
-                                   non_inferiority_margin=config.non_inferiority_margin)
-        decision, challenger, champion = verdict.decision, verdict.challenger, verdict.champion
+        check_gate_metric(config.gate_metric)
+        schema = race.candidates[0].model.schema
+        models = [(c.name, artifacts.read_value(c.model.artifact_path, c.model.sha256)) for c in race.candidates]
+        verdict = judge_race(models, schema, champion_model(baseline, artifacts), race.baseline_schema,
+                             holdout_of(finetune_dataset), metric=config.gate_metric,
+                             significance_level=config.significance_level, margin=config.non_inferiority_margin,
+                             seed=config.seed, failures=dict(race.failed))
+        decision = verdict.decision
         if verdict.baseline != "the champion":
             context.log.warning(f"baseline: {verdict.baseline}")
-        if decision.promote:
-            now = store.promote(version, decision.reason, reference_accuracy=challenger["accuracy"],
+        if decision.winner:
+            winner = race.candidate(decision.winner).model.version
+            now = store.promote(winner, decision.reason, reference_accuracy=verdict.scores[decision.winner]["accuracy"],
                                 expected_champion=baseline.version if baseline else None, check_champion=True)
-            decision = settle_promotion(decision, now, version)
-        store.record_model_metrics(version, {**challenger, "gate": decision.as_dict()})
-        store.update_run(context.run.run_id, status="completed", metrics={
-            **challenger, "champion": champion, "champion_version": baseline.version if baseline else None,
-            "challenger_version": version, "promoted": decision.promote, "gate": decision.as_dict(),
-            "baseline": verdict.baseline})
-    numeric = {f"challenger_{k}": v for k, v in challenger.items()}
-    numeric.update({f"champion_{k}": v for k, v in champion.items()})
+            decision = settle_promotion(decision, now, winner)
+        for c in race.candidates:
+            store.record_model_metrics(c.model.version, {**verdict.scores.get(c.name, {}),
+                                                         "gate": decision.standing(c.name).as_dict()})
+        shown = race.candidate(decision.winner or best_candidate(verdict, race))
+        scores = verdict.scores.get(shown.name, {})
+        store.update_run(context.run.run_id, status="completed", model_version=shown.model.version,
+                         fine_tune_flag=shown.model.fine_tuned, metrics={
+            **scores, "champion": verdict.champion, "champion_version": baseline.version if baseline else None,
+            "challenger_version": shown.model.version, "candidate": shown.name, "promoted": decision.promote,
+            "gate_metric": decision.metric, "gate": decision.as_dict(), "baseline": verdict.baseline})
+    standing = decision.standing(shown.name)
+    numeric = {f"challenger_{k}": v for k, v in scores.items()}
+    numeric.update({f"champion_{k}": v for k, v in verdict.champion.items()})
     return dg.MaterializeResult(
-        metadata={**numeric, "promoted": decision.promote, "p_value": decision.p_value,
-                  "accuracy_delta": decision.accuracy_delta, "challenger_version": version,
-                  "decision": decision.reason, "baseline": verdict.baseline},
+        metadata={**numeric, "promoted": decision.promote, "winner": decision.winner or "",
+                  "gate_metric": decision.metric, "p_value": standing.comparison.p_value,
+                  "adjusted_p_value": standing.adjusted_p_value, "metric_delta": standing.comparison.delta,
+                  "accuracy_delta": scores.get("accuracy", float("nan")) - verdict.champion["accuracy"],
+                  "challenger_version": shown.model.version, "decision": decision.reason,
+                  "baseline": verdict.baseline, "race": dg.MetadataValue.md(standings_table(verdict, race)),
+                  "gate": dg.MetadataValue.json(decision.as_dict())},
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promote, severity=dg.AssetCheckSeverity.WARN,
             description=decision.reason,
-            metadata={"p_value": decision.p_value, "accuracy_delta": decision.accuracy_delta,
-                      "champion_only_correct": decision.champion_only_correct,
-                      "challenger_only_correct": decision.challenger_only_correct,
-                      "holdout_rows": decision.holdout_rows},
+            metadata={"winner": decision.winner or "", "gate_metric": decision.metric,
+                      "margin": decision.margin, "significance_level": decision.significance_level,
+                      "holdout_rows": standing.comparison.holdout_rows,
+                      **{f"{s.name}_p_value": s.comparison.p_value for s in decision.standings},
+                      **{f"{s.name}_holm_p_value": s.adjusted_p_value for s in decision.standings}},
         )],
     )
+
+
+def best_candidate(verdict: RaceVerdict, race: Race) -> str:
+    """The candidate with the best estimate of the gate metric (the first one if none was scored)."""
+    scored = [c.name for c in race.candidates if c.name in verdict.scores]
+    return max(scored, key=lambda name: verdict.decision.standing(name).comparison.candidate) if scored \
+        else race.candidates[0].name
 
 
 assets = [evaluation_log, error_samples, finetune_dataset, retrained_model, run_metrics]
