@@ -48,26 +48,30 @@ from reinforcement_assets.core.cycle import (
     TrainingPlan,
     challenger_record,
     confirm_plan,
+    errors_it_still_makes,
     judge_race,
     plan_training,
     race_plans,
     refit_skip_reason,
     train_race,
 )
-from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, holdout_of, replay_size
+from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, holdout_of, newest_first, replay_size
 from reinforcement_assets.core.drift_data import make_stream
 from reinforcement_assets.core.features import FeatureSchema
+from reinforcement_assets.core.evaluation import classification_metrics
 from reinforcement_assets.core.labels import class_type, predictions_text
+from reinforcement_assets.core.metrics import GATE_METRICS
 from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.core.records import ModelVersion, Window
 from reinforcement_assets.core.rows import rows_from_records
 from reinforcement_assets.demo import accuracy, log_traffic
-from reinforcement_assets.model import model_size, train_from_scratch, update_method
+from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database
 
-STREAMS = ("abrupt", "gradual", "stable", "hyperplane", "rbf")
-STRATEGIES = ("never", "naive", "default", "scratch", "river", "hgb_loop", "hgb_daily")
+STREAMS = ("abrupt", "gradual", "stable", "hyperplane", "rbf", "fraud")
+STRATEGIES = ("never", "naive", "default", "scratch", "river", "river_arf", "hgb_loop", "hgb_daily", "race_hgb")
+FRAUD_SHARE = 0.02  # positives in the `fraud` stream
 HGB = "hist_gradient_boosting"
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 BAD_ROW_SHARE = 0.01
@@ -101,12 +105,13 @@ class Params:
     update_growth: float = settings.UPDATE_GROWTH
     gate_metric: str = settings.GATE_METRIC
     challengers: tuple[str, ...] = settings.CHALLENGERS
+    label_delay_days: int = 0  # outcomes arrive this many days after the prediction
 
     def label(self) -> str:
         return (f"learner {self.learner}, replay {self.replay_ratio:g}, epochs {self.epochs}, "
                 f"lr {self.learning_rate:g}, growth {self.update_growth:g}, margin {self.non_inferiority_margin:g}, "
                 f"alpha {self.significance_level:g}, gate {self.gate_metric}, "
-                f"challengers {', '.join(self.challengers) or 'none'}")
+                f"challengers {', '.join(self.challengers) or 'none'}, label delay {self.label_delay_days} d")
 
 
 @dataclass
@@ -114,6 +119,8 @@ class Trace:
     """What one strategy did on one stream."""
 
     accuracy: list[float] = field(default_factory=list)  # per day, of the model deployed that day
+    macro_f1: list[float] = field(default_factory=list)
+    minority_recall: list[float] = field(default_factory=list)  # recall of the day's rarest true class
     promotions: int = 0
     bad_promotions: int = 0
     retrains: int = 0
@@ -160,6 +167,24 @@ def river_stream(kind: str, days: int, rows_per_day: int, pretrain_rows: int, dr
     return _cut(kind, X, np.asarray(labels, dtype=object), pretrain_rows, rows_per_day, drift_day)
 
 
+def fraud_stream(days: int, rows_per_day: int, pretrain_rows: int, drift_day: int, seed: int) -> Stream:
+    """`fraud`: about 2 % positives whose pattern changes on `drift_day` (the weights on the features
+    rotate), with numeric features of unequal scales."""
+    rng = np.random.default_rng(seed)
+    total = pretrain_rows + days * rows_per_day
+    scale, offset = 10.0 ** rng.uniform(-1, 1, 10), rng.uniform(-3, 3, 10)
+    Z = rng.standard_normal((total, 10))
+    before, after = rng.standard_normal(10), rng.standard_normal(10)
+    drift_start = pretrain_rows + (drift_day - 1) * rows_per_day
+    score = np.where(np.arange(total) < drift_start, Z @ before, Z @ after) + 0.3 * rng.standard_normal(total)
+    threshold = np.quantile(Z[:drift_start] @ before, 1 - FRAUD_SHARE)
+    threshold_after = np.quantile(Z[drift_start:] @ after, 1 - FRAUD_SHARE) if drift_start < total else threshold
+    cut = np.where(np.arange(total) < drift_start, threshold, threshold_after)
+    y = np.where(score > cut, "fraud", "ok").astype(object)
+    X = pd.DataFrame(Z * scale + offset * scale, columns=[f"x{j}" for j in range(10)])
+    return _cut("fraud", X, y, pretrain_rows, rows_per_day, drift_day)
+
+
 def _cut(name: str, X: pd.DataFrame, y: np.ndarray, pretrain_rows: int, rows_per_day: int,
          drift_day: int | None) -> Stream:
     days = []
@@ -172,6 +197,9 @@ def make_streams(names: Iterable[str], days: int, rows_per_day: int, pretrain_ro
                  seed: int) -> list[Stream]:
     made = []
     for name in names:
+        if name == "fraud":
+            made.append(fraud_stream(days, rows_per_day, pretrain_rows, drift_day, seed))
+            continue
         build = river_stream if name in ("hyperplane", "rbf") else project_stream
         made.append(build(name, days, rows_per_day, pretrain_rows, drift_day, seed))
     return made
@@ -185,19 +213,22 @@ def day_bounds(day: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     return start, start + pd.Timedelta(days=1)
 
 
-def logged_day(model, X: pd.DataFrame, y: np.ndarray, day: int, version: str, seed: int) -> pd.DataFrame:
-    """What the deployed `model` logged on `day`, outcomes included, with `BAD_ROW_SHARE` broken rows."""
-    start, end = day_bounds(day)
+def logged_day(model, X: pd.DataFrame, y: np.ndarray, day: int, version: str, seed: int,
+               delay_days: int = 0) -> pd.DataFrame:
+    """What the deployed `model` logged on `day`, with `BAD_ROW_SHARE` broken rows; its outcomes are
+    evaluated `delay_days` later."""
+    start, end = day_bounds(day + delay_days)
     log, _ = log_traffic(model, X, y, start, end, model_version=version, bad_row_share=BAD_ROW_SHARE,
                          seed=seed * 1000 + day, prefix=f"day{day}")
     return log
 
 
 def usable_rows(log: pd.DataFrame, names: Sequence[str], first_id: int) -> pd.DataFrame:
-    """The usable rows of a day's log, as `load_rows` returns them (bad rows set aside by `rows_from_records`)."""
+    """The usable rows of a day's log, as `load_rows` returns them (bad rows set aside by
+    `rows_from_records`), with the version that predicted them (one per day)."""
     rows, _ = rows_from_records(log.assign(id=np.arange(len(log)) + first_id).to_dict("records"),
                                 FeatureSchema.numeric(names))
-    return rows
+    return rows.assign(model_version=log["model_version"].iloc[0] if len(log) else None)
 
 
 def window_rows(days: list[pd.DataFrame], window: Window) -> pd.DataFrame:
@@ -243,8 +274,16 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     train = rows[rows["evaluated_at"] < window.holdout_start]
     holdout = rows[rows["evaluated_at"] >= window.holdout_start]
     wrong = train["predicted_label"] != train["actual_label"]
-    errors = train[wrong & (train["confidence"] > params.confidence_threshold)]
-    errors = errors.sort_values(["evaluated_at", "id"], ascending=False).head(settings.MAX_ERROR_ROWS)
+    confident = train["confidence"] > params.confidence_threshold
+    own = train["model_version"] == champion.record.version
+    if naive:  # the log's errors, whoever made them
+        errors = newest_first(train[wrong & confident])
+    else:  # as error_samples: the champion's own, and earlier versions' it still makes
+        rescored, _ = errors_it_still_makes(champion.model, schema,
+                                            uniform_sample(train[~own], settings.MAX_ERROR_ROWS, rng),
+                                            params.confidence_threshold)
+        errors = newest_first(train[wrong & confident & own], rescored)
+    errors = newest_first(errors).head(settings.MAX_ERROR_ROWS)
     if len(errors) < params.min_error_samples:
         return None, 0.0, False
     holdout = uniform_sample(holdout, settings.MAX_HOLDOUT_ROWS, rng)
@@ -290,36 +329,56 @@ def record_of(trained: Trained, champion: Champion, schema: FeatureSchema, day: 
                              artifact_path="", sha256="0" * 64, schema=schema, training_run_id=None)
 
 
-def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int) -> None:
-    """Record a promotion at the end of `day`; bad if worse than the replaced model on the next day's rows."""
+def score_day(trace: Trace, predicted, y: np.ndarray) -> None:
+    """Add a day's accuracy, macro-F1 and recall of its rarest true class to `trace`."""
+    truth, predicted = predictions_text(y), np.asarray(predicted, dtype=object)
+    metrics = classification_metrics(truth, predicted)
+    labels, counts = np.unique(truth, return_counts=True)
+    rare = truth == labels[np.argmin(counts)]
+    trace.accuracy.append(metrics["accuracy"])
+    trace.macro_f1.append(metrics["macro_f1"])
+    trace.minority_recall.append(float(np.mean(predicted[rare] == truth[rare])))
+
+
+def day_metric(model, X: pd.DataFrame, y: np.ndarray, metric: str) -> float:
+    return classification_metrics(predictions_text(y), predict_text(model, X, list(X.columns)))[metric]
+
+
+def _count_promotion(trace: Trace, previous, promoted, stream: Stream, day: int, metric: str = "accuracy") -> None:
+    """Record a promotion at the end of `day`; bad if worse than the replaced model on the next day's
+    rows, in the gate's metric."""
     trace.promotions += 1
     trace.promoted_on.append(day)
     if day < len(stream.days):
         X_next, y_next = stream.days[day]
-        if accuracy(promoted, X_next, y_next) < accuracy(previous, X_next, y_next):
+        if day_metric(promoted, X_next, y_next, metric) < day_metric(previous, X_next, y_next, metric):
             trace.bad_promotions += 1
 
 
 def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> Trace:
-    """Strategies never, naive, scratch, default and the HGB pair on the core functions, over every day of `stream`."""
+    """Strategies never, naive, scratch, default and the HGB ones on the core functions, over every day of `stream`."""
     names = list(stream.pretrain[0].columns)
     if strategy in ("hgb_loop", "hgb_daily"):
         params = replace(params, learner=HGB)
         strategy = {"hgb_loop": "default", "hgb_daily": "scratch"}[strategy]
+    if strategy == "race_hgb":
+        params, strategy = replace(params, challengers=(*params.challengers, HGB)), "default"
     model = train_from_scratch(*stream.pretrain, learner=stream_learner(stream, params, seed))
     champion = champion_of(model, "initial", names)
     rng = np.random.default_rng(seed)
     trace, log = Trace(), []
     for day, (X, y) in enumerate(stream.days, start=1):
-        trace.accuracy.append(accuracy(champion.model, X, y))
+        score_day(trace, predict_text(champion.model, X, names), y)
         if strategy == "never":
             continue
         started = time.perf_counter()
-        log.append(usable_rows(logged_day(champion.model, X, y, day, "current", seed), names,
-                               first_id=day * len(y)))
+        log.append(usable_rows(logged_day(champion.model, X, y, day, champion.record.version, seed,
+                                          params.label_delay_days), names, first_id=day * len(y)))
         window = Window.ending_at(day_bounds(day)[1].to_pydatetime(), params.lookback_days, params.holdout_share)
         log = [frame for frame in log if len(frame) and frame["evaluated_at"].max() >= window.start]
         rows = window_rows(log, window)
+        if rows.empty:  # outcomes not in yet
+            continue
         if strategy == "scratch":
             fit_started = time.perf_counter()
             new_model = train_from_scratch(rows[names], rows["actual_label"].to_numpy(dtype=object),
@@ -333,27 +392,32 @@ def simulate_batch(stream: Stream, strategy: str, params: Params, seed: int) -> 
             trace.train_seconds += seconds
         trace.retrains += retrained
         if new is not None:
-            _count_promotion(trace, champion.model, new.model, stream, day)
+            _count_promotion(trace, champion.model, new.model, stream, day, params.gate_metric)
             champion = new
         trace.cycle_seconds += time.perf_counter() - started
     return trace
 
 
-def simulate_river(stream: Stream, seed: int) -> Trace:
-    """river's online logistic regression: predict each row, then learn its outcome at once."""
+def simulate_river(stream: Stream, seed: int, forest: bool = False) -> Trace:
+    """river, online: predict each row, then learn its outcome at once. Its logistic regression
+    (scaled, one-vs-rest), or with `forest` its adaptive random forest (`ARFClassifier`)."""
+    from river import forest as river_forest
     from river import linear_model, multiclass, preprocessing
 
-    model = preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
+    if forest:
+        model = river_forest.ARFClassifier(n_models=10, seed=seed)
+    else:
+        model = preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression())
     started = time.perf_counter()
     for x, label in zip(stream.pretrain[0].to_dict("records"), stream.pretrain[1]):
         model.learn_one(x, label)
     trace = Trace()
     for X, y in stream.days:
-        right = 0
+        predicted = []
         for x, label in zip(X.to_dict("records"), y):
-            right += model.predict_one(x) == label
+            predicted.append(model.predict_one(x))
             model.learn_one(x, label)
-        trace.accuracy.append(right / len(y))
+        score_day(trace, [str(v) for v in predicted], y)
     trace.train_seconds = trace.cycle_seconds = time.perf_counter() - started
     return trace
 
@@ -393,8 +457,8 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
                                        "gate_metric": params.gate_metric}},
         }
         for day, (X, y) in enumerate(stream.days, start=1):
-            trace.accuracy.append(accuracy(model, X, y))
-            store.insert_evaluations(logged_day(model, X, y, day, version, seed))
+            score_day(trace, predict_text(model, X, list(X.columns)), y)
+            store.insert_evaluations(logged_day(model, X, y, day, version, seed, params.label_delay_days))
             run_config = copy.deepcopy(config)
             run_config["evaluation_log"] = {"config": {
                 "window_end": day_bounds(day)[1].isoformat(), "lookback_days": params.lookback_days,
@@ -413,7 +477,7 @@ def simulate_real(stream: Stream, params: Params, seed: int, server_url: str, wo
             champion = store.champion()
             if champion.version != version:
                 promoted = artifacts.read_value(champion.artifact_path, champion.sha256)
-                _count_promotion(trace, model, promoted, stream, day)
+                _count_promotion(trace, model, promoted, stream, day, params.gate_metric)
                 model, version = promoted, champion.version
         return trace
 
@@ -459,6 +523,8 @@ def summarise(traces: dict[str, Trace], stream: Stream) -> dict[str, dict[str, A
     for strategy, trace in traces.items():
         out[strategy] = {
             "mean_accuracy_after_drift": float(np.mean(trace.accuracy[after])),
+            "mean_macro_f1_after_drift": float(np.mean(trace.macro_f1[after])),
+            "mean_minority_recall_after_drift": float(np.mean(trace.minority_recall[after])),
             "mean_accuracy": float(np.mean(trace.accuracy)),
             "days_to_within_5pct_of_scratch": (days_to_recover(trace.accuracy, ceiling, stream.drift_day)
                                                if ceiling and stream.drift_day else None),
@@ -488,8 +554,8 @@ def run(streams: Sequence[str], days: int, rows_per_day: int, pretrain_rows: int
         for stream in make_streams(streams, days, rows_per_day, pretrain_rows, drift_day, seed):
             traces = {}
             for strategy in strategies:
-                if strategy == "river":
-                    traces[strategy] = simulate_river(stream, seed)
+                if strategy in ("river", "river_arf"):
+                    traces[strategy] = simulate_river(stream, seed, forest=strategy == "river_arf")
                 elif strategy == "default" and server_url:
                     traces[strategy] = simulate_real(stream, params, seed, server_url, work_dir)
                 else:
@@ -511,6 +577,9 @@ def aggregate(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
             track = [p.get("days_to_within_5pct_of_scratch_same_day") for p in per_seed]
             out[stream][strategy] = {
                 "mean_accuracy_after_drift": statistics.median(p["mean_accuracy_after_drift"] for p in per_seed),
+                "mean_macro_f1_after_drift": statistics.median(p["mean_macro_f1_after_drift"] for p in per_seed),
+                "mean_minority_recall_after_drift": statistics.median(p["mean_minority_recall_after_drift"]
+                                                                      for p in per_seed),
                 "days_to_within_5pct_of_scratch": (None if any(r is None for r in recover)
                                                    else statistics.median(recover)),
                 "days_to_recover_per_seed": recover,
@@ -611,12 +680,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=Params().epochs)
     parser.add_argument("--learner", default=Params().learner, help="family of never/naive/default/scratch")
     parser.add_argument("--update-growth", type=float, default=Params().update_growth)
+    parser.add_argument("--gate-metric", default=Params().gate_metric, choices=GATE_METRICS)
+    parser.add_argument("--challengers", nargs="*", default=list(Params().challengers),
+                        help="learners racing beside the update and the refit in `default`")
+    parser.add_argument("--label-delay", type=int, default=0, help="days before outcomes arrive")
     parser.add_argument("--output", default="drift")
     parser.add_argument("--plot", default="drift_accuracy.png", help="file name in docs/ ('' for none)")
     args = parser.parse_args(argv)
     begin_benchmark()
     params = Params(replay_ratio=args.replay_ratio, epochs=args.epochs, learning_rate=args.learning_rate,
-                    learner=args.learner, update_growth=args.update_growth,
+                    learner=args.learner, update_growth=args.update_growth, gate_metric=args.gate_metric,
+                    challengers=tuple(args.challengers), label_delay_days=args.label_delay,
                     significance_level=args.significance_level, non_inferiority_margin=args.non_inferiority_margin)
     print(f"default strategy: {params.label()}{' (real retraining_job)' if args.real else ''}")
     started = time.perf_counter()

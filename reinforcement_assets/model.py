@@ -199,6 +199,18 @@ def predict_text(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> n
     return predictions_text(model.predict(model_input(model, X, feature_names)))
 
 
+def predict_with_confidence(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The model's most probable class for each row of `X` (as text) and its probability, from
+    `predict_proba`; an AttributeError if the model has none (a hinge SGD, say)."""
+    if not hasattr(model, "predict_proba"):
+        raise AttributeError(f"a {type(final_estimator(model)).__name__} has no predict_proba")
+    if len(X) == 0:
+        return np.asarray([], dtype=object), np.asarray([], dtype=float)
+    probabilities = np.asarray(model.predict_proba(model_input(model, X, feature_names)), dtype=float)
+    best = probabilities.argmax(axis=1)
+    return predictions_text(np.asarray(model.classes_)[best]), probabilities[np.arange(len(X)), best]
+
+
 def size_parameter(estimator: Any) -> str | None:
     """The parameter a warm-start continuation grows: boosting iterations or ensemble members."""
     params = estimator.get_params(deep=False)

@@ -20,6 +20,7 @@ from reinforcement_assets.core.cycle import (
     challenger_record,
     confirm_plan,
     describe_model,
+    errors_it_still_makes,
     TrainingPlan,
     candidate_version,
     holdout_truth,
@@ -304,3 +305,20 @@ def test_missing_values_are_probed_only_once_every_kind_is_known():
     model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(X, np.arange(40) % 2)
     assert describe_model(model).schema.accepts_missing is None  # kinds come from the log first
     assert describe_model(model, categorical=[]).schema.kinds == {"x": None, "y": None}
+
+
+def test_errors_of_earlier_versions_count_only_where_the_champion_still_makes_them(scenario):
+    X, y = scenario.after
+    rows = X.assign(id=range(len(X)), prediction_id="p", evaluated_at=pd.Timestamp("2026-11-01", tz="UTC"),
+                    predicted_label="class_0", actual_label=y, confidence=0.99)  # logged: all "class_0"
+    champion = LogisticRegression(max_iter=1000).fit(*scenario.train)
+    errors, note = errors_it_still_makes(champion, SCHEMA, rows, threshold=0.7)
+    predicted = champion.predict(X)
+    proba = champion.predict_proba(X).max(axis=1)
+    expected = (predicted != y) & (proba > 0.7)
+    assert note is None and errors["id"].tolist() == rows["id"][expected].tolist()
+    assert (errors["predicted_label"] == predicted[expected]).all() and np.allclose(errors["confidence"], proba[expected])
+    # A champion with no probabilities (hinge loss) cannot say how confident it is: no earlier rows used.
+    hinge = SGDClassifier(loss="hinge", random_state=0).fit(*scenario.train)
+    none, note = errors_it_still_makes(hinge, SCHEMA, rows, threshold=0.7)
+    assert none.empty and "cannot score earlier rows by predict_proba (AttributeError)" in note

@@ -10,6 +10,7 @@ import pytest
 from reinforcement_assets import settings
 from reinforcement_assets.defs.assets import asset_checks, assets
 from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
+from reinforcement_assets.model import predict_with_confidence, train_from_scratch
 
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
 START = END - pd.Timedelta(days=7)
@@ -238,3 +239,36 @@ def test_labels_new_to_the_champion_switch_to_training_from_scratch(store, artif
     assert result.success
     dataset = materialized(result, "finetune_dataset")
     assert dataset["mode"] == "refit" and "class_new" in dataset["mode_reason"]
+
+
+def test_the_update_learns_the_errors_the_champion_still_makes(store, artifacts, resources):
+    """Rows an earlier version predicted count as errors only where the champion, scoring them
+    itself, is confidently wrong: the mistakes it already fixed are not 'fixed' again."""
+    scenario = drift_scenario(4_000, drift="none", seed=21)
+    champion = deploy_initial_model(store, artifacts, scenario)
+    X, y = scenario.window
+    half, middle = len(y) // 2, START + pd.Timedelta(days=3)
+    classes = sorted(set(y))
+    shifted = np.array([classes[(classes.index(v) + 1) % len(classes)] for v in y[:half]], dtype=object)
+    old = train_from_scratch(X.iloc[:half], shifted)  # an earlier version, confidently wrong on most rows
+    earlier, _ = log_traffic(old, X.iloc[:half], y[:half], START, middle, model_version="v-old", seed=21,
+                             prefix="old")
+    recent, _ = log_traffic(champion, X.iloc[half:], y[half:], middle, END, model_version="v0", seed=22,
+                            prefix="new")
+    store.insert_evaluations(pd.concat([earlier, recent], ignore_index=True))
+
+    result = materialize(resources)
+    assert result.success
+    meta = materialized(result, "error_samples")
+    errors = artifacts.read_value(meta["path"], meta["sha256"])
+    from_earlier = errors[errors["prediction_id"].str.startswith("old")]
+    assert meta["rescored_rows"] > 1000 and meta["rescored_errors"] == len(from_earlier) > 0
+    assert meta["logged_errors"] == len(errors) - len(from_earlier) > 0
+    assert set(errors.loc[~errors.index.isin(from_earlier.index), "prediction_id"].str[:3]) == {"new"}
+    # Each earlier row kept is one the champion gets wrong, with its own prediction and confidence.
+    predicted, confidence = predict_with_confidence(champion, from_earlier[list(X.columns)], list(X.columns))
+    assert (predicted == from_earlier["predicted_label"].to_numpy()).all()
+    assert (predicted != from_earlier["actual_label"].to_numpy()).all() and (confidence > 0.7).all()
+    assert np.allclose(confidence, from_earlier["confidence"])
+    logged_wrong = ((earlier["predicted_label"] != earlier["actual_label"]) & (earlier["confidence"] > 0.7)).sum()
+    assert len(from_earlier) < 0.2 * logged_wrong  # most of what the old version got wrong, the champion gets right

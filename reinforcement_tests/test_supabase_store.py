@@ -14,11 +14,13 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
 import dagster as dg
 import httpx
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
@@ -207,6 +209,27 @@ def test_filters_on_errors_confidence_and_samples_are_pushed_down(supabase, proj
     assert sample.url.params["sample_key"] == f"lt.{int(0.25 * 2 ** 20)}"
     assert sample.url.params["order"] == "sample_key.asc,id.asc"
     assert count.method == "HEAD" and count.headers["prefer"] == "count=exact"
+
+
+def test_rows_of_one_version_or_of_the_others_load_as_on_the_postgres_backend(supabase, store, logged):
+    """`logged_by` / `not_logged_by` split the log by the version that predicted each row, whatever
+    the version's name (PostgREST syntax in it is quoted) and with rows of no recorded version."""
+    log, _ = logged
+    awkward = 'v,(1).x"q\\'
+    log = log.assign(model_version=np.select([log.index % 3 == 0, log.index % 3 == 1], ["v0", awkward], None))
+    supabase["store"].insert_evaluations(log)
+    split = {}
+    for version in ("v0", awkward):
+        mine = period_query(WINDOW.train, SCHEMA, limit=50_000, logged_by=version)
+        others = period_query(WINDOW.train, SCHEMA, limit=50_000, not_logged_by=version, sample_fraction=0.9)
+        for query in (mine, others):
+            pd.testing.assert_frame_equal(supabase["store"].load_rows(query), store.load_rows(query))
+        everything = store.load_rows(period_query(WINDOW.train, SCHEMA, limit=50_000))
+        rows_of = set(store.load_rows(mine)["id"])
+        rest = set(store.load_rows(replace(others, sample_fraction=1.0))["id"])
+        assert rows_of and rest and not rows_of & rest and rows_of | rest == set(everything["id"])
+        split[version] = rows_of
+    assert not split["v0"] & split[awkward]
 
 
 def test_a_server_cap_below_the_page_size_loses_nothing(database_url, store, logged, supabase):

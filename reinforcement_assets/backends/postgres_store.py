@@ -211,6 +211,12 @@ class PostgresStore(Store):
         if query.sample_key_below is not None:
             clauses.append("sample_key < %(sample_key_below)s")
             params["sample_key_below"] = query.sample_key_below
+        if query.logged_by is not None:
+            clauses.append("model_version = %(logged_by)s")
+            params["logged_by"] = query.logged_by
+        if query.not_logged_by is not None:
+            clauses.append("model_version is distinct from %(not_logged_by)s")
+            params["not_logged_by"] = query.not_logged_by
         return sql.SQL(" and ".join(clauses)), params
 
     def copy_rows_statement(self, conn: psycopg.Connection, query: RowQuery) -> tuple[sql.Composed, dict[str, Any]]:

@@ -27,6 +27,7 @@ from ..model import (
     declared_categorical,
     model_size,
     predict_text,
+    predict_with_confidence,
     refit,
     update,
     update_method,
@@ -220,6 +221,22 @@ def candidate_version(now: datetime, run_id: str, plan: TrainingPlan) -> str:
     """A candidate's version name: `version_name`, then the candidate's name as a slug."""
     slug = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-") or "candidate"
     return f"{version_name(now, run_id)}-{slug}"
+
+
+def errors_it_still_makes(champion_model: Any, schema: FeatureSchema, rows: pd.DataFrame,
+                          threshold: float) -> tuple[pd.DataFrame, str | None]:
+    """The rows (logged by earlier versions) the champion itself gets wrong with confidence above
+    `threshold` when it scores them: its prediction and probability replace the logged ones. With
+    no way to score them (no `predict_proba`, or rows it cannot take), none, and why."""
+    if rows.empty:
+        return rows, None
+    try:
+        predicted, confidence = predict_with_confidence(champion_model, as_model_frame(rows, schema), schema.names)
+    except Exception as exc:  # the user's model: whatever it raises, only its own logged errors are used
+        return rows.iloc[0:0], f"the champion cannot score earlier rows by predict_proba ({type(exc).__name__})"
+    truth = holdout_truth(rows, label_kind(champion_model))
+    wrong = (predicted != truth) & (confidence > threshold)
+    return rows[wrong].assign(predicted_label=predicted[wrong], confidence=confidence[wrong]), None
 
 
 def version_name(now: datetime, run_id: str) -> str:

@@ -107,6 +107,15 @@ def holdout_of(dataset: pd.DataFrame) -> pd.DataFrame:
     return dataset[dataset["split"] == "holdout"]
 
 
+def newest_first(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `frames` together, newest first (the order the store returns errors in)."""
+    kept = [f for f in frames if not f.empty]
+    if len(kept) <= 1:
+        return kept[0] if kept else frames[0]
+    return pd.concat(kept, ignore_index=True).sort_values(["evaluated_at", "id"], ascending=False,
+                                                          ignore_index=True)
+
+
 def leaked_rows(dataset: pd.DataFrame) -> int:
     """Training rows that also appear in the holdout, or are newer than its oldest row (should be 0)."""
     train = dataset[dataset["split"] == "train"]

@@ -76,7 +76,8 @@ class WindowSummary:
 class RowQuery:
     """Which usable evaluated rows of a period to load, with every filter pushed down.
 
-    `is_correct`: True for correct predictions, False for errors, None for both.
+    `is_correct`: True for correct predictions, False for errors, None for both (as logged: by the
+    version that predicted the row, `logged_by` / `not_logged_by`).
     `sample_fraction` < 1 keeps the rows whose fixed `sample_key` falls in that share and returns
     them in sample-key order, so `limit` takes a reproducible uniform sample. Otherwise rows come
     newest first.
@@ -89,6 +90,8 @@ class RowQuery:
     is_correct: bool | None = None
     min_confidence: float | None = None
     sample_fraction: float = 1.0
+    logged_by: str | None = None  # only rows this model version predicted
+    not_logged_by: str | None = None  # only rows any other version (or none recorded) predicted
 
     @property
     def feature_names(self) -> tuple[str, ...]:

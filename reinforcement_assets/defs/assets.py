@@ -24,6 +24,7 @@ from ..core.cycle import (
     candidate_version,
     challenger_record,
     completed_schema,
+    errors_it_still_makes,
     confirm_plan,
     judge_race,
     new_model_schema,
@@ -42,6 +43,7 @@ from ..core.dataset import (
     holdout_of,
     is_update_set,
     leaked_rows,
+    newest_first,
     replay_size,
     sample_fraction,
     skip_reason,
@@ -260,24 +262,45 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
 @dg.asset(
     group_name=GROUP,
     kinds={"postgres", "pandas"},
-    description="Confident mistakes: evaluated rows of the training part of the window where the prediction "
-    "was wrong with confidence above the threshold, newest first.",
+    description="Confident mistakes the champion makes, in the training part of the window, newest first: "
+    "rows it predicted wrong with confidence above the threshold, and rows earlier versions predicted that it "
+    "still gets wrong when it scores them (a uniform sample of them, confidence from its predict_proba).",
 )
 def error_samples(
     context: dg.AssetExecutionContext, config: ErrorSamplesConfig, evaluation_log: EvaluatedWindow,
-    store: Store,
+    store: Store, artifacts: ArtifactStorage,
 ) -> dg.Output[pd.DataFrame]:
+    window, schema, champion = evaluation_log.window, evaluation_log.schema, evaluation_log.champion
     with run_record(context, store):
-        query = period_query(evaluation_log.window.train, evaluation_log.schema, limit=config.max_errors,
-                             is_correct=False, min_confidence=config.confidence_threshold)
-        errors = store.load_rows(query)
-        total = store.count_rows(query) if len(errors) >= config.max_errors else len(errors)
+        rescored, older, note = pd.DataFrame(), pd.DataFrame(), None
+        if trains_new_model(champion, retraining_config(context).learner):  # no update: the log's errors
+            query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
+                                 min_confidence=config.confidence_threshold)
+            errors = store.load_rows(query)
+        else:  # the errors the champion makes: its own, and earlier versions' it still makes
+            query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
+                                 min_confidence=config.confidence_threshold, logged_by=champion.version)
+            earlier = evaluation_log.summary.train_rows - store.count_correct(*window.train, champion.version).evaluated
+            own, older = store.load_many(query, period_query(
+                window.train, schema, limit=config.max_errors, not_logged_by=champion.version,
+                sample_fraction=sample_fraction(config.max_errors, earlier)))
+            rescored, note = errors_it_still_makes(champion_model(champion, artifacts), schema, older,
+                                                   config.confidence_threshold)
+            errors = newest_first(own, rescored).head(config.max_errors)
+            if note:
+                context.log.warning(note)
+        logged = len(errors) - len(rescored)
+        total = store.count_rows(query) + len(rescored) if logged >= config.max_errors else len(errors)
     per_class = errors["actual_label"].value_counts().sort_index()
     return dg.Output(
         errors,
         metadata={
             "count": len(errors),
             "count_in_window": total,
+            "logged_errors": logged,
+            "rescored_rows": len(older),
+            "rescored_errors": min(len(rescored), len(errors)),
+            "rescore_note": note or "",
             "confidence_threshold": config.confidence_threshold,
             "per_class": dg.MetadataValue.json({str(k): int(v) for k, v in per_class.items()}),
         },
