@@ -22,7 +22,7 @@ from reinforcement_assets.core.cycle import (
     describe_model,
     errors_it_still_makes,
     TrainingPlan,
-    candidate_version,
+    candidate_versions,
     holdout_truth,
     judge_race,
     labels_set_aside,
@@ -177,9 +177,11 @@ def test_a_lost_compare_and_swap_is_not_a_promotion():
 def test_version_names_and_the_training_log():
     when = datetime(2026, 12, 1, 2, 3, 4, tzinfo=timezone.utc)
     assert version_name(when, "5975a3a2-aaaa") == "20261201-020304-5975a3a2"
-    assert candidate_version(when, "5975a3a2-aaaa", TrainingPlan(True, "")) == "20261201-020304-5975a3a2-update"
-    assert candidate_version(when, "5975a3a2-aaaa", TrainingPlan(False, "", "my_pkg.models:Make_Tree")) == \
-        "20261201-020304-5975a3a2-my-pkg-models-make-tree"
+    plans = [TrainingPlan(True, ""), TrainingPlan(False, "", "my_pkg.models:Make_Tree"),
+             TrainingPlan(False, "", "my.pkg.models:make_tree")]
+    assert candidate_versions(when, "5975a3a2-aaaa", plans) == [
+        "20261201-020304-5975a3a2-update", "20261201-020304-5975a3a2-my-pkg-models-make-tree",
+        "20261201-020304-5975a3a2-my-pkg-models-make-tree-2"]
     text = training_log({"version": "v1", "mode": "update"}, [EpochLog(1, 0.5, 0.1), EpochLog(2, 0.4, 0.1)])
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines[0] == {"version": "v1", "mode": "update"} and [line["epoch"] for line in lines[1:]] == [1, 2]

@@ -194,6 +194,7 @@ class Trained:
     train_rows: int = 0
     seconds: float = 0.0
     error: str | None = None
+    set_aside: int = 0  # training rows whose label is not of the champion's class type
 
 
 def train_race(plans: Sequence[TrainingPlan], champion: ModelVersion | None, champion_model: Any,
@@ -204,23 +205,32 @@ def train_race(plans: Sequence[TrainingPlan], champion: ModelVersion | None, cha
     trained = []
     for plan in plans:
         X, labels = training_set(dataset, schema, update=plan.update)
-        rows = len(labels) - labels_set_aside(champion_model, labels)
+        set_aside = labels_set_aside(champion_model, labels)
         started = time.perf_counter()
         try:
             model, log = train_challenger(plan, champion, champion_model, X, labels, schema, epochs=epochs,
                                           learning_rate=learning_rate, growth=growth, seed=seed)
         except Exception as exc:  # the user's estimator: whatever its fit raises, the other candidates race on
-            trained.append(Trained(plan, train_rows=rows, seconds=time.perf_counter() - started,
-                                   error=f"{type(exc).__name__}: {exc}"))
+            trained.append(Trained(plan, train_rows=len(labels) - set_aside, seconds=time.perf_counter() - started,
+                                   error=f"{type(exc).__name__}: {exc}", set_aside=set_aside))
         else:
-            trained.append(Trained(plan, model, tuple(log), rows, time.perf_counter() - started))
+            trained.append(Trained(plan, model, tuple(log), len(labels) - set_aside, time.perf_counter() - started,
+                                   set_aside=set_aside))
     return trained
 
 
-def candidate_version(now: datetime, run_id: str, plan: TrainingPlan) -> str:
-    """A candidate's version name: `version_name`, then the candidate's name as a slug."""
-    slug = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-") or "candidate"
-    return f"{version_name(now, run_id)}-{slug}"
+def candidate_versions(now: datetime, run_id: str, plans: Sequence[TrainingPlan]) -> list[str]:
+    """Each candidate's version name: `version_name`, then the candidate's name as a slug (numbered
+    where two learners' names give the same slug)."""
+    names: list[str] = []
+    for plan in plans:
+        slug = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-") or "candidate"
+        name, n = f"{version_name(now, run_id)}-{slug}", 1
+        while name in names:
+            n += 1
+            name = f"{version_name(now, run_id)}-{slug}-{n}"
+        names.append(name)
+    return names
 
 
 def errors_it_still_makes(champion_model: Any, schema: FeatureSchema, rows: pd.DataFrame,

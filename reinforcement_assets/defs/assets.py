@@ -21,12 +21,13 @@ from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSum
 from ..core.cycle import (
     RaceVerdict,
     Trained,
-    candidate_version,
+    candidate_versions,
     challenger_record,
     completed_schema,
-    errors_it_still_makes,
     confirm_plan,
+    errors_it_still_makes,
     judge_race,
+    label_kind,
     new_model_schema,
     plan_of_dataset,
     plan_training,
@@ -272,11 +273,12 @@ def error_samples(
 ) -> dg.Output[pd.DataFrame]:
     window, schema, champion = evaluation_log.window, evaluation_log.schema, evaluation_log.champion
     with run_record(context, store):
-        rescored, older, note = pd.DataFrame(), pd.DataFrame(), None
+        rescored = older = pd.DataFrame(columns=["id"])
+        note = None
         if trains_new_model(champion, retraining_config(context).learner):  # no update: the log's errors
             query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold)
-            errors = store.load_rows(query)
+            own = store.load_rows(query)
         else:  # the errors the champion makes: its own, and earlier versions' it still makes
             query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold, logged_by=champion.version)
@@ -286,20 +288,20 @@ def error_samples(
                 sample_fraction=sample_fraction(config.max_errors, earlier)))
             rescored, note = errors_it_still_makes(champion_model(champion, artifacts), schema, older,
                                                    config.confidence_threshold)
-            errors = newest_first(own, rescored).head(config.max_errors)
             if note:
                 context.log.warning(note)
-        logged = len(errors) - len(rescored)
-        total = store.count_rows(query) + len(rescored) if logged >= config.max_errors else len(errors)
+        errors = newest_first(own, rescored).head(config.max_errors)
+        total = (store.count_rows(query) if len(own) >= config.max_errors else len(own)) + len(rescored)
+        kept_rescored = int(errors["id"].isin(rescored["id"]).sum())
     per_class = errors["actual_label"].value_counts().sort_index()
     return dg.Output(
         errors,
         metadata={
             "count": len(errors),
             "count_in_window": total,
-            "logged_errors": logged,
+            "logged_errors": len(errors) - kept_rescored,
             "rescored_rows": len(older),
-            "rescored_errors": min(len(rescored), len(errors)),
+            "rescored_errors": kept_rescored,
             "rescore_note": note or "",
             "confidence_threshold": config.confidence_threshold,
             "per_class": dg.MetadataValue.json({str(k): int(v) for k, v in per_class.items()}),
@@ -401,11 +403,13 @@ def retrained_model(
         failed = [t for t in trained if t.model is None]
         for t in failed:
             context.log.warning(f"candidate {t.plan.name} could not be trained: {t.error}")
+        if set_aside := max(t.set_aside for t in trained):
+            context.log.warning(f"{set_aside} training rows set aside: their label is not a {label_kind(model)}, "
+                                "the type of the champion's classes")
         if len(failed) == len(trained):
             raise RuntimeError("no candidate could be trained: " + "; ".join(f"{t.plan.name}: {t.error}" for t in failed))
-        now, candidates, blocks = datetime.now(timezone.utc), [], []
-        for t in (t for t in trained if t.model is not None):
-            version = candidate_version(now, run_id, t.plan)
+        fitted, candidates, blocks = [t for t in trained if t.model is not None], [], []
+        for t, version in zip(fitted, candidate_versions(datetime.now(timezone.utc), run_id, [t.plan for t in fitted])):
             stored = artifacts.write_value(f"models/{version}", t.model)
             registered = challenger_record(t.model, t.plan, baseline, version=version, artifact_path=stored.path,
                                            sha256=stored.sha256, schema=schema, training_run_id=row_id)
@@ -432,6 +436,7 @@ def retrained_model(
             "mode": first.mode,
             "fine_tuned": first.update,
             "train_rows": sum(t.train_rows for t in trained),
+            "labels_not_of_class_type": max(t.set_aside for t in trained),
             "training_seconds": sum(t.seconds for t in trained),
             "training_log": dg.MetadataValue.url(log.uri),
             "training_log_sha256": log.sha256,
