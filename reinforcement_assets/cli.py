@@ -1,4 +1,5 @@
-"""The `reinforcement` command: run the demo, register a model, queue retraining requests, show status, roll back."""
+"""The `reinforcement` command: run the demo, register a model, queue retraining requests, show status, roll back,
+prune old artifacts."""
 
 from __future__ import annotations
 
@@ -235,6 +236,7 @@ def previous_champion(versions, champion) -> str | None:
 def rollback(args: argparse.Namespace) -> int:
     """Make an earlier model version champion again, recording why."""
     from .backends.store import StoreError
+    from .core.retention import pruned_message
 
     with environment_resources("store") as (store,):
         champion = store.champion()
@@ -244,6 +246,10 @@ def rollback(args: argparse.Namespace) -> int:
             return 2
         if champion is not None and target == champion.version:
             print(f"refused: {target} is already the champion", file=sys.stderr)
+            return 2
+        found = store.model_version(target)
+        if found is not None and found.artifact_pruned_at is not None:
+            print(f"refused: {pruned_message(found.version, found.artifact_pruned_at)}", file=sys.stderr)
             return 2
         was = champion.version if champion else "none"
         try:
@@ -258,6 +264,51 @@ def rollback(args: argparse.Namespace) -> int:
         return 1
     print(f"rolled back: {promoted.version} is the champion again (was {was}); reason recorded: {args.reason}")
     return 0
+
+
+@command("prune")
+def prune(args: argparse.Namespace) -> int:
+    """Delete the files of old candidates and old runs' asset outputs; registry rows stay."""
+    from . import settings
+    from .pruning import prune_artifacts
+
+    keep = settings.KEEP_CANDIDATE_ARTIFACTS if args.keep is None else args.keep
+    with environment_resources("store", "artifacts") as (store, artifacts):
+        report = prune_artifacts(store, artifacts, keep, dry_run=args.dry_run)
+    print(prune_lines(report))
+    for failure in report.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+def prune_lines(report) -> str:
+    """What `prune` removed (or would): a line per model version, a line per run's outputs, the totals."""
+    from .pruning import human_bytes
+
+    verb = "would prune" if report.dry_run else "pruned"
+    lines = []
+    for v in report.versions:
+        size = "file already gone" if v.size_bytes is None else human_bytes(v.size_bytes)
+        lines.append(f"{verb} model version {v.version}: {v.artifact_path} ({size})")
+    for run in report.runs:
+        lines.append(f"{verb} asset outputs of run {run.dagster_run_id}: {len(run.paths)} file(s) "
+                     f"({human_bytes(run.size_bytes)})")
+    lines.append(report.summary() + (" (dry run: nothing was deleted)" if report.dry_run else ""))
+    return "\n".join(lines)
+
+
+def keep_count(raw: str) -> int:
+    """argparse type of --keep: a whole number, 0 or more."""
+    from .core.retention import check_keep_count
+
+    try:
+        count = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    try:
+        return check_keep_count(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @command("migrate")
@@ -373,6 +424,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="make an earlier model version champion again")
     p.add_argument("version", nargs="?", help="the version to restore (default: the previous champion)")
     p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
+    p = sub.add_parser("prune", help="delete old candidates' model files and old runs' asset outputs "
+                                     "(registry rows stay)")
+    p.add_argument("--keep", type=keep_count, metavar="N",
+                   help="candidates and runs to keep besides the champion's line (default: the "
+                        "KEEP_CANDIDATE_ARTIFACTS setting, 20 unless set)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
     sub.add_parser("migrate", help="apply the schema's migrations to the configured database (as its owner)")
     sub.add_parser("stop", help="stop the embedded PostgreSQL of the data folder")
     sub.add_parser("dev", add_help=False,  # every option after `dev`, --help too, is `dagster dev`'s

@@ -8,6 +8,7 @@ from typing import Callable, TypeVar
 
 from .core.learners import check_learner
 from .core.metrics import check_gate_metric
+from .core.retention import check_keep_count
 
 T = TypeVar("T")
 
@@ -58,6 +59,9 @@ GATE_METRIC = _from_env("GATE_METRIC", "accuracy", lambda raw: check_gate_metric
 MAX_ERROR_ROWS = _from_env("MAX_ERROR_ROWS", 50_000, int)
 MAX_TRAINING_ROWS = _from_env("MAX_TRAINING_ROWS", 200_000, int)
 MAX_HOLDOUT_ROWS = _from_env("MAX_HOLDOUT_ROWS", 50_000, int)
+# Storage stays bounded (`pruning`): the model files of this many recent candidates, and the asset outputs
+# of this many recent runs, are kept besides the champion's line; older ones are deleted.
+KEEP_CANDIDATE_ARTIFACTS = _from_env("KEEP_CANDIDATE_ARTIFACTS", 20, lambda raw: check_keep_count(int(raw)))
 
 # Triggers (see docs/triggers.md).
 REQUEST_SENSOR_INTERVAL_SECONDS = _from_env("REQUEST_SENSOR_INTERVAL_SECONDS", 30, int)

@@ -19,7 +19,9 @@ PostgREST (https://docs.postgrest.org/en/stable/references/api/): `GET`/`HEAD`/`
 Storage (https://supabase.com/docs/reference/api, storage-api): `POST`/`PUT
 /storage/v1/object/<bucket>/<path>` (multipart upload, `x-upsert`, bucket file size limit),
 `GET` download (also `/object/authenticated/…`), `POST /storage/v1/object/sign/<bucket>/<path>`
-and `GET` of the signed URL without credentials, error bodies `{"statusCode","error","message"}`.
+and `GET` of the signed URL without credentials, `DELETE /storage/v1/object/<bucket>` (`prefixes`;
+missing objects are not an error), `POST /storage/v1/object/list/<bucket>` (one folder level,
+`limit`/`offset`/`sortBy`/`search`), error bodies `{"statusCode","error","message"}`.
 
 Not emulated: JWT signatures (claims are read, not verified), embedding, GET rpc, the Auth,
 Realtime and Functions APIs. `fail(...)` injects faults: HTTP errors, dropped connections,
@@ -45,6 +47,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote
 
@@ -124,6 +127,14 @@ class StoredObject:
     data: bytes
     content_type: str
     cache_control: str
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: str = field(default_factory=lambda: now_iso())
+    updated_at: str = field(default_factory=lambda: now_iso())
+
+
+def now_iso() -> str:
+    """The current time as Storage writes it (ISO 8601, milliseconds, Z)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -431,6 +442,8 @@ class SupabaseEmulator:
             raise storage_error(403, "Unauthorized", "new row violates row-level security policy", "AccessDenied")
         if rest.startswith("sign/") and request.method == "POST":
             return self._sign(request, rest[len("sign/"):])
+        if rest.startswith("list/") and request.method == "POST":
+            return self._list(request, unquote(rest[len("list/"):]))
         if rest.startswith("authenticated/"):
             rest = rest[len("authenticated/"):]
         bucket_name, _, key = unquote(rest).partition("/")
@@ -463,8 +476,44 @@ class SupabaseEmulator:
             raise storage_error(413, "Payload too large", "The object exceeded the maximum allowed size",
                                 "EntityTooLarge")
         cache_control = parts.get("cacheControl", (b"3600", ""))[0].decode()
-        bucket.objects[key] = StoredObject(data, content_type or "application/octet-stream", cache_control)
-        return httpx.Response(200, json={"Key": f"{bucket_name}/{key}", "Id": str(uuid.uuid4())})
+        stored = StoredObject(data, content_type or "application/octet-stream", cache_control)
+        if exists:  # an overwrite keeps the object's id and creation time
+            stored.id, stored.created_at = bucket.objects[key].id, bucket.objects[key].created_at
+        bucket.objects[key] = stored
+        return httpx.Response(200, json={"Key": f"{bucket_name}/{key}", "Id": stored.id})
+
+    def _list(self, request: httpx.Request, bucket_name: str) -> httpx.Response:
+        """`POST /object/list/<bucket>`: one level of the folder `prefix` (`a` and `a/` alike), folders as
+        entries whose id and metadata are null, sorted, filtered by `search` (a name prefix), paged."""
+        bucket = self.buckets.get(bucket_name)
+        if bucket is None:
+            raise storage_error(404, "Bucket not found", "Bucket not found", "NoSuchBucket")
+        body = json.loads(request.content or b"{}")
+        prefix = body.get("prefix") or ""
+        prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        entries: dict[str, dict[str, Any]] = {}
+        for key, stored in bucket.objects.items():
+            if not key.startswith(prefix):
+                continue
+            name, slash, _ = key[len(prefix):].partition("/")
+            if slash:
+                entries.setdefault(name, {"name": name, "id": None, "updated_at": None, "created_at": None,
+                                          "last_accessed_at": None, "metadata": None})
+            else:
+                entries[name] = {"name": name, "id": stored.id, "updated_at": stored.updated_at,
+                                 "created_at": stored.created_at, "last_accessed_at": stored.updated_at,
+                                 "metadata": {"eTag": f'"{hashlib.md5(stored.data).hexdigest()}"',
+                                              "size": len(stored.data), "mimetype": stored.content_type,
+                                              "cacheControl": f"max-age={stored.cache_control}",
+                                              "lastModified": stored.updated_at, "contentLength": len(stored.data),
+                                              "httpStatusCode": 200}}
+        search = body.get("search") or ""
+        sort = body.get("sortBy") or {}
+        column = sort.get("column", "name")
+        listed = sorted((e for e in entries.values() if e["name"].startswith(search)),
+                        key=lambda e: (e[column] or "", e["name"]), reverse=sort.get("order") == "desc")
+        offset, limit = int(body.get("offset", 0)), int(body.get("limit", 100))
+        return httpx.Response(200, json=listed[offset:offset + limit])
 
     def _object_response(self, bucket: Bucket, key: str) -> httpx.Response:
         stored = bucket.objects.get(key)

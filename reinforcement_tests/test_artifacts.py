@@ -79,3 +79,25 @@ def test_an_input_is_read_from_the_run_that_produced_it(tmp_path):
 
         assert load(first.run_id) == 6
         assert load("a-run-that-did-not-materialise-it") == 42  # then the newest materialisation
+
+
+def test_delete_removes_a_file_and_one_already_gone_is_not_an_error(artifacts, tmp_path):
+    stored = artifacts.write("models/m.joblib", b"abc")
+    artifacts.delete(stored.path)
+    assert not (tmp_path / "artifacts" / "models" / "m.joblib").exists()
+    artifacts.delete(stored.path)
+    artifacts.delete("never/was.bin")
+    with pytest.raises(ValueError, match="invalid artifact path"):
+        artifacts.delete("../outside")
+
+
+def test_a_listing_walks_the_folder_in_path_order_and_skips_writes_under_way(artifacts, tmp_path):
+    artifacts.write("assets/b/2.parquet", b"22")
+    artifacts.write("assets/a/1.parquet", b"1")
+    artifacts.write("logs/run.log", b"log")
+    (tmp_path / "artifacts" / "assets" / "a" / "3.parquet.partial").write_bytes(b"half")
+    files = artifacts.list_files("assets")
+    assert [(f.path, f.size_bytes) for f in files] == [("assets/a/1.parquet", 1), ("assets/b/2.parquet", 2)]
+    assert all(f.modified is not None and f.modified.tzinfo is not None for f in files)
+    assert [f.path for f in artifacts.list_files()] == ["assets/a/1.parquet", "assets/b/2.parquet", "logs/run.log"]
+    assert artifacts.list_files("nothing/here") == []

@@ -1,4 +1,4 @@
-"""`reinforcement request | status | rollback` end to end on the embedded PostgreSQL.
+"""`reinforcement request | status | rollback | prune` end to end on the embedded PostgreSQL.
 
 `main([...])` runs in this process with `REINFORCEMENT_DATABASE_URL` pointing at the test
 database; one test runs the installed `reinforcement` script in a subprocess.
@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from reinforcement_assets.backends.artifacts import LocalArtifactStorage
 from reinforcement_assets.backends.store import ModelVersion
 from reinforcement_assets.cli import main
 from reinforcement_assets.defs.sensors import make_request_sensor
@@ -122,3 +124,64 @@ def test_store_errors_are_one_line_without_the_password(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: read model_versions failed") and "s3cret" not in err
     assert "Traceback" not in err
+
+
+def test_prune_says_what_it_would_delete_then_deletes_it_and_rollback_refuses_a_pruned_version(
+        store, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("reinforcement_assets.settings.DATA_DIR", str(tmp_path / "data"))  # read at import
+    artifacts = LocalArtifactStorage(base_dir=str(tmp_path / "data" / "artifacts"))
+    for i, version in enumerate(("v0", "v1", "v2", "v3")):
+        artifacts.write(f"models/{version}.joblib", b"m" * (1000 + i))
+        register(store, version, promote="initial model" if version == "v0" else None)
+    runs = [str(uuid.uuid4()) for _ in range(2)]
+    for run_id in runs:
+        store.start_run(run_id, "auto_daily")
+        store.update_run(run_id, status="completed")
+        artifacts.write(f"assets/finetune_dataset/{run_id}.parquet", b"p" * 2048)
+    files = tmp_path / "data" / "artifacts"
+
+    assert main(["prune", "--keep", "1", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "would prune model version v2: models/v2.joblib (1002 bytes)",
+        "would prune model version v1: models/v1.joblib (1001 bytes)",
+        f"would prune asset outputs of run {runs[0]}: 1 file(s) (2.0 KB)",
+        "would prune 2 model file(s) (2.0 KB) and 1 asset output(s) of 1 run(s) (2.0 KB): 4.0 KB in all; kept "
+        "the files of 2 model version(s) and the outputs of 1 run(s) (keep 1) (dry run: nothing was deleted)"]
+    assert (files / "models/v1.joblib").exists() and store.model_version("v1").artifact_pruned_at is None
+
+    assert main(["prune", "--keep", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "pruned model version v2: models/v2.joblib (1002 bytes)\npruned model version v1:" in out
+    assert out.splitlines()[-1].startswith("pruned 2 model file(s) (2.0 KB) and 1 asset output(s) of 1 run(s)")
+    assert sorted(p.name for p in (files / "models").iterdir()) == ["v0.joblib", "v3.joblib"]
+    assert not (files / f"assets/finetune_dataset/{runs[0]}.parquet").exists()
+    assert (files / f"assets/finetune_dataset/{runs[1]}.parquet").exists()
+    assert len(store.model_versions()) == 4  # every row stays
+
+    pruned_at = store.model_version("v1").artifact_pruned_at
+    assert main(["rollback", "v1", "--reason", "v0 regressed"]) == 2
+    assert capsys.readouterr().err == (f"refused: model version v1's file was pruned on {pruned_at:%Y-%m-%d %H:%M} UTC;"
+                                       " it cannot be restored\n")
+    assert store.champion().version == "v0"
+
+    assert main(["prune"]) == 0  # the default keeps 20: nothing more to do
+    assert capsys.readouterr().out.startswith("pruned 0 model file(s)")
+
+
+def test_prune_refuses_a_negative_count_and_the_setting_is_checked_when_read(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", "--keep", "-1"])
+    assert exit_info.value.code == 2
+    assert "the number of artifacts to keep must be 0 or more, not -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "--keep", "many"])
+    assert "not a whole number: 'many'" in capsys.readouterr().err
+
+    done = subprocess.run([sys.executable, "-m", "reinforcement_assets.cli", "prune", "--dry-run"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "KEEP_CANDIDATE_ARTIFACTS": "-5"})
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        "error: environment variable KEEP_CANDIDATE_ARTIFACTS='-5' is not a valid int: "
+        "the number of artifacts to keep must be 0 or more, not -5")

@@ -158,3 +158,44 @@ def test_the_io_manager_round_trips_frames_and_objects_with_their_sha256(project
                                resources={"io_manager": resources["io_manager"]}, raise_on_error=False)
     assert not again.success
     assert "refusing to load assets/summary/" in str(again.get_step_failure_events()[0].event_specific_data.error)
+
+
+def test_delete_removes_the_object_and_one_already_gone_is_not_an_error(storage, project):
+    storage.write("models/v1.joblib", b"model")
+    project.requests.clear()
+    storage.delete("models/v1.joblib")
+    (removal,) = project.sent("DELETE")
+    assert removal.url.path == f"/storage/v1/object/{BUCKET}"
+    assert json.loads(removal.content) == {"prefixes": ["tenant-a/models/v1.joblib"]}
+    assert "tenant-a/models/v1.joblib" not in project.buckets[BUCKET].objects
+    storage.delete("models/v1.joblib")  # Storage answers a removal of nothing with an empty list
+    # Removing is idempotent: a transient failure is repeated.
+    project.fail(method="DELETE", status=503, body={"statusCode": "503", "error": "Service Unavailable",
+                                                    "message": "try again"})
+    storage.delete("models/v2.joblib")
+    assert len(project.sent("DELETE")) == 4
+    # A missing bucket is a configuration error, not a missing file.
+    elsewhere = emulated_resources(project, artifacts={"bucket": "no-such-bucket"})["artifacts"]
+    with pytest.raises(StoreError, match=r"delete \(bucket no-such-bucket, models/x\) failed: Storage error 404"):
+        elsewhere.delete("models/x")
+
+
+def test_a_listing_walks_folder_by_folder_a_page_at_a_time_under_the_prefix(project):
+    storage = emulated_resources(project, artifacts={"prefix": "tenant-a", "list_page_size": 2})["artifacts"]
+    paths = ["assets/a/1.parquet", "assets/a/2.parquet", "assets/a/3.parquet", "assets/b/4.parquet", "logs/x.log"]
+    for path in paths:
+        storage.write(path, path.encode())
+    other = emulated_resources(project, artifacts={"prefix": "tenant-b"})["artifacts"]
+    other.write("assets/a/9.parquet", b"another tenant's")
+    project.requests.clear()
+
+    files = storage.list_files("assets")
+    assert [(f.path, f.size_bytes) for f in files] == [(p, len(p)) for p in paths[:4]]
+    assert all(f.modified is not None and f.modified.tzinfo is not None for f in files)
+    bodies = [json.loads(r.content) for r in project.sent("POST", f"/storage/v1/object/list/{BUCKET}")]
+    assert [(b["prefix"], b["offset"]) for b in bodies] == [
+        ("tenant-a/assets", 0), ("tenant-a/assets/a", 0), ("tenant-a/assets/a", 2), ("tenant-a/assets/a", 3),
+        ("tenant-a/assets/b", 0), ("tenant-a/assets/b", 1), ("tenant-a/assets", 2)]
+    assert all(b["limit"] == 2 for b in bodies)
+    assert [f.path for f in storage.list_files()] == paths
+    assert storage.list_files("nothing/here") == []

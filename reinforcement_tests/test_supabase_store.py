@@ -301,6 +301,25 @@ def test_the_registry_behaves_as_on_the_postgres_backend(supabase, store):
                                                classes=()))
 
 
+def test_retention_reads_and_marks_as_on_the_postgres_backend(supabase, store):
+    sb = supabase["store"]
+    for version in ("v1", "v2", "v3"):
+        sb.register_model_version(ModelVersion(version=version, artifact_path=f"models/{version}.joblib", sha256=SHA,
+                                               feature_names=("x0",), classes=("a", "b")))
+    sb.promote("v1", "first")
+    assert [v.version for v in sb.versions_for_retention()] == ["v3", "v2", "v1"]
+    assert sb.versions_for_retention() == store.versions_for_retention()
+    assert sb.model_version("v2") == store.model_version("v2") and sb.model_version("v9") is None
+    sb.start_run("dagster-running", "manual")
+    sb.start_run("dagster-done", "manual")
+    sb.update_run("dagster-done", status="completed")
+    assert [r["dagster_run_id"] for r in sb.unfinished_runs()] == ["dagster-running"]
+    assert sb.unfinished_runs() == store.unfinished_runs()
+    marked = sb.mark_artifacts_pruned(["v1", "v2"])  # the champion is never marked
+    assert list(marked) == ["v2"] and marked == store.mark_artifacts_pruned(["v2"])
+    assert sb.model_version("v2").artifact_pruned_at == marked["v2"] and sb.champion().artifact_pruned_at is None
+
+
 def test_requests_behave_as_on_the_postgres_backend(supabase, store, project):
     sb = supabase["store"]
     with pytest.raises(InvalidRequest, match="unknown priority"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +28,15 @@ class StoredArtifact:
 
     def metadata(self) -> dict[str, Any]:
         return {"path": self.path, "uri": self.uri, "size_bytes": self.size_bytes, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """An object in artifact storage, as a listing shows it."""
+
+    path: str  # relative to the storage root, as `write` was given it
+    size_bytes: int
+    modified: datetime | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -60,7 +71,7 @@ def decode(data: bytes, path: str) -> Any:
 
 
 class ArtifactStorage(dg.ConfigurableResource):
-    """Where artifact bytes live; subclasses provide `_put`, `_get` and `uri`."""
+    """Where artifact bytes live; subclasses provide `_put`, `_get`, `_delete`, `_list` and `uri`."""
 
     def write(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> StoredArtifact:
         path = clean_path(path)
@@ -84,6 +95,14 @@ class ArtifactStorage(dg.ConfigurableResource):
     def read_value(self, path: str, sha256: str) -> Any:
         return decode(self.read(path, sha256), path)
 
+    def delete(self, path: str) -> None:
+        """Remove the object at `path`; one that is not there is not an error."""
+        self._delete(clean_path(path))
+
+    def list_files(self, prefix: str = "") -> list[ArtifactFile]:
+        """Every object under the folder `prefix` (everything for ""), at any depth, in path order."""
+        return sorted(self._list(clean_path(prefix) if prefix else ""), key=lambda f: f.path)
+
     def uri(self, path: str) -> str:
         raise NotImplementedError
 
@@ -91,6 +110,12 @@ class ArtifactStorage(dg.ConfigurableResource):
         raise NotImplementedError
 
     def _get(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def _delete(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _list(self, prefix: str) -> Iterable[ArtifactFile]:
         raise NotImplementedError
 
 
@@ -114,6 +139,23 @@ class LocalArtifactStorage(ArtifactStorage):
             return (Path(self.base_dir) / path).read_bytes()
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"artifact {path} not found under {self.base_dir}") from exc
+
+    def _delete(self, path: str) -> None:
+        (Path(self.base_dir) / path).unlink(missing_ok=True)
+
+    def _list(self, prefix: str) -> Iterator[ArtifactFile]:
+        root = Path(self.base_dir)
+        for file in (root / prefix).rglob("*"):
+            if file.name.endswith(".partial"):  # a write under way (or one that died): not an artifact yet
+                continue
+            try:
+                if not file.is_file():
+                    continue
+                stat = file.stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            yield ArtifactFile(file.relative_to(root).as_posix(), stat.st_size,
+                               datetime.fromtimestamp(stat.st_mtime, timezone.utc))
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):

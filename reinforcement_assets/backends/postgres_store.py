@@ -364,6 +364,31 @@ class PostgresStore(Store):
             ).fetchall()
         return [ModelVersion.from_row(r) for r in rows]
 
+    def model_version(self, version: str) -> ModelVersion | None:
+        with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("select * from public.model_versions where version = %s", (version,)).fetchone()
+        return ModelVersion.from_row(row) if row else None
+
+    # Retention.
+    def versions_for_retention(self) -> list[ModelVersion]:
+        with self.connect("read model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "select * from public.model_versions order by created_at desc, version desc").fetchall()
+        return [ModelVersion.from_row(r) for r in rows]
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        with self.connect("read model_retraining_runs") as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "select * from public.model_retraining_runs where status in ('pending', 'running')"
+                " order by created_at desc, id desc").fetchall()
+
+    def mark_artifacts_pruned(self, versions: list[str]) -> dict[str, datetime]:
+        if not versions:
+            return {}
+        with self.connect("mark pruned in model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("select * from public.mark_model_artifacts_pruned(%s::text[])",
+                               (list(versions),)).fetchall()
+        return {r["version"]: r["artifact_pruned_at"] for r in rows}
 
     # Retraining requests: state changes go through the SQL functions of 20261126000200_retraining_triggers.sql.
     def _requests(self, operation: str, query: str, params: tuple | dict) -> list[RetrainingRequest]:

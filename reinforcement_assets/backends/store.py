@@ -126,6 +126,25 @@ class Store(dg.ConfigurableResource):
     def model_versions(self, limit: int = 20) -> list[ModelVersion]:
         """The newest registered versions."""
 
+    @abc.abstractmethod
+    def model_version(self, version: str) -> ModelVersion | None:
+        """The version's registry row, or None."""
+
+    # Retention (`pruning.prune_artifacts`): registry rows are never deleted, only marked.
+    @abc.abstractmethod
+    def versions_for_retention(self) -> list[ModelVersion]:
+        """Every registered version, newest first: what the retention rule decides over."""
+
+    @abc.abstractmethod
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        """The rows of `model_retraining_runs` still `pending` or `running`, newest first."""
+
+    @abc.abstractmethod
+    def mark_artifacts_pruned(self, versions: list[str]) -> dict[str, datetime]:
+        """Record that these versions' files are deleted (SQL `mark_model_artifacts_pruned`), except the
+        champion's; returns each version that is marked (now or before) with when. Only those files may
+        go: a marked version can never be promoted, and the champion is never marked."""
+
     # Retraining requests: the queue the request sensor drains. Every state change is atomic.
     @abc.abstractmethod
     def create_request(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import Field
 from storage3.exceptions import StorageApiError
 
-from .artifacts import ArtifactIOManager, ArtifactStorage, clean_path
-from .store import StoreError
+from .artifacts import ArtifactFile, ArtifactIOManager, ArtifactStorage, clean_path
+from .store import StoreError, parse_timestamp
 from .supabase_client import SupabaseProject
 
 DEFAULT_BUCKET = "reinforcement-artifacts"
@@ -31,6 +31,7 @@ class SupabaseArtifactStorage(ArtifactStorage, SupabaseProject):
     max_upload_bytes: int = Field(default=FREE_PLAN_FILE_LIMIT, description="Largest file uploaded, in bytes.")
     signed_url_seconds: int = Field(default=WEEK_SECONDS, description="Lifetime of the signed URLs in metadata.")
     timeout_seconds: float = Field(default=60.0, description="Timeout for connecting and for each read and write.")
+    list_page_size: int = Field(default=1000, description="Objects asked for per listing request.")
 
     def object_key(self, path: str) -> str:
         """Where `path` lives in the bucket."""
@@ -80,6 +81,39 @@ class SupabaseArtifactStorage(ArtifactStorage, SupabaseProject):
                 raise
 
         return self._call("download", path, download, idempotent=True)
+
+    def _delete(self, path: str) -> None:
+        key = self.object_key(path)
+        # Storage answers a removal of a missing object with an empty list, not an error; removing twice
+        # is harmless, so it may be repeated.
+        self._call("delete", path, lambda: self.client.storage.from_(self.bucket).remove([key]), idempotent=True)
+
+    def _list(self, prefix: str) -> Iterator[ArtifactFile]:
+        root = clean_path(self.prefix) if self.prefix else ""
+        folder = "/".join(part for part in (root, prefix) if part)
+        yield from self._walk(folder, prefix)
+
+    def _walk(self, folder: str, relative: str) -> Iterator[ArtifactFile]:
+        """The objects under `folder` (a bucket key), as paths under `relative`: Storage lists one level at a
+        time, folders as entries without an id, a page (offset, limit) at a time."""
+        bucket = self.client.storage.from_(self.bucket)
+        offset = 0
+        while True:
+            page = self._call_project(
+                lambda offset=offset: bucket.list(folder, {"limit": self.list_page_size, "offset": offset,
+                                                           "sortBy": {"column": "name", "order": "asc"}}),
+                operation="list", target=f"bucket {self.bucket}, {folder or '/'}", idempotent=True)
+            if not page:  # a short page may still not be the last: stop at an empty one
+                return
+            for entry in page:
+                key = f"{folder}/{entry['name']}" if folder else entry["name"]
+                path = f"{relative}/{entry['name']}" if relative else entry["name"]
+                if entry.get("id") is None:
+                    yield from self._walk(key, path)
+                else:
+                    metadata = entry.get("metadata") or {}
+                    yield ArtifactFile(path, int(metadata.get("size") or 0), parse_timestamp(entry.get("updated_at")))
+            offset += len(page)
 
 
 def too_large(key: str, size: int, limit: int, by_server: bool = False) -> str:

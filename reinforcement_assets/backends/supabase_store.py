@@ -10,6 +10,7 @@ changes that must be atomic are SQL functions of the migrations, called with `.r
 from __future__ import annotations
 
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -53,6 +54,7 @@ FEATURE_NAME = re.compile(r"(?=.*[A-Za-z_])[A-Za-z0-9_]+")
 TYPE_SETS_PER_REQUEST = 200
 RUN_UUIDS = ("id", "triggered_by", "request_id")
 RUN_TIMESTAMPS = ("started_at", "completed_at", "created_at")
+EVERY_ROW = sys.maxsize  # a `_read_pages` limit: read to the end
 
 Order = tuple[tuple[str, bool], tuple[str, bool]]  # (column, descending) twice: a key, then a unique tiebreak
 
@@ -304,6 +306,33 @@ class SupabaseStore(Store, SupabaseProject):
         rows = self._read_pages("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*"),
                                 (("created_at", True), ("version", True)), limit)
         return [ModelVersion.from_row(r) for r in rows]
+
+    def model_version(self, version: str) -> ModelVersion | None:
+        rows = self._call("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*")
+                          .eq("version", version).limit(1).execute().data, idempotent=True)
+        return ModelVersion.from_row(rows[0]) if rows else None
+
+    # Retention.
+    def versions_for_retention(self) -> list[ModelVersion]:
+        rows = self._read_pages("read", VERSIONS, lambda: self.client.table(VERSIONS).select("*"),
+                                (("created_at", True), ("version", True)), EVERY_ROW)
+        return [ModelVersion.from_row(r) for r in rows]
+
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        rows = self._read_pages("read unfinished", RUNS, lambda: self.client.table(RUNS).select("*")
+                                .in_("status", ["pending", "running"]), (("created_at", True), ("id", True)),
+                                EVERY_ROW)
+        return [run_row(r) for r in rows]
+
+    def mark_artifacts_pruned(self, versions: list[str]) -> dict[str, datetime]:
+        marked: dict[str, datetime] = {}
+        # A page of versions per call: the answer lists them, and the server caps answers. Marking again
+        # what is marked changes nothing and answers the same, so a lost answer may be asked again.
+        for batch in chunks(list(versions), self.page_size):
+            rows = self._rpc("mark_model_artifacts_pruned", {"p_versions": batch}, operation="mark pruned",
+                             idempotent=True)
+            marked.update({r["version"]: parse_timestamp(r["artifact_pruned_at"]) for r in rows})
+        return marked
 
     # Retraining requests: state changes through the SQL functions of 20261126000200_retraining_triggers.sql.
     def create_request(

@@ -125,6 +125,7 @@ class ModelVersion:
     class_type: str = "str"  # the type of the model's classes_: str, int, bool or float
     base_size: int | None = None  # trees or iterations when it entered the registry (updates grow to twice that)
     feature_schema: FeatureSchema | None = None  # None: not recorded (then `schema` has every kind unknown)
+    artifact_pruned_at: datetime | None = None  # when its file was deleted (`pruning`); the row stays
 
     @property
     def schema(self) -> FeatureSchema:
@@ -143,7 +144,7 @@ class ModelVersion:
             values.pop("class_type", None)
         if values.get("training_run_id") is not None:
             values["training_run_id"] = str(values["training_run_id"])
-        for key in ("promoted_at", "created_at"):
+        for key in ("promoted_at", "created_at", "artifact_pruned_at"):
             values[key] = parse_timestamp(values.get(key))
         return cls(**values)
 

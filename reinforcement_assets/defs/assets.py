@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import settings
 from ..backends.artifacts import ArtifactStorage
-from ..backends.store import RUN_SOURCES, ModelVersion, Store, Window, WindowSummary, period_query
+from ..backends.store import RUN_SOURCES, ModelVersion, Store, StoreError, Window, WindowSummary, period_query
 from ..core.cycle import (
     RaceVerdict,
     Trained,
@@ -54,6 +54,7 @@ from ..core.learners import check_learner
 from ..core.metrics import check_gate_metric
 from ..core.rows import check_feature_names
 from ..model import final_estimator
+from ..pruning import prune_artifacts
 from .request_queue import check_request_run
 
 GROUP = "reinforcement_loop"
@@ -516,6 +517,14 @@ def run_metrics(
             **scores, "champion": verdict.champion, "champion_version": baseline.version if baseline else None,
             "challenger_version": shown.model.version, "candidate": shown.name, "promoted": decision.promote,
             "gate_metric": decision.metric, "gate": decision.as_dict(), "baseline": verdict.baseline})
+    try:
+        pruned = prune_artifacts(store, artifacts, settings.KEEP_CANDIDATE_ARTIFACTS, protect_runs=[context.run.run_id])
+    except (StoreError, OSError) as exc:  # the cycle is done and recorded; the next run prunes again
+        context.log.warning(f"pruning skipped: {exc}")
+    else:
+        context.log.info(pruned.summary())
+        for failure in pruned.failures:
+            context.log.warning(failure)
     standing = decision.standing(shown.name)
     numeric = {f"challenger_{k}": v for k, v in scores.items()}
     numeric.update({f"champion_{k}": v for k, v in verdict.champion.items()})
