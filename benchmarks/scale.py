@@ -11,7 +11,8 @@ STDOUT` statements for errors, replay, the window sample and holdout, drained by
 real `retraining_job` (every asset and check, in process, on an ephemeral Dagster instance). Step
 times come from the run's event log, peak RSS per step from the kernel's high-water mark. Also
 timed: the window summary query, a bare `count(*)` of the window, and the decay sensor's count of
-the champion's last day from the hourly counts against the same count made row by row.
+the champion's last day from the hourly counts against the same count made row by row, and its
+confusion counts (what it reads when it watches balanced accuracy or macro-F1).
 Results: `benchmarks/results/scale.json`, `docs/scale_time.png`, `docs/scale_memory.png`.
 """
 
@@ -213,9 +214,10 @@ def window_count(store: PostgresStore, window: Window) -> float:
     return seconds
 
 
-def decay_counts(store: PostgresStore, end: datetime) -> tuple[float, float]:
-    """Seconds of the decay sensor's count (the champion's last day, from the hourly counts) and of
-    the same count made row by row, as before the counts existed."""
+def decay_counts(store: PostgresStore, end: datetime) -> tuple[float, float, float]:
+    """Seconds of the decay sensor's count (the champion's last day, from the hourly counts), of the
+    same count made row by row, as before the counts existed, and of the confusion counts the sensor
+    reads when it watches balanced accuracy or macro-F1."""
     start = end - timedelta(hours=settings.DECAY_WINDOW_HOURS)
     counted, from_counts = median_time(lambda: store.count_correct(start, end, CHAMPION), 1)
     with psycopg.connect(store.url, autocommit=True) as conn:
@@ -225,7 +227,10 @@ def decay_counts(store: PostgresStore, end: datetime) -> tuple[float, float]:
             " and model_version = %s", (start, end, CHAMPION)).fetchone(), 1)
     if (from_counts.evaluated, from_counts.correct) != row_by_row:
         raise RuntimeError(f"the decay count from the hourly counts {from_counts} differs from {row_by_row}")
-    return counted, scanned
+    confused, confusion = median_time(lambda: store.confusion_counts(start, end, CHAMPION), 1)
+    if (confusion.evaluated, confusion.correct, confusion.in_matrix) != (*row_by_row, row_by_row[0]):
+        raise RuntimeError(f"the confusion counts {confusion} differ from the count row by row {row_by_row}")
+    return counted, scanned, confused
 
 
 def step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict[str, float]]:
@@ -371,8 +376,9 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
             "floor_parts": {k: median_of(floors, k, "seconds") for k in queries},
             "summary_query_seconds": statistics.median(summary_seconds),
             "window_count_seconds": statistics.median(count_seconds),
-            "decay_count_seconds": statistics.median(s for s, _ in decay_seconds),
-            "decay_count_row_by_row_seconds": statistics.median(s for _, s in decay_seconds),
+            "decay_count_seconds": statistics.median(s for s, _, _ in decay_seconds),
+            "decay_count_row_by_row_seconds": statistics.median(s for _, s, _ in decay_seconds),
+            "decay_confusion_seconds": statistics.median(s for _, _, s in decay_seconds),
             "cycle_seconds": median_of(cycles, "seconds"),
             "to_dataset_seconds": to_dataset,
             "to_dataset_over_floor": to_dataset / floor,
@@ -411,10 +417,13 @@ def tables(results: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['rows']:,} | {step} | {s['seconds']:.2f} | {s['rows']:,.0f} | "
                          f"{s['rows'] / s['seconds']:,.0f} | {s['peak_rss'] / mib:.0f} |")
     if all("decay_count_seconds" in r for r in results):
-        lines += ["", "| rows in window | decay sensor's count of the last day (ms) | the same count row by row (ms) |",
-                  "|---:|---:|---:|"]
+        confusion = all("decay_confusion_seconds" in r for r in results)
+        lines += ["", "| rows in window | decay sensor's count of the last day (ms) | the same count row by row (ms) |"
+                  + (" its confusion counts (ms) |" if confusion else ""),
+                  "|---:|---:|---:|" + ("---:|" if confusion else "")]
         lines += [f"| {r['rows']:,} | {1e3 * r['decay_count_seconds']:.1f} | "
-                  f"{1e3 * r['decay_count_row_by_row_seconds']:.1f} |" for r in results]
+                  f"{1e3 * r['decay_count_row_by_row_seconds']:.1f} |"
+                  + (f" {1e3 * r['decay_confusion_seconds']:.1f} |" if confusion else "") for r in results]
     return "\n".join(lines)
 
 

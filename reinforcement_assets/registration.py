@@ -19,7 +19,8 @@ from typing import Any
 from .backends.artifacts import ArtifactStorage, decode, encode, sha256_hex
 from .backends.store import Store, StoreError
 from .core.cycle import NotAClassifier, describe_model
-from .core.records import ModelVersion
+from .core.metrics import GATE_METRICS, metric_of
+from .core.records import ConfusionCount, ModelVersion
 from .model import plain
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -38,6 +39,16 @@ class Registration:
     champion: bool
     logged_rows: int
     warnings: tuple[str, ...] = ()
+
+
+def logged_metrics(count: ConfusionCount) -> dict[str, float]:
+    """Every gate metric of the logged rows: the references the decay trigger compares with, whichever
+    metric it watches (none without rows)."""
+    if count.in_matrix == 0:
+        return {}
+    values = {name: metric_of(name, count.array) for name in GATE_METRICS}
+    values["accuracy"] = count.accuracy  # of every row, also those left out of the matrix
+    return values
 
 
 def load_model_file(path: str | Path) -> tuple[bytes, Any]:
@@ -65,7 +76,9 @@ def register_model(
     (categorical where the model's encoders say so or `categorical` names them; the others are numeric
     or boolean as the log shows, on the first run), whether it takes missing values, classes
     (as text, and their type) and a reference accuracy: `reference_accuracy`, else its accuracy on
-    the logged rows carrying `version` (the decay trigger compares live accuracy with it).
+    the logged rows carrying `version` (the decay trigger compares live accuracy with it). The
+    logged rows' accuracy, balanced accuracy and macro-F1 go into its metrics: the references of
+    the decay trigger when it watches one of the other metrics (`GATE_METRIC`).
     Promotion is the registry's compare-and-swap: it fails if the champion changes meanwhile.
     """
     data, model = load_model_file(model_file)
@@ -92,7 +105,7 @@ def register_loaded(
     # The file's name carries its sha256: no registration can overwrite another model's file, and a
     # duplicate version is refused by the registry's unique key below.
     stored = artifacts.write(f"models/{version}-{sha256_hex(data)[:12]}.joblib", data)
-    count = store.count_correct(_ALL_TIME, datetime.now(timezone.utc) + timedelta(days=1), model_version=version)
+    count = store.confusion_counts(_ALL_TIME, datetime.now(timezone.utc) + timedelta(days=1), model_version=version)
     warnings = []
     if count.evaluated == 0:
         warnings.append(f"no logged prediction carries model_version {version!r} yet: log its predictions with that "
@@ -105,7 +118,7 @@ def register_loaded(
                           classes=description.classes,
                           class_type=description.class_type, base_size=description.base_size,
                           reference_accuracy=reference_accuracy,
-                          metrics={"registered_from_logged_rows": count.evaluated})
+                          metrics={"registered_from_logged_rows": count.evaluated, **logged_metrics(count)})
     try:
         store.register_model_version(record)
     except StoreError as exc:

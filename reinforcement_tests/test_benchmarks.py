@@ -46,6 +46,7 @@ def test_scale_cycle_and_floor(server_url, tmp_path):
     assert result["floor_seconds"] > 0 and result["to_dataset_seconds"] > 0
     assert all(step["peak_rss"] > 0 for step in result["steps"].values())
     assert result["decay_count_seconds"] > 0 and result["decay_count_row_by_row_seconds"] > 0
+    assert result["decay_confusion_seconds"] > 0 and "its confusion counts" in scale.tables([result])
     assert "| 4,000 |" in scale.tables([result]) and "decay sensor's count" in scale.tables([result])
     pytest.importorskip("matplotlib")
     assert all(png.stat().st_size > 0 for png in scale.plot([result], out_dir=tmp_path))

@@ -66,6 +66,24 @@ select evaluation_hour(evaluated_at), model_version, reject_reason, feature_type
  group by 1, 2, 3, 4 order by 1, 2, 3, 4
 """
 
+CONFUSION_MIGRATION = "20261203000000"
+CONFUSION_BY_KEY = """
+select hour, model_version, actual_label, predicted_label, sum(row_count)
+  from prediction_confusion_counts group by 1, 2, 3, 4 having sum(row_count) <> 0 order by 1, 2, 3, 4
+"""
+LOG_BY_PAIR = """
+select evaluation_hour(evaluated_at), model_version, actual_label, predicted_label, count(*)
+  from prediction_evaluations where actual_label is not null and evaluated_at is not null and reject_reason is null
+ group by 1, 2, 3, 4 order by 1, 2, 3, 4
+"""
+CONFUSION_FROM_COUNTS = "select * from evaluation_confusion_counts(%(start)s, %(end)s, %(version)s, %(max_labels)s)"
+CONFUSION_ROW_BY_ROW = """
+select actual_label, predicted_label, count(*) from prediction_evaluations
+ where evaluated_at >= %(start)s and evaluated_at < %(end)s and actual_label is not null and reject_reason is null
+   and (%(version)s::text is null or model_version = %(version)s)
+ group by 1, 2
+"""
+
 
 # Why a row cannot be fed to a model of p_schema, judged on the row's own jsonb (not on its type set):
 # the first failing feature in schema order; as 20261202000000_feature_types.sql describes it.
@@ -324,24 +342,32 @@ def test_counts_written_with_triggers_off_are_repaired_by_a_rebuild(database_url
         from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start)
         assert from_counts != row_by_row
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone()[0] > 0  # type sets it never saw
+        assert conn.execute(CONFUSION_BY_KEY).fetchall() != conn.execute(LOG_BY_PAIR).fetchall()
         conn.execute("select rebuild_evaluation_counts()")
         assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
         expected = [summaries(conn, window.start, window.end, window.holdout_start, *schema)[1] for schema in SCHEMAS]
         assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
                 for schema in SCHEMAS] == expected
         conn.execute("update prediction_evaluation_counts set row_count = row_count + 5")  # damaged again
+        conn.execute("update prediction_confusion_counts set row_count = row_count + 5")
         conn.execute("delete from prediction_feature_type_sets")
-        # The counts and the type sets are defined, and rebuilt, by the feature types migration now.
-        conn.execute("delete from supabase_migrations.schema_migrations where version = '20261202000000'")
-    assert apply_migrations(database_url) == ["20261202000000"]  # re-running the migration rebuilds too
+        # The counts and the type sets are defined, and rebuilt, by the feature types migration now, and
+        # the confusion counts (with the functions keeping all of them) by the confusion counts migration.
+        conn.execute("delete from supabase_migrations.schema_migrations where version in ('20261202000000', %s)",
+                     (CONFUSION_MIGRATION,))
+    # Re-running the migrations rebuilds too.
+    assert apply_migrations(database_url) == ["20261202000000", CONFUSION_MIGRATION]
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
         assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
                 for schema in SCHEMAS] == expected
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
         conn.execute("truncate prediction_evaluations")
         assert conn.execute("select count(*) from prediction_evaluation_counts").fetchone() == (0,)
+        assert conn.execute("select count(*) from prediction_confusion_counts").fetchone() == (0,)
 
 
 @pytest.mark.parametrize("statistic", ["summary", "accuracy"])
@@ -386,3 +412,120 @@ def test_reads_above_read_committed_count_right_and_leave_folding_to_others(data
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == (1, 1)
         assert conn.execute("select bool_or(not compacted) from prediction_evaluation_counts").fetchone() == (False,)
+
+
+def confusion(conn: psycopg.Connection, start, end, version, max_labels: int | None = 100) -> tuple:
+    """(evaluated, correct, sorted (actual, predicted, rows) pairs) from `evaluation_confusion_counts`."""
+    evaluated, correct, actual, predicted, counts = conn.execute(
+        CONFUSION_FROM_COUNTS, {"start": start, "end": end, "version": version, "max_labels": max_labels}).fetchone()
+    return evaluated, correct, sorted(zip(actual, predicted, counts, strict=True))
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/St_Johns"])
+def test_confusion_counts_equal_a_count_of_the_rows(database_url, time_zone):
+    """Whatever is written to the log, and however, the confusion counts of any range equal a count of
+    its rows per (actual, predicted) label, and their totals the accuracy count."""
+    rng = np.random.default_rng(7)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        install_legacy_functions(conn)
+        conn.execute(f"set time zone '{time_zone}'")
+        write_random_traffic(conn, rng)
+        assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
+        ranges = [(END - timedelta(days=7), END), (END.replace(minute=0, second=0) - timedelta(days=1),
+                                                   END.replace(minute=0, second=0))]
+        for _ in range(30):  # ragged bounds, within one hour, empty
+            start = END - timedelta(seconds=float(rng.uniform(0, 10 * 86400)))
+            ranges.append((start, start + timedelta(seconds=float(rng.choice(
+                [0, rng.uniform(0, 3600), rng.uniform(0, 9 * 86400)])))))
+        sizes, labels = [], set()
+        for start, end in ranges + [(None, END), (END - timedelta(days=1), None)]:
+            for version in (None, "v1", "v2", "v3", "unknown"):
+                params = {"start": start, "end": end, "version": version}
+                evaluated, correct, pairs = confusion(conn, start, end, version)
+                assert (evaluated, correct) == conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone(), params
+                assert pairs == sorted(conn.execute(CONFUSION_ROW_BY_ROW, params).fetchall()), params
+                assert sum(n for *_, n in pairs) == evaluated
+                sizes.append(evaluated)
+                labels.update(a for a, _, _ in pairs)
+        # Only the most frequent labels: a pair with another is left out, the totals still count it.
+        start, end = ranges[0]
+        evaluated, correct, pairs = confusion(conn, start, end, None, max_labels=1)
+        assert (evaluated, correct) == conn.execute(ACCURACY_ROW_BY_ROW, {"start": start, "end": end,
+                                                                          "version": None}).fetchone()
+        assert [(a, p) for a, p, _ in pairs] == [("a", "a")] and pairs[0][2] < evaluated
+        assert confusion(conn, start, end, None, max_labels=0)[2] == []
+    assert labels == {"a", "b", "c"}
+    assert sum(size == 0 for size in sizes) >= 10 and sum(size > 100 for size in sizes) >= 20
+
+
+def test_a_label_per_row_is_capped_per_hour_and_totals_stay_exact(database_url):
+    """An id logged as the outcome: the confusion counts keep at most the cap of pairs per hour and
+    version (the most frequent), never more than the rows hold, while totals and accuracy stay exact."""
+    from reinforcement_assets.backends.postgres_store import PostgresStore
+
+    hour = END.replace(minute=0, second=0) - timedelta(hours=5)
+    start, end = hour - timedelta(minutes=30), hour + timedelta(hours=1, minutes=40)
+    insert = """
+        insert into prediction_evaluations (prediction_id, model_version, features, predicted_label, actual_label,
+                                            confidence, evaluated_at)
+        select %(prefix)s || i, 'v1', '{"x0": 1}', case when i %% 10 = 1 then 'b' else 'a' end,
+               case when i %% 2 = 0 then %(prefix)s || 'id-' || i else 'a' end, 0.9,
+               %(hour)s + make_interval(secs => i * 3600.0 / 3001)
+          from generate_series(1, 3000) i
+    """
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        install_legacy_functions(conn)
+        (cap,) = conn.execute("select evaluation_confusion_pairs_per_hour()").fetchone()
+        conn.execute(insert, {"prefix": "p", "hour": hour})
+        conn.execute(insert, {"prefix": "q", "hour": hour + timedelta(hours=1)})  # the window's partial hour
+
+        def check() -> list[tuple]:
+            conn.execute("select compact_evaluation_counts()")
+            per_hour = conn.execute("select hour, count(*) from prediction_confusion_counts group by 1").fetchall()
+            assert per_hour and all(n <= cap for _, n in per_hour)
+            kept = {(h, v, a, p): n for h, v, a, p, n in conn.execute(CONFUSION_BY_KEY).fetchall()}
+            true = {(h, v, a, p): n for h, v, a, p, n in conn.execute(LOG_BY_PAIR).fetchall()}
+            assert all(0 < n <= true[key] for key, n in kept.items())
+            params = {"start": start, "end": end, "version": "v1"}
+            evaluated, correct, pairs = confusion(conn, start, end, "v1")
+            assert (evaluated, correct) == conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone()
+            assert len({a for a, _, _ in pairs} | {p for _, p, _ in pairs}) <= 100
+            return pairs
+
+        pairs = dict(((a, p), n) for a, p, n in check())
+        # The frequent pairs are exact: those of the whole hour from the counts, the partial hour from the log.
+        assert pairs[("a", "a")] == 1200 + 800 and pairs[("a", "b")] == 300 + 200
+        assert conn.execute("select count(*) from prediction_confusion_counts where hour = %s",
+                            (hour,)).fetchone() == (cap,)
+        conn.execute("delete from prediction_evaluations where prediction_id like 'p%' and actual_label like '%id-%'"
+                     " and random() < 0.5")
+        conn.execute("update prediction_evaluations set actual_label = 'b' where random() < 0.1")
+        check()
+        conn.execute("select rebuild_evaluation_counts()")
+        check()
+
+    count = PostgresStore(database_url=database_url).confusion_counts(start, end, "v1")
+    assert count.evaluated > count.in_matrix > 0 and count.left_out == count.evaluated - count.in_matrix
+    assert len(count.labels) <= 100 and {"a", "b"} <= set(count.labels)
+
+
+def test_confusion_counts_read_whole_hours_from_the_counts_not_the_log(database_url):
+    """As the other statistics: only the log rows of the two partial hours are read (here from the
+    heap too, for their labels), never a sequential scan."""
+    start, end = END - timedelta(days=6, minutes=50), END
+    rows = 2 * (6 * 24 * 60 + 50)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into prediction_evaluations (prediction_id, model_version, features, predicted_label,"
+            " actual_label, confidence, evaluated_at) select 'p' || i, 'v1', jsonb_build_object('x0', i, 'x1', 1),"
+            " 'a', case when i %% 4 = 0 then 'b' else 'a' end, 0.9, %s - make_interval(secs => 30 * i)"
+            " from generate_series(1, 20000) i", (END,))
+        conn.execute("vacuum analyze prediction_evaluations")
+        with conn.transaction():
+            evaluated, correct, pairs = confusion(conn, start, end, "v1")
+            heap_fetched, seq_read = conn.execute(
+                "select pg_stat_get_xact_tuples_fetched('prediction_evaluations'::regclass),"
+                " pg_stat_get_xact_tuples_returned('prediction_evaluations'::regclass)").fetchone()
+    assert (evaluated, correct) == (rows, rows - rows // 4)
+    assert sum(n for *_, n in pairs) == rows and {(a, p) for a, p, _ in pairs} == {("a", "a"), ("b", "a")}
+    assert seq_read == 0 and heap_fetched <= 2 * 120

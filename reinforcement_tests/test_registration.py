@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -65,6 +66,12 @@ def test_register_copies_the_file_records_it_and_measures_its_reference_accuracy
     assert (champion.class_type, champion.base_size, champion.fine_tuned) == ("int", 15, False)
     logged = float((log["predicted_label"] == log["actual_label"]).mean())
     assert champion.reference_accuracy == pytest.approx(logged)
+    # A reference for every metric the decay trigger may watch, from the same rows.
+    y_true, y_pred = log["actual_label"].astype(int), log["predicted_label"].astype(int)
+    assert champion.metrics["accuracy"] == pytest.approx(logged)
+    assert champion.metrics["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert champion.metrics["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert champion.metrics["registered_from_logged_rows"] == len(log)
     assert artifacts.read(champion.artifact_path, digest) == path.read_bytes()  # the user's bytes, unchanged
     assert sb_or_pg.champion() == champion
     if backend[2] == "supabase":  # the file went to Storage, the row through PostgREST
@@ -84,6 +91,7 @@ def test_register_warns_without_logged_rows_and_keeps_the_champion_unless_asked(
     assert "not promoted" in out.out and "--reference-accuracy" not in out.err
     (b,) = [v for v in store.model_versions() if v.version.startswith("b-")]
     assert b.reference_accuracy == 0.91 and not b.is_champion and store.champion().version == "a"
+    assert b.metrics == {"registered_from_logged_rows": 0}  # no rows: no reference for the other metrics
 
 
 def test_register_refuses_what_is_not_a_fitted_classifier_with_feature_names(backend, store, scenario, tmp_path,

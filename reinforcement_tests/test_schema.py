@@ -23,6 +23,7 @@ from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.backends.schema import MIGRATE_HINT, MIGRATIONS_DIR, migration_files
 from reinforcement_assets.backends.store import StoreError
 from reinforcement_assets.cli import main
+from reinforcement_tests.test_evaluation_counts import CONFUSION_BY_KEY, CONFUSION_MIGRATION, LOG_BY_PAIR
 
 REPOSITORY_MIGRATIONS = Path(__file__).resolve().parents[1] / "supabase" / "migrations"
 
@@ -170,7 +171,7 @@ def test_the_feature_types_migration_rejudges_a_filled_log(empty_database, tmp_p
     recomputed, the counts rebuilt, and the window judged against the old model's numeric schema."""
     from datetime import datetime, timezone
 
-    from benchmarks.migration import MIGRATION, migrations_before
+    from benchmarks.migration import MIGRATION, migrations_before, migrations_through
     from benchmarks.scale import fill
 
     from reinforcement_assets.backends.schema import apply_migrations
@@ -179,7 +180,9 @@ def test_the_feature_types_migration_rejudges_a_filled_log(empty_database, tmp_p
     from reinforcement_assets.core.rows import reject_reason
 
     url = empty_database
-    apply_migrations(url, migrations_before(MIGRATION, tmp_path))
+    (tmp_path / "before").mkdir()
+    (tmp_path / "through").mkdir()
+    apply_migrations(url, migrations_before(MIGRATION, tmp_path / "before"))
     window = Window.ending_at(datetime(2026, 12, 1, 2, tzinfo=timezone.utc), 7, 0.2)
     fill(url, 20_000, window)
     odd = {"json-text": '"{\\"x0\\": 1}"', "array": "[1, 2]", "flag": '{"x0": true}', "text": '{"x0": "US"}'}
@@ -195,7 +198,7 @@ def test_the_feature_types_migration_rejudges_a_filled_log(empty_database, tmp_p
                                    " group by 1").fetchall())
     assert before["feature_not_numeric"] > 0
 
-    assert apply_migrations(url)[0] == MIGRATION  # then the migrations after it
+    assert apply_migrations(url, migrations_through(MIGRATION, tmp_path / "through")) == [MIGRATION]
     with psycopg.connect(url) as conn:
         reasons = dict(conn.execute("select prediction_id, reject_reason from public.prediction_evaluations"
                                     " where prediction_id = any(%s)", (list(odd),)).fetchall())
@@ -224,3 +227,12 @@ def test_the_feature_types_migration_rejudges_a_filled_log(empty_database, tmp_p
     assert summary.rejected_on == {reason: {f: n for f, n in on.items() if f}
                                    for reason, on in expected.items() if any(on)}
     assert set(summary.rejected_on["feature_not_numeric"]) == {"x0", "x5"}
+
+    # The store (connected as the owner) applied the confusion counts' migration on first use: it
+    # backfilled them from the filled log's rows.
+    assert apply_migrations(url) == []
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select count(*) from supabase_migrations.schema_migrations where version = %s",
+                            (CONFUSION_MIGRATION,)).fetchone() == (1,)
+        assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
+        assert conn.execute("select count(*) from public.prediction_confusion_counts").fetchone()[0] > 0

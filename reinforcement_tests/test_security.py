@@ -35,6 +35,7 @@ RPC_CALLS = (
     "select * from evaluation_accepted_type_sets(now() - interval '1 day', now(), '[]', false)",
     "select * from judge_feature_types('{}', '[{\"name\": \"x\", \"kind\": \"numeric\"}]', false)",
     "select record_feature_schema('v1', '[]', false)",
+    "select * from evaluation_confusion_counts(now() - interval '1 day', now(), null, 10)",
 )
 SHA = "0" * 64
 _numbers = itertools.count()
@@ -198,6 +199,7 @@ def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_ur
         "select * from prediction_evaluations",
         "select * from prediction_evaluation_counts",
         "select * from prediction_feature_type_sets",
+        "select * from prediction_confusion_counts",
         "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
         "insert into model_retraining_runs (source) values ('manual')",
         "update model_retraining_runs set status = 'failed'",
@@ -211,7 +213,7 @@ def test_authenticated_users_read_runs_and_versions_and_nothing_else(database_ur
 
 
 @pytest.mark.parametrize("statement", [
-    *(f"select * from {table}" for table in TABLES),
+    *(f"select * from {table}" for table in (*TABLES, "prediction_confusion_counts")),
     "insert into model_retraining_requests (reason) values ('anonymous')",
     "insert into prediction_evaluations (features, predicted_label) values ('{}', 'a')",
     "select * from promote_model_version('v1', 'anon')",
@@ -240,8 +242,9 @@ def test_only_service_role_may_execute_the_functions(database_url):
         "summarize_evaluation_window(timestamp with time zone,timestamp with time zone,timestamp with time zone,"
         "jsonb,boolean)"]
     assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == []
-    # Everything but the owner's maintenance function, which locks the log for a full recount.
-    assert [name for name, *_, service in privileges if not service] == ["rebuild_evaluation_counts()"]
+    # Everything but the owner's maintenance functions, which lock the log for a full recount.
+    assert sorted(name for name, *_, service in privileges if not service) == [
+        "rebuild_confusion_counts()", "rebuild_evaluation_counts()"]
     for call in ("select * from claim_retraining_requests(1, 'me')", "select * from promote_model_version('v', 'r')",
                  *RPC_CALLS):
         with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", uuid.uuid4()) \

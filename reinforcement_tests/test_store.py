@@ -471,3 +471,59 @@ def test_feature_names_never_clash_with_the_load_or_reach_the_sql(store):
     loaded = store.load_rows(query)
     assert loaded[list(names)].iloc[0].tolist() == [float(i) for i in range(len(names))]
     assert loaded["p1"].tolist() == ["text"] and store.count_rows(query) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_confusion_counts_count_each_pair_of_labels_as_the_rows_do(backend, store):
+    """The confusion matrix of a model version over a ragged range, from the hourly counts, equals a
+    count of the logged rows (pandas' crosstab) on either backend; labels of any text come back as
+    themselves, and a matrix of more pairs than the server's row cap is one answer."""
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from reinforcement_assets.backends.store import ConfusionCount
+    from reinforcement_assets.core.metrics import metric_of
+    from reinforcement_tests.supabase_transport import SupabaseEmulator, emulated_resources
+
+    rng = np.random.default_rng(11)
+    n = 3_000
+    labels = np.array(["cat", "dog", 'say "hi", {ok}', "3", "ünï", "rare"])
+    actual = rng.choice(labels, n, p=[0.4, 0.3, 0.15, 0.1, 0.045, 0.005])
+    predicted = np.where(rng.random(n) < 0.7, actual, rng.choice(labels[:5], n))
+    log = pd.DataFrame({
+        "prediction_id": [f"c{i}" for i in range(n)], "model_version": rng.choice(["v1", "v2"], n, p=[0.8, 0.2]),
+        "features": [{"x0": float(i), "x1": 1.0} for i in range(n)], "predicted_label": predicted,
+        "actual_label": actual, "confidence": 0.9, "predicted_at": END - timedelta(days=4),
+        "evaluated_at": [END - timedelta(seconds=float(s)) for s in rng.uniform(0, 3 * 86_400, n)],
+    })
+    log.loc[:9, "confidence"] = None  # set aside: counted nowhere
+    capped = SupabaseEmulator(store.url, max_rows=5)
+    try:
+        reader = store if backend == "postgres" else emulated_resources(capped)["store"]
+        assert reader.insert_evaluations(log) == n
+        start, end = END - timedelta(days=2, minutes=13), END - timedelta(minutes=17)
+        for version in ("v1", None):
+            count = reader.confusion_counts(start, end, version)
+            rows = log[(log["evaluated_at"] >= start) & (log["evaluated_at"] < end) & log["confidence"].notna()
+                       & ((log["model_version"] == version) if version else True)]
+            expected = pd.crosstab(rows["actual_label"], rows["predicted_label"])
+            names = sorted(set(rows["actual_label"]) | set(rows["predicted_label"]))
+            expected = expected.reindex(index=names, columns=names, fill_value=0)
+            assert count.labels == tuple(names) and len(names) ** 2 > 5
+            assert count.array.tolist() == expected.to_numpy().tolist()
+            assert (count.evaluated, count.correct) == (len(rows), int((rows["actual_label"] == rows["predicted_label"])
+                                                                       .sum()))
+            assert count.as_accuracy_count() == reader.count_correct(start, end, version)
+            assert metric_of("macro_f1", count.array) == pytest.approx(
+                f1_score(rows["actual_label"], rows["predicted_label"], average="macro"))
+            assert metric_of("balanced_accuracy", count.array) == pytest.approx(
+                balanced_accuracy_score(rows["actual_label"], rows["predicted_label"]))
+            assert count == store.confusion_counts(start, end, version)
+        assert reader.confusion_counts(end, end, "v1") == ConfusionCount()
+        top = reader.confusion_counts(start, end, "v1", max_labels=2)
+        assert top.labels == ("cat", "dog") and top.left_out > 0
+        assert top.as_accuracy_count() == reader.count_correct(start, end, "v1")
+        if backend == "supabase":
+            assert capped.sent("POST", "/rest/v1/rpc/evaluation_confusion_counts")
+    finally:
+        capped.close()

@@ -352,6 +352,7 @@ def test_requests_behave_as_on_the_postgres_backend(supabase, store, project):
     sb.record_run_end("dagster-8", "failed", "crashed", source="manual", request_id=low.id, request_status="failed")
     assert sb.get_run("dagster-8")["error_message"] == "crashed" and sb.get_request(low.id).status == "failed"
     assert sb.count_correct(START, END) == store.count_correct(START, END)
+    assert sb.confusion_counts(START, END) == store.confusion_counts(START, END)
 
 
 def test_the_request_sensor_runs_on_the_supabase_backend(supabase, project):

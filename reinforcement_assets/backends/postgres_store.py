@@ -28,8 +28,10 @@ from ..defs.request_queue import check_new_request
 from .embedded import EmbeddedServerError, database_url
 from .schema import SchemaError, prepare_database
 from .store import (
+    CONFUSION_MAX_LABELS,
     ROW_COLUMNS,
     AccuracyCount,
+    ConfusionCount,
     ModelVersion,
     RetrainingRequest,
     RowQuery,
@@ -37,6 +39,7 @@ from .store import (
     StoreError,
     Window,
     WindowSummary,
+    confusion_count,
     evaluation_frame,
     to_json,
     type_set_counts,
@@ -481,6 +484,14 @@ class PostgresStore(Store):
                 "select * from public.evaluation_accuracy(%s, %s, %s)", (start, end, model_version)
             ).fetchone()
         return AccuracyCount(evaluated=evaluated, correct=correct)
+
+    def confusion_counts(self, start: datetime, end: datetime, model_version: str | None = None,
+                         max_labels: int = CONFUSION_MAX_LABELS) -> ConfusionCount:
+        with self.connect("count prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("select * from public.evaluation_confusion_counts(%s, %s, %s, %s)",
+                              (start, end, model_version, max_labels)).fetchone()
+        return confusion_count(row)
+
 
 def _jsonb(value: Any) -> Jsonb:
     return Jsonb(to_json(value))

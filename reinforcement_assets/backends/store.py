@@ -30,6 +30,7 @@ from ..core.records import (  # noqa: F401  (re-exported: the backends and calle
     SAMPLE_KEY_RANGE,
     TERMINAL_REQUEST_STATUSES,
     AccuracyCount,
+    ConfusionCount,
     ModelVersion,
     RetrainingRequest,
     RowQuery,
@@ -39,6 +40,10 @@ from ..core.records import (  # noqa: F401  (re-exported: the backends and calle
     parse_timestamp,
     period_query,
 )
+
+
+# Labels in a confusion matrix the store returns: the most frequent; rows with another are left out of it.
+CONFUSION_MAX_LABELS = 100
 
 
 class Store(dg.ConfigurableResource):
@@ -212,6 +217,12 @@ class Store(dg.ConfigurableResource):
     def count_correct(self, start: datetime, end: datetime, model_version: str | None = None) -> AccuracyCount:
         """Usable evaluated predictions of [start, end) (of `model_version` only, if given) and how many were right."""
 
+    @abc.abstractmethod
+    def confusion_counts(self, start: datetime, end: datetime, model_version: str | None = None,
+                         max_labels: int = CONFUSION_MAX_LABELS) -> ConfusionCount:
+        """`count_correct`, and the confusion matrix of those predictions over their `max_labels` most
+        frequent labels (SQL `evaluation_confusion_counts`: from the hourly counts, never the window's rows)."""
+
     def can_load_feature(self, name: str) -> bool:
         """Whether this backend can load a feature of this name (a model the loop builds skips others)."""
         return True
@@ -306,3 +317,9 @@ def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
 def type_set_counts(rows: list[dict[str, Any]]) -> list[TypeSetCount]:
     """`TypeSetCount`s from the rows of `evaluation_feature_type_sets`."""
     return [TypeSetCount(dict(r["feature_types"]), int(r["row_count"])) for r in rows]
+
+
+def confusion_count(row: dict[str, Any]) -> ConfusionCount:
+    """A `ConfusionCount` from the row of `evaluation_confusion_counts` (psycopg or PostgREST JSON)."""
+    return ConfusionCount.from_pairs(row["evaluated"], row["correct"], row["actual_labels"] or [],
+                                     row["predicted_labels"] or [], row["row_counts"] or [])

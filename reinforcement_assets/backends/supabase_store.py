@@ -25,8 +25,10 @@ from pydantic import Field
 from ..core.features import FeatureSchema, TypeSetCount, typed_column
 from ..defs.request_queue import check_new_request, queue_order
 from .store import (
+    CONFUSION_MAX_LABELS,
     ROW_COLUMNS,
     AccuracyCount,
+    ConfusionCount,
     ModelVersion,
     RetrainingRequest,
     RowQuery,
@@ -34,6 +36,7 @@ from .store import (
     StoreError,
     Window,
     WindowSummary,
+    confusion_count,
     evaluation_frame,
     parse_timestamp,
     to_json,
@@ -422,6 +425,14 @@ class SupabaseStore(Store, SupabaseProject):
         rows = self._rpc("evaluation_accuracy", {"p_start": start, "p_end": end, "p_model_version": model_version},
                          operation="count correct", idempotent=True)
         return AccuracyCount(evaluated=rows[0]["evaluated"], correct=rows[0]["correct"])
+
+    def confusion_counts(self, start: datetime, end: datetime, model_version: str | None = None,
+                         max_labels: int = CONFUSION_MAX_LABELS) -> ConfusionCount:
+        rows = self._rpc("evaluation_confusion_counts",
+                         {"p_start": start, "p_end": end, "p_model_version": model_version,
+                          "p_max_labels": max_labels},
+                         operation="count confusion", idempotent=True)
+        return confusion_count(rows[0])
 
 
 def check_postgrest_names(names: tuple[str, ...]) -> None:

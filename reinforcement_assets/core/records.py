@@ -6,9 +6,12 @@ assets consume them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+import numpy as np
 
 from .features import Feature, FeatureSchema
 
@@ -202,6 +205,53 @@ class AccuracyCount:
     def accuracy(self) -> float | None:
         return self.correct / self.evaluated if self.evaluated else None
 
+
+@dataclass(frozen=True)
+class ConfusionCount:
+    """Usable evaluated predictions in a period, how many were right, and their confusion matrix
+    (counted in the database): `matrix[i][j]` rows whose actual label is `labels[i]` and predicted
+    label `labels[j]`.
+
+    The matrix may hold fewer rows than `evaluated` (`left_out`): those with a label beyond the most
+    frequent ones the store returns, or beyond the hourly counts' cap of label pairs (see
+    20261203000000_confusion_counts.sql). `evaluated` and `correct` always count every row.
+    """
+
+    labels: tuple[str, ...] = ()
+    matrix: tuple[tuple[int, ...], ...] = ()
+    evaluated: int = 0
+    correct: int = 0
+
+    @classmethod
+    def from_pairs(cls, evaluated: int, correct: int, actual: Sequence[str], predicted: Sequence[str],
+                   counts: Sequence[int]) -> ConfusionCount:
+        """From (actual, predicted, count) triples, as `evaluation_confusion_counts` returns them."""
+        labels = tuple(sorted(set(actual) | set(predicted)))
+        index = {label: i for i, label in enumerate(labels)}
+        matrix = [[0] * len(labels) for _ in labels]
+        for a, p, n in zip(actual, predicted, counts, strict=True):
+            matrix[index[a]][index[p]] += int(n)
+        return cls(labels, tuple(map(tuple, matrix)), int(evaluated), int(correct))
+
+    @property
+    def array(self) -> np.ndarray:
+        """The matrix as a (k, k) int64 array."""
+        return np.array(self.matrix, dtype=np.int64).reshape(len(self.labels), len(self.labels))
+
+    @property
+    def in_matrix(self) -> int:
+        return int(sum(map(sum, self.matrix)))
+
+    @property
+    def left_out(self) -> int:
+        return self.evaluated - self.in_matrix
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.evaluated if self.evaluated else None
+
+    def as_accuracy_count(self) -> AccuracyCount:
+        return AccuracyCount(evaluated=self.evaluated, correct=self.correct)
 
 
 def period_query(period: tuple[datetime, datetime], schema: FeatureSchema, **kwargs: Any) -> RowQuery:

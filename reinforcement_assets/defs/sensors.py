@@ -1,4 +1,4 @@
-"""Triggers: the retraining request sensor, the run write-back sensors and the accuracy decay sensor.
+"""Triggers: the retraining request sensor, the run write-back sensors and the decay sensor.
 
 How they keep requests exactly-once and the tables in step with Dagster: docs/triggers.md.
 """
@@ -18,7 +18,8 @@ import dagster as dg
 
 from .. import settings
 from ..backends.store import RUN_SOURCES, RetrainingRequest, Store, StoreError
-from ..core.decay import DecayThresholds, assess_decay, cooling_down
+from ..core.decay import DecayThresholds, assess_decay, cooling_down, reference_for
+from ..core.metrics import check_gate_metric
 from .automation import retraining_job
 from .request_queue import InvalidRequest, run_request_for
 
@@ -232,31 +233,36 @@ def last_fired(cursor: str | None) -> datetime | None:
 
 
 def make_decay_sensor(
-    *, name: str = "accuracy_decay", thresholds: DecayThresholds | None = None,
+    *, name: str = "accuracy_decay", thresholds: DecayThresholds | None = None, metric: str = settings.GATE_METRIC,
     only_champion_predictions: bool = True, clock: Callable[[], datetime] = utc_now,
     minimum_interval_seconds: int = settings.DECAY_SENSOR_INTERVAL_SECONDS,
 ) -> dg.SensorDefinition:
-    """The sensor starting a `decay_triggered` run when the champion's accuracy has dropped significantly.
+    """The sensor starting a `decay_triggered` run when the champion's `metric` (accuracy,
+    balanced_accuracy or macro_f1) has dropped significantly below its reference.
 
     `only_champion_predictions` counts only log rows whose `model_version` is the champion's.
     The cursor holds when it last fired, for the cooldown.
     """
     thresholds = thresholds or DecayThresholds()
+    metric = check_gate_metric(metric)
+    test = "one-sided exact binomial test" if metric == "accuracy" else "one-sided parametric bootstrap"
 
     @dg.sensor(
         name=name, job=retraining_job, minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Starts a retraining run when the champion's recent accuracy is significantly below its "
-        "reference accuracy (one-sided exact binomial test), at most once per cooldown.",
+        description=f"Starts a retraining run when the champion's recent {metric} is significantly below its "
+        f"reference {metric} ({test}), at most once per cooldown.",
     )
     def accuracy_decay(context: dg.SensorEvaluationContext, store: Store):
         now = clock()
         champion = store.champion()
         if champion is None:
             return dg.SkipReason("no champion model yet")
-        count = store.count_correct(now - thresholds.window, now,
-                                    champion.version if only_champion_predictions else None)
-        verdict = assess_decay(count, champion.reference_accuracy, thresholds)
+        start, version = now - thresholds.window, champion.version if only_champion_predictions else None
+        # Accuracy needs two numbers; the other metrics the confusion matrix (both from the hourly counts).
+        count = (store.count_correct(start, now, version) if metric == "accuracy"
+                 else store.confusion_counts(start, now, version))
+        verdict = assess_decay(count, reference_for(champion, metric), thresholds, metric)
         seen = f"champion {champion.version}, last {thresholds.window / timedelta(hours=1):g} h: {verdict.reason}"
         if not verdict.decayed:
             return dg.SkipReason(seen)
@@ -270,8 +276,8 @@ def make_decay_sensor(
         return dg.SensorResult(
             run_requests=[dg.RunRequest(
                 run_key=f"decay:{champion.version}:{now.isoformat()}",
-                tags={"source": "decay_triggered", "decay/champion": champion.version,
-                      "decay/evaluated": str(verdict.evaluated), "decay/accuracy": f"{verdict.accuracy:.4f}",
+                tags={"source": "decay_triggered", "decay/champion": champion.version, "decay/metric": metric,
+                      "decay/evaluated": str(verdict.evaluated), f"decay/{metric}": f"{verdict.value:.4f}",
                       "decay/reference": f"{verdict.reference:.4f}", "decay/p_value": f"{verdict.p_value:.3g}"},
             )],
             cursor=json.dumps({"last_fired_at": now.isoformat(), "champion": champion.version}),
