@@ -200,15 +200,19 @@ def predict_text(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> n
 
 
 def predict_with_confidence(model: Any, X: pd.DataFrame, feature_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The model's most probable class for each row of `X` (as text) and its probability, from
-    `predict_proba`; an AttributeError if the model has none (a hinge SGD, say)."""
+    """What the model predicts for each row of `X` (as text; its `predict`, which need not be the most
+    probable class: a tuned threshold, say) and the probability `predict_proba` gives that class;
+    an AttributeError if the model has no `predict_proba` (a hinge SGD, say)."""
     if not hasattr(model, "predict_proba"):
         raise AttributeError(f"a {type(final_estimator(model)).__name__} has no predict_proba")
     if len(X) == 0:
         return np.asarray([], dtype=object), np.asarray([], dtype=float)
-    probabilities = np.asarray(model.predict_proba(model_input(model, X, feature_names)), dtype=float)
-    best = probabilities.argmax(axis=1)
-    return predictions_text(np.asarray(model.classes_)[best]), probabilities[np.arange(len(X)), best]
+    rows = model_input(model, X, feature_names)
+    predicted = np.asarray(model.predict(rows))
+    probabilities = np.asarray(model.predict_proba(rows), dtype=float)
+    column = {label: i for i, label in enumerate(np.asarray(model.classes_).tolist())}
+    chosen = np.fromiter((column[label] for label in predicted.tolist()), dtype=np.int64, count=len(predicted))
+    return predictions_text(predicted), probabilities[np.arange(len(predicted)), chosen]
 
 
 def size_parameter(estimator: Any) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import drift, migration, scale, sensor_tick, supabase_pages, write_cost
+from benchmarks import drift, migration, race, scale, sensor_tick, supabase_pages, write_cost
 from benchmarks.machine import PeakMemory, machine, save
 
 
@@ -70,7 +70,8 @@ def test_the_feature_types_migration_on_a_filled_log(server_url):
 
 def test_drift_strategies_on_every_stream(tmp_path):
     needs_bench_extra()
-    quick = [s for s in drift.STRATEGIES if not s.startswith("hgb_")]  # the HGB pair: next test, one stream
+    # The HGB ones and river's forest (slow, row by row): next test, one stream.
+    quick = [s for s in drift.STRATEGIES if not s.startswith("hgb_") and s not in ("race_hgb", "river_arf")]
     results = drift.run(drift.STREAMS, days=5, rows_per_day=300, pretrain_rows=1_500, drift_day=3, seeds=[0],
                         strategies=quick)
     agg = drift.aggregate(results)
@@ -87,6 +88,26 @@ def test_drift_strategies_on_every_stream(tmp_path):
     drift.plot(agg, tmp_path / "drift.png")
     assert (tmp_path / "drift.png").stat().st_size > 0
     assert "| abrupt | default |" in drift.table(agg, 1)
+
+
+def test_the_race_benchmark_reports_every_target(tmp_path, monkeypatch):
+    needs_bench_extra()
+    monkeypatch.setattr("benchmarks.machine.RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(race, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(race, "DOCS_DIR", tmp_path)
+    monkeypatch.setattr(race, "COMMON", {"days": 6, "rows_per_day": 300, "pretrain_rows": 1_500, "drift_day": 2,
+                                         "seeds": (0,)})
+    monkeypatch.setattr(race, "RUNS", {
+        "race_delay0": {"streams": ("abrupt", "fraud"), "strategies": ("default", "scratch", "race_hgb", "hgb_daily",
+                                                                       "river_arf")},
+        "race_fraud_macro_f1": {"streams": ("fraud",), "strategies": ("default", "hgb_daily"),
+                                "params": {"gate_metric": "macro_f1", "label_delay_days": 1}}})
+    race.run_all(["race_delay0", "race_fraud_macro_f1"])
+    assert (tmp_path / "race_accuracy.png").stat().st_size > 0
+    table = race.targets()
+    assert len(table.splitlines()) == 2 + 3 * 2 + 2 and "| fraud (macro_f1) | minority recall" in table
+    saved = race.load("race_fraud_macro_f1")[0]["fraud"]["default"]
+    assert 0 <= saved["mean_minority_recall_after_drift"] <= 1 and len(saved["accuracy"]) == 6
 
 
 def test_a_users_hgb_champion_against_a_daily_hgb_refit():

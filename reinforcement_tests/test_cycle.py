@@ -324,3 +324,19 @@ def test_errors_of_earlier_versions_count_only_where_the_champion_still_makes_th
     hinge = SGDClassifier(loss="hinge", random_state=0).fit(*scenario.train)
     none, note = errors_it_still_makes(hinge, SCHEMA, rows, threshold=0.7)
     assert none.empty and "cannot score earlier rows by predict_proba (AttributeError)" in note
+
+
+def test_a_champion_with_a_tuned_threshold_is_judged_on_what_it_predicts(scenario):
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    X, y = scenario.after
+    binary = np.where(y == "class_0", "class_0", "other").astype(object)
+    champion = FixedThresholdClassifier(LogisticRegression(max_iter=1000), threshold=0.9).fit(
+        scenario.train[0], np.where(scenario.train[1] == "class_0", "class_0", "other"))
+    rows = X.assign(id=range(len(X)), prediction_id="p", evaluated_at=pd.Timestamp("2026-11-01", tz="UTC"),
+                    predicted_label="class_0", actual_label=binary, confidence=0.99)
+    errors, _ = errors_it_still_makes(champion, SCHEMA, rows, threshold=0.5)
+    predicted = champion.predict(X)  # not the most probable class: the threshold is 0.9
+    assert (predicted != champion.classes_[champion.predict_proba(X).argmax(axis=1)]).any()
+    wrong = set(rows["id"][predicted != binary])
+    assert set(errors["id"]) <= wrong and (errors["predicted_label"] == predicted[errors["id"]]).all()

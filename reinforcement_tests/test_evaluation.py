@@ -11,7 +11,7 @@ from reinforcement_assets.core.evaluation import (
     compare_paired,
     decide_race,
     holm,
-    mcnemar_non_inferiority,
+    mcnemar_better,
 )
 from reinforcement_assets.core.metrics import confusion, metric_of
 
@@ -60,7 +60,7 @@ def test_with_no_margin_the_accuracy_test_is_mcnemars_exact_test_for_better():
     y, champ, chall = paired(champion_only=4, challenger_only=15)
     c = compare_paired(y, champ, chall, metric="accuracy", margin=0.0, significance_level=0.05)
     assert (c.champion_only_correct, c.candidate_only_correct, c.holdout_rows) == (4, 15, 79)
-    assert c.p_value == pytest.approx(binomtest(15, 19, 0.5, alternative="greater").pvalue)
+    assert c.p_value == pytest.approx(binomtest(15, 19, 0.5, alternative="greater").pvalue) == mcnemar_better(4, 15)
     assert c.delta == pytest.approx(11 / 79) and c.test == "mcnemar_exact"
     assert c.ci_low < c.delta < c.ci_high
 
@@ -70,13 +70,28 @@ def test_a_margin_lets_a_model_within_it_through_and_not_one_beyond_it():
     y, champ, chall = paired(champion_only=60, challenger_only=40, both=5000)
     assert compare_paired(y, champ, chall, metric="accuracy", margin=0.0, significance_level=0.05).p_value > 0.5
     within = compare_paired(y, champ, chall, metric="accuracy", margin=0.01, significance_level=0.05)
-    assert within.p_value < 0.01
-    # The boundary share of discordant rows: the expected difference there is exactly -margin.
-    boundary = 0.5 - 0.01 * 5110 / (2 * 100)
-    assert within.p_value == pytest.approx(binomtest(40, 100, boundary, alternative="greater").pvalue)
-    assert mcnemar_non_inferiority(60, 40, 5110, 0.001) > 0.5
-    assert mcnemar_non_inferiority(0, 0, 560, 0.01) == 1.0
-    assert mcnemar_non_inferiority(3, 0, 1000, 0.01) == 0.0  # 3 rows can cost 0.3 points at most
+    assert within.test == "paired_bootstrap" and within.p_value < 0.01 and within.ci_low > -0.01
+    # Exactly at the margin is H0 (worse by the margin): never shown within it.
+    y, champ, chall = paired(champion_only=5, challenger_only=0, both=990, neither=5)
+    at = compare_paired(y, champ, chall, metric="accuracy", margin=0.005, significance_level=0.05)
+    assert at.delta == pytest.approx(-0.005) and at.p_value > 0.05
+    assert mcnemar_better(0, 0) == 1.0 and mcnemar_better(3, 0) == 1.0
+
+
+def test_with_a_margin_the_gate_keeps_its_level_where_few_rows_disagree():
+    """At H0's boundary (true difference exactly -margin) a sound test rejects at most about alpha
+    of the time, however few rows the two models disagree on."""
+    rng = np.random.default_rng(0)
+    n, margin, rejected, runs = 500, 0.01, 0, 200
+    for run in range(runs):
+        u = rng.random(n)
+        champion_only, candidate_only = u < 0.012, (u >= 0.012) & (u < 0.014)  # -0.01 expected
+        y = np.full(n, "a", dtype=object)
+        champ = np.where(candidate_only, "b", "a").astype(object)
+        chall = np.where(champion_only, "b", "a").astype(object)
+        c = compare_paired(y, champ, chall, metric="accuracy", margin=margin, significance_level=0.05, seed=run)
+        rejected += c.p_value < 0.05
+    assert rejected / runs <= 0.1
 
 
 def test_the_bootstrap_is_seeded_paired_and_sees_what_accuracy_misses():

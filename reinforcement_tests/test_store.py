@@ -362,6 +362,11 @@ def test_text_of_any_shape_loads_exactly_as_logged(store):
     assert rows["actual_label"].tolist()[:-1] == labels and rows["predicted_label"].tolist()[:-1] == labels
     assert rows["x"].tolist()[:-1] == [float(i) for i in range(len(values))] and pd.isna(rows["x"].iloc[-1])
     assert rows["flag"].tolist() == [i % 2 == 0 for i in range(len(values))] + [None]
+    # A value longer than the CSV reader's default block (1 MiB) loads too.
+    store.insert_evaluations(pd.DataFrame([row("huge", END - timedelta(minutes=30), features={
+        "x": 1.0, "country": "é" * 1_500_000, "flag": True})]))
+    huge = store.load_rows(RowQuery(END - timedelta(minutes=31), END - timedelta(minutes=29), MIXED, limit=10))
+    assert huge["country"].tolist() == ["é" * 1_500_000]
     empty = store.load_rows(RowQuery(END - timedelta(days=30), END - timedelta(days=29), MIXED, limit=100))
     assert len(empty) == 0 and list(empty.columns) == list(rows.columns)
     assert empty["x"].dtype == "float64" and empty["country"].dtype == object

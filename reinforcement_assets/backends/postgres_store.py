@@ -263,6 +263,8 @@ class PostgresStore(Store):
         schema = query.schema
         raw = pa_csv.read_csv(
             buffer,
+            # One block for the whole buffer: a row longer than a block (a huge text value) cannot be parsed.
+            read_options=pa_csv.ReadOptions(block_size=min(max(1 << 20, buffer.getbuffer().nbytes + 1), 2**31 - 1)),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
             # An empty unquoted field is SQL null; text columns are never null (labels are not null, a
             # categorical feature says whether it is present in p{i}).

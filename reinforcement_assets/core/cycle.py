@@ -324,6 +324,8 @@ def judge_race(candidates: Sequence[tuple[str, Any]], schema: FeatureSchema, cha
     """Score every (name, model) candidate and the baseline (the champion, or what was deployed) on the
     holdout, and the gate's decision, in the candidates' class type (the champion's). `failures`:
     candidates that could not be trained (name -> why), which lose untested."""
+    if not candidates:
+        raise ValueError("a race needs at least one trained candidate")
     kind = class_type(candidates[0][1].classes_)
     y_true = holdout_truth(holdout, kind)
     champion_pred, baseline = baseline_predictions(champion_model, champion_schema, holdout, kind)

@@ -110,10 +110,10 @@ def holdout_of(dataset: pd.DataFrame) -> pd.DataFrame:
 def newest_first(*frames: pd.DataFrame) -> pd.DataFrame:
     """The rows of `frames` together, newest first (the order the store returns errors in)."""
     kept = [f for f in frames if not f.empty]
-    if len(kept) <= 1:
-        return kept[0] if kept else frames[0]
-    return pd.concat(kept, ignore_index=True).sort_values(["evaluated_at", "id"], ascending=False,
-                                                          ignore_index=True)
+    if not kept:
+        return frames[0]
+    together = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+    return together.sort_values(["evaluated_at", "id"], ascending=False, ignore_index=True)
 
 
 def leaked_rows(dataset: pd.DataFrame) -> int:

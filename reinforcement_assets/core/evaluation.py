@@ -1,11 +1,13 @@
 """The promotion gate: candidates and the champion scored on the same holdout rows.
 
 For each candidate, H0: its metric is at most the champion's minus `margin`, tested paired on the
-same rows: McNemar's exact (conditional) test where the metric is accuracy, a seeded paired
-bootstrap otherwise. Holm's correction keeps the chance of promoting any candidate wrongly at the
-significance level however many race; among the candidates that reject H0, the best estimate wins.
-With a margin of 0 a candidate must be significantly better; a margin m > 0 lets through one that
-is shown to be at most m worse (docs/benchmarks.md says how the default was chosen).
+same rows: McNemar's exact test where the metric is accuracy and the margin 0, a seeded paired
+bootstrap otherwise (with a margin, the disagreement rate McNemar conditions on is itself
+uncertain: conditioning on it promotes worse models far more often than the level says). Holm's
+correction keeps the chance of promoting any candidate wrongly at the significance level however
+many race; among the candidates that reject H0, the best estimate wins. With a margin of 0 a
+candidate must be significantly better; a margin m > 0 lets through one shown to be at most m
+worse (docs/benchmarks.md says how the default was chosen).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class PairedComparison:
     candidate: float
     champion: float
     delta: float  # candidate - champion
-    ci_low: float  # a (1 - 2 x significance level) bootstrap interval of delta: its low end is the test's bound
-    ci_high: float
+    ci_low: float  # a (1 - 2 x significance level) paired bootstrap interval of delta (the bootstrap test
+    ci_high: float  # rejects H0 about where its low end passes -margin)
     p_value: float  # for H0: delta <= -margin
     test: str  # "mcnemar_exact" or "paired_bootstrap"
     candidate_only_correct: int
@@ -78,8 +80,8 @@ def compare_paired(y_true, champion_pred, candidate_pred, *, metric: str, margin
     champion_score, candidate_score = _scores(metric, cells, counts[np.newaxis, :])
     deltas = _bootstrap_deltas(metric, cells, counts, resamples, seed)
     low, high = np.quantile(deltas, [significance_level, 1 - significance_level])
-    if metric == "accuracy":
-        p_value, test = mcnemar_non_inferiority(champion_only, candidate_only, n, margin), "mcnemar_exact"
+    if metric == "accuracy" and margin == 0:
+        p_value, test = mcnemar_better(champion_only, candidate_only), "mcnemar_exact"
     else:
         p_value, test = float((1 + np.sum(deltas <= -margin)) / (len(deltas) + 1)), "paired_bootstrap"
     return PairedComparison(metric, float(candidate_score[0]), float(champion_score[0]),
@@ -87,21 +89,14 @@ def compare_paired(y_true, champion_pred, candidate_pred, *, metric: str, margin
                             candidate_only, champion_only, n)
 
 
-def mcnemar_non_inferiority(champion_only: int, candidate_only: int, n: int, margin: float) -> float:
-    """McNemar's exact test of H0: accuracy(candidate) - accuracy(champion) <= -margin, one-sided.
-
-    Given the d discordant rows, the candidate's share of them is binomial; H0's boundary is the
-    share pi0 = (1 - margin * n / d) / 2 at which the expected difference is exactly -margin (0.5
-    with no margin: the classical test). Where even d rows all lost would not cost `margin`, H0
-    cannot hold (p = 0); with no discordant rows there is nothing to test (p = 1).
-    """
+def mcnemar_better(champion_only: int, candidate_only: int) -> float:
+    """McNemar's exact test of H0: the candidate is at most as accurate as the champion, one-sided:
+    of the rows exactly one of them gets right, the candidate's share is binomial(d, 1/2) under H0.
+    With no such rows there is nothing to test (p = 1)."""
     discordant = champion_only + candidate_only
     if discordant == 0:
         return 1.0
-    boundary = 0.5 - margin * n / (2 * discordant)
-    if boundary <= 0:
-        return 0.0
-    return float(binomtest(candidate_only, discordant, boundary, alternative="greater").pvalue)
+    return float(binomtest(candidate_only, discordant, 0.5, alternative="greater").pvalue)
 
 
 def _triples(y_true, champion_pred, candidate_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +132,7 @@ def _bootstrap_deltas(metric: str, cells: np.ndarray, counts: np.ndarray, resamp
         weights = rng.multinomial(n, counts / n, size=min(block, resamples - start)).astype(np.float64)
         champion, candidate = _scores(metric, cells, weights)
         deltas.append(candidate - champion)
-    return np.nan_to_num(np.concatenate(deltas), nan=0.0)
+    return np.concatenate(deltas)
 
 
 def _labels(cells: np.ndarray) -> int:
@@ -204,7 +199,7 @@ def decide_race(comparisons: Mapping[str, PairedComparison], *, metric: str, sig
     """
     names = list(comparisons)
     adjusted = dict(zip(names, holm([comparisons[n].p_value for n in names])))
-    bound = ("the champion" if margin == 0 else f"the champion - {margin:g}")
+    bound = "better than the champion" if margin == 0 else f"worse than the champion by less than {margin:g}"
 
     def why_not(name: str) -> str | None:
         c = comparisons[name]
@@ -213,7 +208,7 @@ def decide_race(comparisons: Mapping[str, PairedComparison], *, metric: str, sig
         if c.candidate_only_correct + c.champion_only_correct == 0 and c.delta == 0:
             return "predicts as the champion on every holdout row: nothing to gain"
         if adjusted[name] >= significance_level:
-            return f"not shown better than {bound}: {_summary(c, adjusted[name])} >= {significance_level:g}"
+            return f"not shown {bound}: {_summary(c, adjusted[name])} >= {significance_level:g}"
         return None
 
     refusals = {name: why_not(name) for name in names}
@@ -223,7 +218,7 @@ def decide_race(comparisons: Mapping[str, PairedComparison], *, metric: str, sig
     for name in names:
         c, refusal = comparisons[name], refusals[name]
         if name == winner:
-            reason = f"won: better than {bound}: {_summary(c, adjusted[name])} < {significance_level:g}"
+            reason = f"won: shown {bound}: {_summary(c, adjusted[name])} < {significance_level:g}"
         elif refusal is None:
             reason = (f"passed the gate, but {winner} scored higher ({metric} {comparisons[winner].candidate:.4f} vs "
                       f"{c.candidate:.4f})")

@@ -170,6 +170,15 @@ def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> d
     return record.create_timestamp if record else datetime.now(timezone.utc)
 
 
+def run_metrics_config(context: dg.AssetExecutionContext) -> RunMetricsConfig:
+    """`run_metrics`' config of this run, its gate metric checked (so a typo fails the first step,
+    not the last one after every candidate was trained)."""
+    ops = (context.run.run_config or {}).get("ops", {})
+    config = RunMetricsConfig(**(ops.get("run_metrics", {}).get("config") or {}))
+    check_gate_metric(config.gate_metric)
+    return config
+
+
 def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig:
     """`retrained_model`'s config of this run: `finetune_dataset` picks the training set it will need."""
     ops = (context.run.run_config or {}).get("ops", {})
@@ -208,6 +217,7 @@ def evaluation_log(
                 context.log.warning(note)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
                                   config.holdout_share)
+        run_metrics_config(context)
         champion = store.champion()
         type_sets = store.feature_type_sets(window.start, window.end)
         schema, champion_schema = run_schemas(store, artifacts, window, type_sets, champion,
@@ -292,14 +302,14 @@ def error_samples(
             if note:
                 context.log.warning(note)
         errors = newest_first(own, rescored).head(config.max_errors)
-        total = (store.count_rows(query) if len(own) >= config.max_errors else len(own)) + len(rescored)
+        logged_in_window = store.count_rows(query) if len(own) >= config.max_errors else len(own)
         kept_rescored = int(errors["id"].isin(rescored["id"]).sum())
     per_class = errors["actual_label"].value_counts().sort_index()
     return dg.Output(
         errors,
         metadata={
             "count": len(errors),
-            "count_in_window": total,
+            "count_in_window": logged_in_window,  # as logged; rescored_errors come from a sample
             "logged_errors": len(errors) - kept_rescored,
             "rescored_rows": len(older),
             "rescored_errors": kept_rescored,
@@ -423,7 +433,8 @@ def retrained_model(
                  "epochs": config.epochs, "learning_rate": config.learning_rate, "update_growth": config.update_growth,
                  "base_size": registered.base_size, "seed": config.seed, "sha256": stored.sha256}, t.epochs))
         log = artifacts.write(f"logs/{run_id}.log", "".join(blocks).encode(), "text/plain")
-        store.update_run(run_id, fine_tune_flag=first.update, log_url=log.uri, model_version=candidates[0].model.version)
+        updated = any(c.model.fine_tuned for c in candidates)
+        store.update_run(run_id, fine_tune_flag=updated, log_url=log.uri, model_version=candidates[0].model.version)
     return dg.Output(
         Race(tuple(candidates), baseline, evaluation_log.champion_schema, tuple((t.plan.name, t.error) for t in failed)),
         metadata={
@@ -434,9 +445,9 @@ def retrained_model(
             "model": type(final_estimator(trained[0].model)).__name__ if trained[0].model is not None else "",
             "models": dg.MetadataValue.json({t.plan.name: type(final_estimator(t.model)).__name__
                                              for t in trained if t.model is not None}),
-            "mode": first.mode,
-            "fine_tuned": first.update,
-            "train_rows": sum(t.train_rows for t in trained),
+            "mode": "update" if updated else "refit",
+            "fine_tuned": updated,
+            "train_rows": int((finetune_dataset["split"] == "train").sum()),  # the rows the candidates share
             "labels_not_of_class_type": max(t.set_aside for t in trained),
             "training_seconds": sum(t.seconds for t in trained),
             "training_log": dg.MetadataValue.url(log.uri),
