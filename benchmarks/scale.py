@@ -175,10 +175,14 @@ def cycle_schema(store: PostgresStore, artifacts: LocalArtifactStorage, window: 
 def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
                   replay_ratio: float = settings.REPLAY_RATIO):
     """The row queries the cycle's assets run, with the same configuration defaults, in the same order
-    (the champion is updated: errors and replay for the update, a window sample for the refits)."""
+    (the champion, which logged every row, is updated: its errors, the rows earlier versions logged
+    for it to re-score (none here), replay for the update, a window sample for the refits)."""
     summary = store.summarize_window(window, schema)
     errors = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, is_correct=False,
-                          min_confidence=settings.ERROR_CONFIDENCE_THRESHOLD)
+                          min_confidence=settings.ERROR_CONFIDENCE_THRESHOLD, logged_by=CHAMPION)
+    earlier = summary.train_rows - store.count_correct(*window.train, CHAMPION).evaluated
+    rescored = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, not_logged_by=CHAMPION,
+                            sample_fraction=sample_fraction(settings.MAX_ERROR_ROWS, earlier))
     n_errors = min(store.count_rows(errors), settings.MAX_ERROR_ROWS)
     holdout = period_query(window.holdout, schema, limit=settings.MAX_HOLDOUT_ROWS,
                            sample_fraction=sample_fraction(settings.MAX_HOLDOUT_ROWS, summary.holdout_rows))
@@ -187,7 +191,7 @@ def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
                           sample_fraction=sample_fraction(wanted, summary.train_correct))
     sample = period_query(window.train, schema, limit=settings.MAX_TRAINING_ROWS,
                           sample_fraction=sample_fraction(settings.MAX_TRAINING_ROWS, summary.train_rows))
-    return {"errors": errors, "holdout": holdout, "replay": replay, "window_sample": sample}
+    return {"errors": errors, "earlier_rows": rescored, "holdout": holdout, "replay": replay, "window_sample": sample}
 
 
 def copy_floor(store: PostgresStore, queries: dict) -> dict[str, Any]:
@@ -359,6 +363,8 @@ def bench_size(server_url: str, rows: int, repeats: int, work_dir: Path, keep: b
             summary_seconds.append(median_time(lambda: store.summarize_window(window, schema), 1)[0])
             decay_seconds.append(decay_counts(store, window.end))
             floors.append(copy_floor(store, queries))
+            # Every repeat races against the champion that logged the rows, not the last repeat's winner.
+            store.promote(CHAMPION, "benchmark: the same champion for every repeat")
             cycles.append(run_cycle_in_child(url, artifacts.base_dir, window, replay_ratio))
         floor = median_of(floors, "total_seconds")
         to_dataset = median_of(cycles, "to_dataset_seconds")
