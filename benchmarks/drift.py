@@ -44,15 +44,17 @@ import pandas as pd
 
 from reinforcement_assets import settings
 from reinforcement_assets.core.cycle import (
-    Trained,
     TrainingPlan,
     challenger_record,
     confirm_plan,
     errors_it_still_makes,
-    judge_race,
     plan_training,
-    race_plans,
     refit_skip_reason,
+)
+from reinforcement_assets.core.race import (
+    Trained,
+    judge_race,
+    race_plans,
     train_race,
 )
 from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, holdout_of, newest_first, replay_size
@@ -64,7 +66,7 @@ from reinforcement_assets.core.metrics import GATE_METRICS
 from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.core.records import ModelVersion, Window
 from reinforcement_assets.core.rows import rows_from_records
-from reinforcement_assets.demo import accuracy, log_traffic
+from reinforcement_assets.demo import log_traffic
 from reinforcement_assets.model import model_size, predict_text, train_from_scratch, update_method
 
 from .machine import DOCS_DIR, begin_benchmark, embedded_server, save, scratch_database

@@ -22,19 +22,21 @@ from reinforcement_assets.core.cycle import (
     describe_model,
     errors_it_still_makes,
     TrainingPlan,
-    candidate_versions,
     holdout_truth,
-    judge_race,
     labels_set_aside,
     plan_of_dataset,
     plan_training,
-    race_plans,
     refit_skip_reason,
-    settle_promotion,
     train_challenger,
-    train_race,
     training_log,
     version_name,
+)
+from reinforcement_assets.core.race import (
+    candidate_versions,
+    judge_race,
+    race_plans,
+    settle_promotion,
+    train_race,
 )
 from reinforcement_assets.core.dataset import finetune_frame
 from reinforcement_assets.core.evaluation import compare_paired, decide_race
@@ -49,7 +51,7 @@ SCHEMA = FeatureSchema.numeric(NAMES)
 
 
 def test_the_core_imports_neither_dagster_nor_a_backend():
-    core = ", ".join(f"reinforcement_assets.core.{m}" for m in ("cycle", "records", "rows", "dataset", "decay",
+    core = ", ".join(f"reinforcement_assets.core.{m}" for m in ("cycle", "race", "evaluation", "metrics", "records", "rows", "dataset", "decay",
                                                                "drift_data"))
     code = (f"import sys, {core};"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dagster', 'psycopg', 'supabase', 'httpx')"

@@ -19,24 +19,26 @@ from .. import settings
 from ..backends.artifacts import ArtifactStorage
 from ..backends.store import RUN_SOURCES, ModelVersion, Store, StoreError, Window, WindowSummary, period_query
 from ..core.cycle import (
-    RaceVerdict,
-    Trained,
-    candidate_versions,
     challenger_record,
     completed_schema,
     confirm_plan,
     errors_it_still_makes,
-    judge_race,
     label_kind,
     new_model_schema,
     plan_of_dataset,
     plan_training,
-    race_plans,
     refit_skip_reason,
-    settle_promotion,
-    train_race,
     trains_new_model,
     training_log,
+)
+from ..core.race import (
+    RaceVerdict,
+    Trained,
+    candidate_versions,
+    judge_race,
+    race_plans,
+    settle_promotion,
+    train_race,
 )
 from ..core.dataset import (
     finetune_frame,
