@@ -197,7 +197,7 @@ class SupabaseStore(Store, SupabaseProject):
         if query.logged_by is not None:
             request = request.eq("model_version", query.logged_by)
         if query.not_logged_by is not None:  # "is distinct from": a row with no version is another's
-            request = request.or_(f"model_version.neq.{postgrest_quoted(query.not_logged_by)},model_version.is.null")
+            request = request.or_(f"model_version.neq.{postgrest_value(query.not_logged_by)},model_version.is.null")
         return request
 
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
@@ -508,9 +508,3 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     for key in RUN_TIMESTAMPS:
         values[key] = parse_timestamp(values.get(key))
     return values
-
-
-def postgrest_quoted(value: str) -> str:
-    """`value` as a PostgREST filter value inside `or=(...)`, where `,.:()` and quotes are syntax:
-    double-quoted, with backslashes and double quotes escaped."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
