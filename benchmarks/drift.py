@@ -57,7 +57,9 @@ from reinforcement_assets.core.race import (
     race_plans,
     train_race,
 )
-from reinforcement_assets.core.dataset import finetune_frame, from_scratch_frame, holdout_of, newest_first, replay_size
+from reinforcement_assets.core.dataset import (
+    finetune_frame, from_scratch_frame, holdout_of, newest_first, replay_size, split_holdout,
+)
 from reinforcement_assets.core.drift_data import make_stream
 from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.evaluation import classification_metrics
@@ -273,8 +275,7 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
     None, seconds spent fitting, retrained?). `naive`: errors only, always promoted.
     """
     schema = FeatureSchema.numeric(names)
-    train = rows[rows["evaluated_at"] < window.holdout_start]
-    holdout = rows[rows["evaluated_at"] >= window.holdout_start]
+    train, holdout = split_holdout(rows, window.holdout_share)
     wrong = train["predicted_label"] != train["actual_label"]
     confident = train["confidence"] > params.confidence_threshold
     own = train["model_version"] == champion.record.version

@@ -178,18 +178,19 @@ def cycle_queries(store: PostgresStore, window: Window, schema: FeatureSchema,
     (the champion, which logged every row, is updated: its errors, the rows earlier versions logged
     for it to re-score (none here), replay for the update, a window sample for the refits)."""
     summary = store.summarize_window(window, schema)
-    errors = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, is_correct=False,
+    train = summary.training_period(window)
+    errors = period_query(train, schema, limit=settings.MAX_ERROR_ROWS, is_correct=False,
                           min_confidence=settings.ERROR_CONFIDENCE_THRESHOLD, logged_by=CHAMPION)
-    earlier = summary.train_rows - store.count_correct(*window.train, CHAMPION).evaluated
-    rescored = period_query(window.train, schema, limit=settings.MAX_ERROR_ROWS, not_logged_by=CHAMPION,
+    earlier = summary.train_rows - store.count_correct(train.start, train.end, CHAMPION).evaluated
+    rescored = period_query(train, schema, limit=settings.MAX_ERROR_ROWS, not_logged_by=CHAMPION,
                             sample_fraction=sample_fraction(settings.MAX_ERROR_ROWS, earlier))
     n_errors = min(store.count_rows(errors), settings.MAX_ERROR_ROWS)
-    holdout = period_query(window.holdout, schema, limit=settings.MAX_HOLDOUT_ROWS,
+    holdout = period_query(summary.holdout_period(window), schema, limit=settings.MAX_HOLDOUT_ROWS,
                            sample_fraction=sample_fraction(settings.MAX_HOLDOUT_ROWS, summary.holdout_rows))
     wanted = replay_size(n_errors, replay_ratio, settings.MAX_TRAINING_ROWS)
-    replay = period_query(window.train, schema, limit=wanted, is_correct=True,
+    replay = period_query(train, schema, limit=wanted, is_correct=True,
                           sample_fraction=sample_fraction(wanted, summary.train_correct))
-    sample = period_query(window.train, schema, limit=settings.MAX_TRAINING_ROWS,
+    sample = period_query(train, schema, limit=settings.MAX_TRAINING_ROWS,
                           sample_fraction=sample_fraction(settings.MAX_TRAINING_ROWS, summary.train_rows))
     return {"errors": errors, "earlier_rows": rescored, "holdout": holdout, "replay": replay, "window_sample": sample}
 

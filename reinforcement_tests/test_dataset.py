@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.dataset import (
@@ -9,8 +10,10 @@ from reinforcement_assets.core.dataset import (
     leaked_rows,
     replay_size,
     sample_fraction,
+    split_holdout,
     training_set,
 )
+from reinforcement_assets.core.records import check_holdout_share, holdout_size
 
 
 def rows(ids, start, predicted, actual):
@@ -73,6 +76,28 @@ def test_leaked_rows_finds_training_rows_from_the_holdout_period():
     assert same_id["evaluated_at"].max() < HOLDOUT["evaluated_at"].min()
     assert leaked_rows(finetune_frame(same_id, REPLAY, HOLDOUT)) == 1
     assert leaked_rows(finetune_frame(pd.concat([same_id, late]), REPLAY, HOLDOUT)) == 2
+
+
+def test_a_training_row_at_the_holdouts_instant_leaks_only_from_its_first_id_on():
+    """Rows of one batch share a timestamp: the holdout's order is (evaluated_at, id)."""
+    batch = rows([10, 11, 12, 13], "2026-11-06", ["a"] * 4, ["a"] * 4).assign(
+        evaluated_at=pd.Timestamp("2026-11-06", tz="UTC"))
+    before, holdout = batch.iloc[:2], batch.iloc[2:]
+    assert leaked_rows(from_scratch_frame(before, holdout)) == 0
+    assert leaked_rows(from_scratch_frame(batch.iloc[[0, 3]], batch.iloc[[1, 2]])) == 1  # id 13 is after 11
+
+
+def test_the_holdout_is_the_newest_share_of_rows_split_on_time_then_id():
+    assert [holdout_size(n, 0.2) for n in (0, 1, 4, 5, 10, 11, 1_000)] == [0, 1, 1, 1, 2, 3, 200]
+    assert holdout_size(10, 0.7) == 7 and holdout_size(100, 0.3) == 30  # no float noise rounded up
+    one_instant = rows([15, 13, 19, 11, 17], "2026-11-06", ["a"] * 5, ["a"] * 5).assign(
+        evaluated_at=pd.Timestamp("2026-11-06", tz="UTC"))
+    train, holdout = split_holdout(pd.concat([REPLAY, one_instant]), 0.5)
+    assert train["id"].tolist() == [3, 4, 5, 11] and holdout["id"].tolist() == [13, 15, 17, 19]
+    assert leaked_rows(from_scratch_frame(train, holdout)) == 0
+    for share in (0.0, 1.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="holdout_share"):
+            check_holdout_share(share)
 
 
 def test_from_scratch_dataset():

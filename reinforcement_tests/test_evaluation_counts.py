@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from reinforcement_assets.backends.store import Window
 from reinforcement_assets.core.features import FeatureSchema
+from reinforcement_assets.core.records import holdout_size
 
 END = datetime(2026, 11, 20, 2, 17, 43, tzinfo=timezone.utc)
 NAMES = ["x0", "x1"]
@@ -114,19 +115,31 @@ as $$
 $$;
 
 create or replace function public.row_by_row_summarize_evaluation_window(
-  p_start timestamptz, p_end timestamptz, p_holdout_start timestamptz, p_schema jsonb, p_accepts_missing boolean
+  p_start timestamptz, p_end timestamptz, p_holdout_share double precision, p_schema jsonb, p_accepts_missing boolean
 ) returns table (reason text, feature text, row_count bigint, correct bigint, train_rows bigint,
-                 train_correct bigint)
+                 train_correct bigint, holdout_evaluated_at timestamptz, holdout_id bigint)
 language sql stable
 as $$
-  select coalesce(e.reject_reason, v.reason), v.feature, count(*), count(*) filter (where e.is_correct),
-         count(*) filter (where e.evaluated_at < p_holdout_start),
-         count(*) filter (where e.evaluated_at < p_holdout_start and e.is_correct)
-    from public.prediction_evaluations e
-    left join lateral public.row_by_row_verdict(e.features, p_schema, p_accepts_missing) v
-      on e.reject_reason is null
-   where e.evaluated_at >= p_start and e.evaluated_at < p_end and e.actual_label is not null
-   group by 1, 2
+  with judged as (
+    select e.id, e.evaluated_at, e.is_correct, coalesce(e.reject_reason, v.reason) as reason, v.feature
+      from public.prediction_evaluations e
+      left join lateral public.row_by_row_verdict(e.features, p_schema, p_accepts_missing) v
+        on e.reject_reason is null
+     where e.evaluated_at >= p_start and e.evaluated_at < p_end and e.actual_label is not null
+  ), usable as (
+    select j.evaluated_at, j.id, row_number() over (order by j.evaluated_at desc, j.id desc) as newest
+      from judged j where j.reason is null
+  ), sized as (
+    select ceil(count(*) * greatest(0, least(1, coalesce(p_holdout_share, 0)))::numeric)::bigint as wanted from usable
+  ), split as (  -- the oldest of the newest `wanted` usable rows; (p_end, 0) when there is none
+    select coalesce(u.evaluated_at, p_end) as at, coalesce(u.id, 0) as id
+      from sized s left join usable u on u.newest = s.wanted
+  )
+  select j.reason, j.feature, count(*), count(*) filter (where j.is_correct),
+         count(*) filter (where (j.evaluated_at, j.id) < (s.at, s.id)),
+         count(*) filter (where (j.evaluated_at, j.id) < (s.at, s.id) and j.is_correct), s.at, s.id
+    from judged j cross join split s
+   group by 1, 2, s.at, s.id
 $$;
 """
 
@@ -241,12 +254,11 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
         for _ in range(40):  # ragged bounds, within one hour, empty, holdout outside the range
             start = END - timedelta(seconds=float(rng.uniform(0, 10 * 86400)))
             end = start + timedelta(seconds=float(rng.choice([0, rng.uniform(0, 3600), rng.uniform(0, 9 * 86400)])))
-            holdout = start + (end - start) * float(rng.uniform(-0.2, 1.2))
-            windows.append(Window(start, end, holdout))
+            windows.append(Window(start, end, float(rng.uniform(-0.2, 1.2))))  # shares outside [0, 1] clamped
         sizes, verdicts = [], set()
         for window in windows:
             for schema, accepts_missing in SCHEMAS:
-                from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start, schema,
+                from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_share, schema,
                                                     accepts_missing)
                 assert from_counts == row_by_row, (window, schema.obj, accepts_missing)
                 verdicts.update((reason, feature) for reason, feature, *_ in row_by_row)
@@ -258,12 +270,12 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
                 assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
                     conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone(), (window, version)
         week = windows[0]
-        nulls = [(None, week.end, week.holdout_start, NUMERIC, False),
-                 (week.start, None, week.holdout_start, NUMERIC, False),
+        nulls = [(None, week.end, week.holdout_share, NUMERIC, False),
+                 (week.start, None, week.holdout_share, NUMERIC, False),
                  (None, None, None, NUMERIC, False), (week.start, week.end, None, NUMERIC, False),
-                 (week.start, week.end, week.holdout_start, None, False),  # no schema: only the row's own reasons
-                 (week.start, week.end, week.holdout_start, Jsonb([]), False),
-                 (week.start, week.end, week.holdout_start, SCHEMAS[1][0], None)]  # as not accepting missing values
+                 (week.start, week.end, week.holdout_share, None, False),  # no schema: only the row's own reasons
+                 (week.start, week.end, week.holdout_share, Jsonb([]), False),
+                 (week.start, week.end, week.holdout_share, SCHEMAS[1][0], None)]  # as not accepting missing values
         for start, end, holdout, schema, accepts_missing in nulls:
             case = (start, end, holdout, schema and schema.obj, accepts_missing)
             from_counts, row_by_row = summaries(conn, start, end, holdout, schema, accepts_missing)
@@ -273,8 +285,8 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
             params = {"start": start, "end": end, "version": "v1"}
             assert conn.execute(ACCURACY_FROM_COUNTS, params).fetchone() == \
                 conn.execute(ACCURACY_ROW_BY_ROW, params).fetchone()
-        assert summaries(conn, week.start, week.end, week.holdout_start, SCHEMAS[1][0], None)[0] == \
-            summaries(conn, week.start, week.end, week.holdout_start, SCHEMAS[1][0], False)[0]
+        assert summaries(conn, week.start, week.end, week.holdout_share, SCHEMAS[1][0], None)[0] == \
+            summaries(conn, week.start, week.end, week.holdout_share, SCHEMAS[1][0], False)[0]
         assert conn.execute(COUNTS_BY_KEY).fetchall() == conn.execute(LOG_BY_KEY).fetchall()
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
     assert sizes[0] > 1_000
@@ -289,7 +301,7 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
 
 
 def row_by_row_summary(conn: psycopg.Connection, window: Window) -> list:
-    return conn.execute(ROW_BY_ROW, {"start": window.start, "end": window.end, "holdout": window.holdout_start,
+    return conn.execute(ROW_BY_ROW, {"start": window.start, "end": window.end, "holdout": window.holdout_share,
                                      "schema": NUMERIC, "accepts_missing": False}).fetchall()
 
 
@@ -339,16 +351,16 @@ def test_counts_written_with_triggers_off_are_repaired_by_a_rebuild(database_url
         conn.execute("set session_replication_role = replica")  # as a restore with --disable-triggers
         write_random_traffic(conn, np.random.default_rng(5), statements=2, prefix="unseen")
         conn.execute("reset session_replication_role")
-        from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_start)
+        from_counts, row_by_row = summaries(conn, window.start, window.end, window.holdout_share)
         assert from_counts != row_by_row
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone()[0] > 0  # type sets it never saw
         assert conn.execute(CONFUSION_BY_KEY).fetchall() != conn.execute(LOG_BY_PAIR).fetchall()
         conn.execute("select rebuild_evaluation_counts()")
-        assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert summaries(conn, window.start, window.end, window.holdout_share) == (row_by_row, row_by_row)
         assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
-        expected = [summaries(conn, window.start, window.end, window.holdout_start, *schema)[1] for schema in SCHEMAS]
-        assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
+        expected = [summaries(conn, window.start, window.end, window.holdout_share, *schema)[1] for schema in SCHEMAS]
+        assert [summaries(conn, window.start, window.end, window.holdout_share, *schema)[0]
                 for schema in SCHEMAS] == expected
         conn.execute("update prediction_evaluation_counts set row_count = row_count + 5")  # damaged again
         conn.execute("update prediction_confusion_counts set row_count = row_count + 5")
@@ -360,9 +372,9 @@ def test_counts_written_with_triggers_off_are_repaired_by_a_rebuild(database_url
     # Re-running the migrations rebuilds too.
     assert apply_migrations(database_url) == ["20261202000000", CONFUSION_MIGRATION]
     with psycopg.connect(database_url, autocommit=True) as conn:
-        assert summaries(conn, window.start, window.end, window.holdout_start) == (row_by_row, row_by_row)
+        assert summaries(conn, window.start, window.end, window.holdout_share) == (row_by_row, row_by_row)
         assert conn.execute(CONFUSION_BY_KEY).fetchall() == conn.execute(LOG_BY_PAIR).fetchall()
-        assert [summaries(conn, window.start, window.end, window.holdout_start, *schema)[0]
+        assert [summaries(conn, window.start, window.end, window.holdout_share, *schema)[0]
                 for schema in SCHEMAS] == expected
         assert conn.execute(DICTIONARY_MISMATCHES).fetchone() == (0,)
         conn.execute("truncate prediction_evaluations")
@@ -372,14 +384,15 @@ def test_counts_written_with_triggers_off_are_repaired_by_a_rebuild(database_url
 
 @pytest.mark.parametrize("statistic", ["summary", "accuracy"])
 def test_statistics_read_whole_hours_from_the_counts_not_the_log(database_url, statistic):
-    """A week of rows every 30 s: a statistic reads only the log rows of its two partial hours,
-    from the window index alone (no heap, no sequential scan)."""
+    """A week of rows every 30 s: a statistic reads only the log rows of its two partial hours (and
+    the summary those of the hour its holdout starts in), from the window index alone (no heap, no
+    sequential scan)."""
     start, end = END - timedelta(days=6, minutes=50), END
     rows = 2 * (6 * 24 * 60 + 50)  # two a minute
     query, params, expected = {
-        "summary": (FROM_COUNTS, {"start": start, "end": end, "holdout": end, "schema": NUMERIC,
+        "summary": (FROM_COUNTS, {"start": start, "end": end, "holdout": 0.25, "schema": NUMERIC,
                                   "accepts_missing": False},
-                    [(None, None, rows, rows, rows, rows)]),
+                    [(None, None, rows, rows, rows - holdout_size(rows, 0.25), rows - holdout_size(rows, 0.25))]),
         "accuracy": (ACCURACY_FROM_COUNTS, {"start": start, "end": end, "version": "v1"}, [(rows, rows)]),
     }[statistic]
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -395,8 +408,12 @@ def test_statistics_read_whole_hours_from_the_counts_not_the_log(database_url, s
                 " pg_stat_get_xact_tuples_returned('prediction_evaluations'::regclass),"
                 " (select sum(pg_stat_get_xact_tuples_returned(indexrelid)) from pg_index"
                 "   where indrelid = 'prediction_evaluations'::regclass)").fetchone()
-    assert result == expected
-    assert seq_read == 0 and heap_fetched == 0 and 0 < index_read <= 2 * 120
+    assert [r[:6] for r in result] == expected
+    # At most: the summary reads the two partial hours three times (accepted type sets, usable rows
+    # per hour, counts) and the hour its holdout starts in twice (to find its first row, to count the
+    # rows on either side of it); whatever the window's length.
+    hours_read = {"summary": 8, "accuracy": 2}[statistic]
+    assert seq_read == 0 and heap_fetched == 0 and 0 < index_read <= hours_read * 120, index_read
 
 
 def test_reads_above_read_committed_count_right_and_leave_folding_to_others(database_url):

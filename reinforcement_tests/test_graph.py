@@ -1,5 +1,6 @@
 """The whole asset graph materialised on the embedded PostgreSQL, with real models."""
 
+import math
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -272,3 +273,35 @@ def test_the_update_learns_the_errors_the_champion_still_makes(store, artifacts,
     assert np.allclose(confidence, from_earlier["confidence"])
     logged_wrong = ((earlier["predicted_label"] != earlier["actual_label"]) & (earlier["confidence"] > 0.7)).sum()
     assert len(from_earlier) < 0.2 * logged_wrong  # most of what the old version got wrong, the champion gets right
+
+
+def test_outcomes_that_arrive_in_batches_still_leave_a_holdout_and_a_repair(store, artifacts, resources):
+    """Outcomes land in three batches, each with one timestamp, none in the window's last two days:
+    a holdout by clock would be empty and nothing could ever be promoted. By rows, the holdout is the
+    newest 20 % of them, split inside the last batch on the row id."""
+    scenario = drift_scenario(6_000, seed=11)
+    deploy_initial_model(store, artifacts, scenario)
+    champion = store.champion()
+    log, _ = log_traffic(artifacts.read_value(champion.artifact_path, champion.sha256), *scenario.window,
+                         START, END, model_version="v0", seed=11)
+    batches = [START + pd.Timedelta(days=d) for d in (2, 4, 5)]
+    arrival = np.searchsorted(np.array(batches, dtype="datetime64[ns]"),
+                              pd.DatetimeIndex(log["evaluated_at"]).tz_convert(None).to_numpy("datetime64[ns]"))
+    log["evaluated_at"] = [batches[i] if i < len(batches) else None for i in arrival]
+    log.loc[arrival >= len(batches), "actual_label"] = None  # not known yet
+    store.insert_evaluations(log)
+
+    result = materialize(resources)
+    assert result.success
+    window = materialized(result, "evaluation_log")
+    usable = window["rows"]
+    dataset = materialized(result, "finetune_dataset")
+    assert dataset["holdout_rows"] == window["holdout_rows"] == math.ceil(0.2 * usable) > 100
+    assert window["holdout_start"].startswith(batches[-1].isoformat())
+    assert check(result, "holdout_is_disjoint").passed
+    metrics = materialized(result, "run_metrics")
+    assert metrics["promoted"] and store.champion().version != "v0"
+    with store.connect("test") as conn:
+        last_batch = conn.execute("select count(*) from prediction_evaluations where evaluated_at = %s"
+                                  " and reject_reason is null", (batches[-1],)).fetchone()[0]
+    assert last_batch > dataset["holdout_rows"]  # the split fell inside one timestamp

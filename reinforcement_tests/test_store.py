@@ -13,6 +13,7 @@ from reinforcement_assets.backends.schema import MIGRATIONS_DIR, apply_migration
 from reinforcement_assets.backends.store import (
     feature_json,
     ModelVersion,
+    RowKey,
     RowQuery,
     StoreError,
     Window,
@@ -21,6 +22,7 @@ from reinforcement_assets.backends.store import (
 )
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
 from reinforcement_assets.core.features import FeatureSchema, feature_types, json_type, judge_types
+from reinforcement_assets.core.records import holdout_size
 from reinforcement_assets.core.rows import reject_reason, row_reject_reason
 
 END = datetime(2026, 11, 20, 2, tzinfo=timezone.utc)
@@ -134,7 +136,7 @@ select v.pid, v.features, v.predicted, 'a', v.confidence, %s - interval '90 minu
 """
 
 STORED = """
-select e.prediction_id, e.features, e.predicted_label, e.actual_label, e.confidence, e.evaluated_at,
+select e.id, e.prediction_id, e.features, e.predicted_label, e.actual_label, e.confidence, e.evaluated_at,
        e.reject_reason, public.evaluation_feature_types(e.features) as row_types, s.feature_types
   from prediction_evaluations e left join prediction_feature_type_sets s using (feature_types_hash)
 """
@@ -152,15 +154,18 @@ def expected_summary(records, schema: FeatureSchema, window: Window) -> WindowSu
     inside = [r for r in records if r["actual_label"] is not None and r["evaluated_at"] is not None
               and window.start <= r["evaluated_at"] < window.end]
     verdicts = [(r, reject_reason(r, schema)) for r in inside]
-    usable = [r for r, verdict in verdicts if verdict is None]
-    train = [r for r in usable if r["evaluated_at"] < window.holdout_start]
+    usable = sorted((r for r, verdict in verdicts if verdict is None), key=lambda r: (r["evaluated_at"], r["id"]))
+    cut = len(usable) - holdout_size(len(usable), window.holdout_share)
+    train = usable[:cut]
+    holdout_start = (None if not inside else RowKey(window.end, 0) if cut == len(usable)
+                     else RowKey(usable[cut]["evaluated_at"], usable[cut]["id"]))
     rejected_on: dict[str, dict[str, int]] = {}
     for (reason, feature), n in Counter(v for _, v in verdicts if v and v[1] is not None).items():
         rejected_on.setdefault(reason, {})[feature] = n
     correct = sum(r["predicted_label"] == r["actual_label"] for r in usable)
     return WindowSummary(rows=len(usable), correct=correct, train_rows=len(train),
                          train_correct=sum(r["predicted_label"] == r["actual_label"] for r in train),
-                         holdout_rows=len(usable) - len(train),
+                         holdout_rows=len(usable) - len(train), holdout_start=holdout_start,
                          rejected=dict(Counter(v[0] for _, v in verdicts if v)), rejected_on=rejected_on)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reinforcement_assets.backends.store import StoreError, Window, period_query
+from reinforcement_assets.backends.store import Period, StoreError, Window, period_query
 from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage
 from reinforcement_assets.backends.supabase_store import SupabaseStore
 
@@ -75,7 +75,7 @@ def test_reads_past_the_row_cap_and_counts_in_sql(store, log):
     summary = store.summarize_window(window, NAMES)
     assert summary.rows == len(log) and summary.rejected == {}
     assert summary.correct == int((log["predicted_label"] == log["actual_label"]).sum())
-    query = period_query((window.start, window.end), NAMES, limit=10_000)
+    query = period_query(Period(window.start, window.end), NAMES, limit=10_000)
     rows = store.load_rows(query)
     assert len(rows) == store.count_rows(query) == len(log) > 1_000
     assert rows["prediction_id"].is_unique and rows["evaluated_at"].is_monotonic_decreasing

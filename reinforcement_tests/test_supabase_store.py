@@ -26,7 +26,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from reinforcement_assets.backends.store import ModelVersion, RowQuery, StoreError, Window, period_query
+from reinforcement_assets.backends.store import (
+    ModelVersion, Period, RowQuery, StoreError, Window, WindowSummary, period_query,
+)
+from reinforcement_assets.core.records import holdout_size
 from reinforcement_assets.backends.supabase_storage import SupabaseArtifactStorage, SupabaseIOManager
 from reinforcement_assets.backends.supabase_store import SupabaseStore, keyset_after
 from reinforcement_assets.core.drift_data import BAD_ROW_KINDS
@@ -43,6 +46,7 @@ from reinforcement_tests.test_store import MIXED, mixed_log
 END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
 START = END - pd.Timedelta(days=7)
 WINDOW = Window.ending_at(END.to_pydatetime(), lookback_days=7, holdout_share=0.2)
+TRAIN = Period(WINDOW.start, WINDOW.recent_start)  # a period by time, for tests of other filters
 NAMES = tuple(f"x{i}" for i in range(10))
 SCHEMA = FeatureSchema.numeric(NAMES)
 SHA = "a" * 64
@@ -65,12 +69,15 @@ def logged(supabase, project):
     return log, broken
 
 
-def queries():
+def queries(summary: WindowSummary):
+    """A cycle's row queries: bounded by the key of the window's first holdout row."""
+    train, holdout = summary.training_period(WINDOW), summary.holdout_period(WINDOW)
     return [
-        period_query(WINDOW.train, SCHEMA, limit=50_000),
-        period_query(WINDOW.train, SCHEMA, limit=40, is_correct=False, min_confidence=0.7),
-        period_query(WINDOW.train, SCHEMA, limit=600, is_correct=True, sample_fraction=0.35),
-        period_query(WINDOW.holdout, SCHEMA, limit=50_000, sample_fraction=0.5),
+        period_query(train, SCHEMA, limit=50_000),
+        period_query(train, SCHEMA, limit=40, is_correct=False, min_confidence=0.7),
+        period_query(train, SCHEMA, limit=600, is_correct=True, sample_fraction=0.35),
+        period_query(holdout, SCHEMA, limit=50_000),
+        period_query(holdout, SCHEMA, limit=50_000, sample_fraction=0.5),
     ]
 
 
@@ -92,9 +99,12 @@ def test_the_log_round_trips_and_reads_back_as_the_postgres_backend_reads_it(sup
     assert type_sets == store.feature_type_sets(WINDOW.start, WINDOW.end)  # the same type sets, counted in SQL
     assert sum(t.rows for t in type_sets) == summary.rows + sum(summary.rejected[r] for r in summary.rejected_on)
     assert dict(type_sets[0].types) == dict.fromkeys(NAMES, "number")  # most rows first
-    for query in queries():
+    for query in queries(summary):
         pd.testing.assert_frame_equal(sb.load_rows(query), store.load_rows(query))
         assert sb.count_rows(query) == store.count_rows(query)
+    all_train, _, _, all_holdout, _ = queries(summary)
+    assert (sb.count_rows(all_train), sb.count_rows(all_holdout)) == (summary.train_rows, summary.holdout_rows) == (
+        summary.rows - holdout_size(summary.rows, 0.2), holdout_size(summary.rows, 0.2))
     assert all(r.method in ("GET", "HEAD", "POST") for r in project.requests)
 
 
@@ -112,8 +122,8 @@ def test_features_of_every_json_type_read_back_as_the_postgres_backend_reads_the
         "feature_not_boolean": {"flag": 2}, "feature_not_numeric": {"x": 8}}
     assert sb.feature_type_sets(window.start, window.end) == store.feature_type_sets(window.start, window.end)
 
-    day = (MIXED_END - timedelta(days=1), MIXED_END)
-    newest = (MIXED_END - timedelta(hours=3, minutes=30), MIXED_END)
+    day = Period(MIXED_END - timedelta(days=1), MIXED_END)
+    newest = Period(MIXED_END - timedelta(hours=3, minutes=30), MIXED_END)
     queries = [period_query(day, MIXED, limit=100), period_query(newest, MIXED, limit=100),
                period_query(day, MIXED.with_missing(False), limit=100),
                period_query(day, MIXED, limit=3, sample_fraction=0.99),
@@ -158,7 +168,7 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
     assert len(sb.client.table("prediction_evaluations").select("id").execute().data) == 1_000
 
     project.requests.clear()
-    query = period_query(WINDOW.train, SCHEMA, limit=1_900)
+    query = period_query(TRAIN, SCHEMA, limit=1_900)
     rows = sb.load_rows(query)
     pd.testing.assert_frame_equal(rows, store.load_rows(query))
     assert len(rows) == 1_900
@@ -169,12 +179,12 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
     with store.connect("test") as conn:
         accepted = sorted(h for (h,) in conn.execute(
             "select * from evaluation_accepted_type_sets(%s, %s, %s, false)",
-            (WINDOW.start, WINDOW.holdout_start, Jsonb(SCHEMA.as_json()))).fetchall())
+            (WINDOW.start, TRAIN.end, Jsonb(SCHEMA.as_json()))).fetchall())
     assert accepted
     calls = project.sent("POST", "/rest/v1/rpc/evaluation_accepted_type_sets")
     assert calls and all(c.url.params["order"] == "feature_types_hash.asc" for c in calls)
     assert json.loads(calls[0].content) == {"p_start": WINDOW.start.isoformat(),
-                                            "p_end": WINDOW.holdout_start.isoformat(),
+                                            "p_end": TRAIN.end.isoformat(),
                                             "p_schema": SCHEMA.as_json(), "p_accepts_missing": False}
     assert "or" not in pages[0].url.params
     last = rows.iloc[999]
@@ -186,7 +196,7 @@ def test_reads_go_page_by_page_with_keyset_pagination_under_the_row_cap(supabase
         assert "offset" not in params
         assert params["order"] == "evaluated_at.desc,id.desc"
         assert params.get_list("evaluated_at") == [f"gte.{WINDOW.start.isoformat()}",
-                                                   f"lt.{WINDOW.holdout_start.isoformat()}"]
+                                                   f"lt.{TRAIN.end.isoformat()}"]
         assert params["actual_label"] == "not.is.null" and params["reject_reason"] == "is.null"
         # Only rows of the type sets the schema accepts, as judged in SQL.
         assert params["feature_types_hash"].startswith("in.(") and params["feature_types_hash"].endswith(")")
@@ -200,9 +210,9 @@ def test_filters_on_errors_confidence_and_samples_are_pushed_down(supabase, proj
     sb = supabase["store"]
     sb.insert_evaluations(log)
     project.requests.clear()
-    sb.load_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=False, min_confidence=0.7))
-    sb.load_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=True, sample_fraction=0.25))
-    sb.count_rows(period_query(WINDOW.train, SCHEMA, limit=100, is_correct=False))
+    sb.load_rows(period_query(TRAIN, SCHEMA, limit=100, is_correct=False, min_confidence=0.7))
+    sb.load_rows(period_query(TRAIN, SCHEMA, limit=100, is_correct=True, sample_fraction=0.25))
+    sb.count_rows(period_query(TRAIN, SCHEMA, limit=100, is_correct=False))
     errors, sample, count = project.sent(path="/rest/v1/prediction_evaluations")
     assert (errors.url.params["is_correct"], errors.url.params["confidence"]) == ("is.false", "gt.0.7")
     assert sample.url.params["is_correct"] == "is.true"
@@ -220,11 +230,11 @@ def test_rows_of_one_version_or_of_the_others_load_as_on_the_postgres_backend(su
     supabase["store"].insert_evaluations(log)
     split = {}
     for version in ("v0", awkward):
-        mine = period_query(WINDOW.train, SCHEMA, limit=50_000, logged_by=version)
-        others = period_query(WINDOW.train, SCHEMA, limit=50_000, not_logged_by=version, sample_fraction=0.9)
+        mine = period_query(TRAIN, SCHEMA, limit=50_000, logged_by=version)
+        others = period_query(TRAIN, SCHEMA, limit=50_000, not_logged_by=version, sample_fraction=0.9)
         for query in (mine, others):
             pd.testing.assert_frame_equal(supabase["store"].load_rows(query), store.load_rows(query))
-        everything = store.load_rows(period_query(WINDOW.train, SCHEMA, limit=50_000))
+        everything = store.load_rows(period_query(TRAIN, SCHEMA, limit=50_000))
         rows_of = set(store.load_rows(mine)["id"])
         rest = set(store.load_rows(replace(others, sample_fraction=1.0))["id"])
         assert rows_of and rest and not rows_of & rest and rows_of | rest == set(everything["id"])
@@ -238,7 +248,7 @@ def test_a_server_cap_below_the_page_size_loses_nothing(database_url, store, log
     capped = SupabaseEmulator(database_url, max_rows=300)
     try:
         sb = emulated_resources(capped)["store"]
-        query = period_query(WINDOW.train, SCHEMA, limit=50_000)
+        query = period_query(TRAIN, SCHEMA, limit=50_000)
         rows = sb.load_rows(query)
         pd.testing.assert_frame_equal(rows, store.load_rows(query))
         pages = capped.sent("GET")
@@ -568,3 +578,30 @@ def test_the_whole_graph_runs_on_the_supabase_backend(database_url, project, sup
     # The run row was written through Supabase's RPC functions, not some other way.
     assert project.sent("POST", "/rest/v1/rpc/start_retraining_run") and project.sent(
         "POST", "/rest/v1/rpc/update_retraining_run")
+
+
+def test_a_batch_of_outcomes_with_one_timestamp_splits_on_the_row_id_as_on_the_postgres_backend(
+        supabase, store, logged):
+    """The holdout's first row is inside a batch sharing one `evaluated_at` (with microseconds):
+    PostgREST's key bounds select exactly the rows PostgreSQL's row comparison does."""
+    log, _ = logged
+    batch_at = END - pd.Timedelta(days=2, microseconds=123_457)
+    log = log.assign(evaluated_at=log["evaluated_at"].where(log.index % 2 == 0, batch_at))
+    sb = supabase["store"]
+    sb.insert_evaluations(log)
+    summary = sb.summarize_window(WINDOW, SCHEMA)
+    assert summary == store.summarize_window(WINDOW, SCHEMA)
+    assert summary.holdout_start.evaluated_at == batch_at and summary.holdout_start.id > 0
+    train, holdout = summary.training_period(WINDOW), summary.holdout_period(WINDOW)
+    loaded = {}
+    for name, period in (("train", train), ("holdout", holdout)):
+        query = period_query(period, SCHEMA, limit=50_000)
+        loaded[name] = sb.load_rows(query)
+        pd.testing.assert_frame_equal(loaded[name], store.load_rows(query))
+        assert sb.count_rows(query) == len(loaded[name])
+    assert (len(loaded["train"]), len(loaded["holdout"])) == (summary.train_rows, summary.holdout_rows)
+    everything = store.load_rows(period_query(Period(WINDOW.start, WINDOW.end), SCHEMA, limit=50_000))
+    assert set(loaded["train"]["id"]).isdisjoint(loaded["holdout"]["id"])
+    assert set(loaded["train"]["id"]) | set(loaded["holdout"]["id"]) == set(everything["id"])
+    at_batch = [frame.loc[frame["evaluated_at"] == batch_at, "id"] for frame in (loaded["train"], loaded["holdout"])]
+    assert len(at_batch[0]) and len(at_batch[1]) and at_batch[0].max() < at_batch[1].min()

@@ -191,7 +191,7 @@ class PostgresStore(Store):
     def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
         with self.connect("summarise prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s, %s)",
-                               (window.start, window.end, window.holdout_start, Jsonb(schema.as_json()),
+                               (window.start, window.end, window.holdout_share, Jsonb(schema.as_json()),
                                 bool(schema.accepts_missing))).fetchall()
         return window_summary(rows)
 
@@ -206,6 +206,12 @@ class PostgresStore(Store):
             "reject_reason is null", "feature_types_hash = any(%(accepted)s)",
         ]
         params: dict[str, Any] = {"start": query.start, "end": query.end, "accepted": list(accepted)}
+        if query.from_key is not None:
+            clauses.append("(evaluated_at, id) >= (%(from_at)s, %(from_id)s)")
+            params.update(from_at=query.from_key.evaluated_at, from_id=query.from_key.id)
+        if query.before_key is not None:
+            clauses.append("(evaluated_at, id) < (%(before_at)s, %(before_id)s)")
+            params.update(before_at=query.before_key.evaluated_at, before_id=query.before_key.id)
         if query.is_correct is not None:
             clauses.append("is_correct is %s" % ("true" if query.is_correct else "false"))
         if query.min_confidence is not None:

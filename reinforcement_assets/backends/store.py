@@ -32,7 +32,9 @@ from ..core.records import (  # noqa: F401  (re-exported: the backends and calle
     AccuracyCount,
     ConfusionCount,
     ModelVersion,
+    Period,
     RetrainingRequest,
+    RowKey,
     RowQuery,
     StoreError,
     Window,
@@ -64,7 +66,9 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
         """Row counts, accuracy and rejects by reason (and feature) over the evaluated rows of the
-        window, rows judged against `schema`."""
+        window, rows judged against `schema`, and where its holdout starts: the newest
+        `window.holdout_share` of its usable rows in (evaluated_at, id) order, found from the hourly
+        counts and one hour's rows (SQL `evaluation_holdout_start`)."""
 
     @abc.abstractmethod
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
@@ -298,7 +302,7 @@ def _finite(value: Any) -> bool:
 
 def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
     """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason and
-    feature; reason null: usable)."""
+    feature; reason null: usable; each carries the key of the first holdout row)."""
     usable = next((r for r in rows if r["reason"] is None), None) or {}
     n = usable.get("row_count", 0)
     train = usable.get("train_rows", 0)
@@ -309,9 +313,12 @@ def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
             rejected[r["reason"]] = rejected.get(r["reason"], 0) + r["row_count"]
             if r.get("feature") is not None:
                 rejected_on.setdefault(r["reason"], {})[r["feature"]] = r["row_count"]
+    first = rows[0] if rows else {}
+    holdout_start = (RowKey(parse_timestamp(first["holdout_evaluated_at"]), int(first["holdout_id"]))
+                     if first.get("holdout_evaluated_at") is not None else None)
     return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
                          train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
-                         rejected=rejected, rejected_on=rejected_on)
+                         holdout_start=holdout_start, rejected=rejected, rejected_on=rejected_on)
 
 
 def type_set_counts(rows: list[dict[str, Any]]) -> list[TypeSetCount]:

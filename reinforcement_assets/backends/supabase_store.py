@@ -31,6 +31,7 @@ from .store import (
     ConfusionCount,
     ModelVersion,
     RetrainingRequest,
+    RowKey,
     RowQuery,
     Store,
     StoreError,
@@ -157,7 +158,7 @@ class SupabaseStore(Store, SupabaseProject):
     def summarize_window(self, window: Window, schema: FeatureSchema) -> WindowSummary:
         rows = self._rpc(
             "summarize_evaluation_window",
-            {"p_start": window.start, "p_end": window.end, "p_holdout_start": window.holdout_start,
+            {"p_start": window.start, "p_end": window.end, "p_holdout_share": window.holdout_share,
              "p_schema": schema.as_json(), "p_accepts_missing": bool(schema.accepts_missing)},
             operation="summarise window", idempotent=True,
         )
@@ -188,6 +189,12 @@ class SupabaseStore(Store, SupabaseProject):
                    .gte("evaluated_at", query.start.isoformat()).lt("evaluated_at", query.end.isoformat())
                    .not_.is_("actual_label", None).is_("reject_reason", None)
                    .in_("feature_types_hash", type_sets))
+        if query.from_key is not None:  # (evaluated_at, id) >= key
+            at = query.from_key.evaluated_at.isoformat()
+            request = request.gte("evaluated_at", at).or_(key_bound(query.from_key, "gt", "gte"))
+        if query.before_key is not None:  # (evaluated_at, id) < key
+            at = query.before_key.evaluated_at.isoformat()
+            request = request.lte("evaluated_at", at).or_(key_bound(query.before_key, "lt", "lt"))
         if query.is_correct is not None:
             request = request.is_("is_correct", query.is_correct)
         if query.min_confidence is not None:
@@ -450,6 +457,13 @@ def postgrest_value(value: Any) -> str:
         return repr(value)
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def key_bound(key: RowKey, time_operator: str, id_operator: str) -> str:
+    """The PostgREST `or` filter for rows at or after (`gt`, `gte`) or before (`lt`, `lt`) `key` in
+    (evaluated_at, id) order, among rows whose time is on that side of the key's or equal to it.
+    PostgREST ands every `or` of a request, as it does filters."""
+    return f"evaluated_at.{time_operator}.{postgrest_value(key.evaluated_at.isoformat())},id.{id_operator}.{key.id}"
 
 
 def keyset_after(order: Order, last: tuple[Any, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .features import FeatureSchema, as_model_frame, rejection_label
-from .records import Window, WindowSummary
+from .records import Window, WindowSummary, holdout_size
 
 
 def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n_errors: int, min_errors: int,
@@ -102,6 +102,14 @@ def training_set(dataset: pd.DataFrame, schema: FeatureSchema, *, update: bool) 
     return as_model_frame(train, schema), train["label"].to_numpy(dtype=object)
 
 
+def split_holdout(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """In-memory usable rows split as the store splits a window: the newest `holdout_size` of them in
+    (evaluated_at, id) order are the holdout; (rows before it, holdout), each in time order."""
+    ordered = rows.sort_values(["evaluated_at", "id"], kind="stable")
+    cut = len(ordered) - holdout_size(len(ordered), share)
+    return ordered.iloc[:cut], ordered.iloc[cut:]
+
+
 def holdout_of(dataset: pd.DataFrame) -> pd.DataFrame:
     """The holdout rows of a dataset built here."""
     return dataset[dataset["split"] == "holdout"]
@@ -117,13 +125,16 @@ def newest_first(*frames: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaked_rows(dataset: pd.DataFrame) -> int:
-    """Training rows that also appear in the holdout, or are newer than its oldest row (should be 0)."""
+    """Training rows that also appear in the holdout, or are not before its oldest row in
+    (evaluated_at, id) order, the holdout's own order (should be 0)."""
     train = dataset[dataset["split"] == "train"]
     holdout = dataset[dataset["split"] == "holdout"]
     if holdout.empty or train.empty:
         return 0
+    first = holdout.sort_values(["evaluated_at", "id"]).iloc[0]
     overlap = train["id"].isin(holdout["id"])
-    too_new = train["evaluated_at"] >= holdout["evaluated_at"].min()
+    too_new = (train["evaluated_at"] > first["evaluated_at"]) | (
+        (train["evaluated_at"] == first["evaluated_at"]) & (train["id"] >= first["id"]))
     return int((overlap | too_new).sum())
 
 

@@ -6,6 +6,7 @@ assets consume them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,24 +35,55 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Window:
-    """The evaluated window [start, end): training rows before `holdout_start`, holdout after."""
+    """The evaluated window [start, end). Its holdout is the newest `holdout_share` of its usable rows,
+    in (`evaluated_at`, `id`) order: where it starts is found by the store (`WindowSummary.holdout_start`)."""
 
     start: datetime
     end: datetime
-    holdout_start: datetime
+    holdout_share: float
 
     @classmethod
     def ending_at(cls, end: datetime, lookback_days: float, holdout_share: float) -> Window:
-        length = timedelta(days=lookback_days)
-        return cls(start=end - length, end=end, holdout_start=end - length * holdout_share)
+        return cls(start=end - timedelta(days=lookback_days), end=end, holdout_share=holdout_share)
 
     @property
-    def train(self) -> tuple[datetime, datetime]:
-        return self.start, self.holdout_start
+    def recent_start(self) -> datetime:
+        """The start of the newest `holdout_share` of the window's time: where the features a new model
+        takes are read from."""
+        return self.end - (self.end - self.start) * self.holdout_share
 
-    @property
-    def holdout(self) -> tuple[datetime, datetime]:
-        return self.holdout_start, self.end
+
+@dataclass(frozen=True, order=True)
+class RowKey:
+    """A row's place in the log's time order: `evaluated_at`, then `id` (unique), so that rows whose
+    outcomes arrived in one batch, with one timestamp, still have an order."""
+
+    evaluated_at: datetime
+    id: int
+
+
+@dataclass(frozen=True)
+class Period:
+    """The rows evaluated in [start, end), and of those only the ones at or after `from_key` (when
+    given) and before `before_key` (when given)."""
+
+    start: datetime
+    end: datetime
+    from_key: RowKey | None = None
+    before_key: RowKey | None = None
+
+
+def check_holdout_share(share: float) -> float:
+    """`share` if it is a holdout share (strictly between 0 and 1), else a `ValueError` naming it."""
+    if not 0 < share < 1:
+        raise ValueError(f"holdout_share must be strictly between 0 and 1, not {share!r}")
+    return share
+
+
+def holdout_size(usable_rows: int, share: float) -> int:
+    """How many of a window's usable rows are its holdout: the share, rounded up (SQL
+    `evaluation_holdout_start` counts the same way)."""
+    return min(usable_rows, max(0, math.ceil(round(usable_rows * share, 9))))
 
 
 @dataclass(frozen=True)
@@ -63,6 +95,8 @@ class WindowSummary:
     train_rows: int = 0
     train_correct: int = 0
     holdout_rows: int = 0
+    # The key of the first holdout row: (end, 0) when the holdout is empty, None when the window is.
+    holdout_start: RowKey | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # rows set aside, by reason
     rejected_on: dict[str, dict[str, int]] = field(default_factory=dict)  # reason -> feature -> rows
 
@@ -73,6 +107,19 @@ class WindowSummary:
     @property
     def rows_rejected(self) -> int:
         return sum(self.rejected.values())
+
+    def training_period(self, window: Window) -> Period:
+        """The window's usable rows before the holdout."""
+        if self.holdout_start is None:
+            return Period(window.start, window.end)
+        end = min(window.end, self.holdout_start.evaluated_at + timedelta(microseconds=1))
+        return Period(window.start, end, before_key=self.holdout_start)
+
+    def holdout_period(self, window: Window) -> Period:
+        """The window's newest `holdout_share` of usable rows."""
+        if self.holdout_start is None:
+            return Period(window.end, window.end)
+        return Period(self.holdout_start.evaluated_at, window.end, from_key=self.holdout_start)
 
 
 @dataclass(frozen=True)
@@ -90,6 +137,8 @@ class RowQuery:
     end: datetime
     schema: FeatureSchema  # rows are judged against it; its features are loaded in its kinds' dtypes
     limit: int
+    from_key: RowKey | None = None  # only rows at or after this (evaluated_at, id)
+    before_key: RowKey | None = None  # only rows before it
     is_correct: bool | None = None
     min_confidence: float | None = None
     sample_fraction: float = 1.0
@@ -254,10 +303,10 @@ class ConfusionCount:
         return AccuracyCount(evaluated=self.evaluated, correct=self.correct)
 
 
-def period_query(period: tuple[datetime, datetime], schema: FeatureSchema, **kwargs: Any) -> RowQuery:
+def period_query(period: Period, schema: FeatureSchema, **kwargs: Any) -> RowQuery:
     """A `RowQuery` over `period`."""
-    start, end = period
-    return RowQuery(start=start, end=end, schema=schema, **kwargs)
+    return RowQuery(start=period.start, end=period.end, schema=schema, from_key=period.from_key,
+                    before_key=period.before_key, **kwargs)
 
 
 def parse_timestamp(value: Any) -> Any:

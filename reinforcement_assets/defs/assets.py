@@ -17,7 +17,9 @@ import pandas as pd
 
 from .. import settings
 from ..backends.artifacts import ArtifactStorage
-from ..backends.store import RUN_SOURCES, ModelVersion, Store, StoreError, Window, WindowSummary, period_query
+from ..backends.store import (
+    RUN_SOURCES, ModelVersion, Period, Store, StoreError, Window, WindowSummary, period_query,
+)
 from ..core.cycle import (
     challenger_record,
     completed_schema,
@@ -54,6 +56,7 @@ from ..core.dataset import (
 from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogged
 from ..core.learners import check_learner
 from ..core.metrics import check_gate_metric
+from ..core.records import check_holdout_share
 from ..core.rows import check_feature_names
 from ..model import final_estimator
 from ..pruning import prune_artifacts
@@ -74,6 +77,14 @@ class EvaluatedWindow:
     champion: ModelVersion | None
     unlogged: tuple[str, ...] = ()  # features of the schema no row of the window logs with a value
     champion_schema: FeatureSchema | None = None  # the champion's, its kinds completed from the log
+
+    @property
+    def training_period(self) -> Period:
+        return self.summary.training_period(self.window)
+
+    @property
+    def holdout_period(self) -> Period:
+        return self.summary.holdout_period(self.window)
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,12 @@ def run_record(context: dg.AssetExecutionContext, store: Store) -> Iterator[str]
         raise
 
 
+def holdout_start_text(summary: WindowSummary) -> str:
+    """Where the holdout starts, for the UI: the time and id of its first row."""
+    key = summary.holdout_start
+    return "" if key is None else f"{key.evaluated_at.isoformat()} (row id {key.id})"
+
+
 def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> datetime:
     """The end of the window: configured, else the schedule tick, else when the (root) run was created."""
     if window_end:
@@ -218,7 +235,7 @@ def evaluation_log(
             if note:
                 context.log.warning(note)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
-                                  config.holdout_share)
+                                  check_holdout_share(config.holdout_share))
         run_metrics_config(context)
         champion = store.champion()
         type_sets = store.feature_type_sets(window.start, window.end)
@@ -238,7 +255,8 @@ def evaluation_log(
             "accuracy": summary.accuracy if summary.accuracy is not None else float("nan"),
             "window_start": window.start.isoformat(),
             "window_end": window.end.isoformat(),
-            "holdout_start": window.holdout_start.isoformat(),
+            "holdout_rows": summary.holdout_rows,
+            "holdout_start": holdout_start_text(summary),
             "feature_names": dg.MetadataValue.json(list(schema.names)),
             "feature_schema": dg.MetadataValue.json(schema.as_json()),
             "accepts_missing": bool(schema.accepts_missing),
@@ -259,7 +277,7 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
     has shown every one of them.
     """
     if trains_new_model(champion, named_learner):
-        recent = store.feature_type_sets(window.holdout_start, window.end) or type_sets
+        recent = store.feature_type_sets(window.recent_start, window.end) or type_sets
         schema = new_model_schema(recent, named_learner or settings.LEARNER)
         schema = replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
         return schema, None if champion is None else complete_kinds(champion.schema, type_sets)
@@ -284,20 +302,21 @@ def error_samples(
     context: dg.AssetExecutionContext, config: ErrorSamplesConfig, evaluation_log: EvaluatedWindow,
     store: Store, artifacts: ArtifactStorage,
 ) -> dg.Output[pd.DataFrame]:
-    window, schema, champion = evaluation_log.window, evaluation_log.schema, evaluation_log.champion
+    schema, champion, train = evaluation_log.schema, evaluation_log.champion, evaluation_log.training_period
     with run_record(context, store):
         rescored = older = pd.DataFrame(columns=["id"])
         note = None
         if trains_new_model(champion, retraining_config(context).learner):  # no update: the log's errors
-            query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
+            query = period_query(train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold)
             own = store.load_rows(query)
         else:  # the errors the champion makes: its own, and earlier versions' it still makes
-            query = period_query(window.train, schema, limit=config.max_errors, is_correct=False,
+            query = period_query(train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold, logged_by=champion.version)
-            earlier = evaluation_log.summary.train_rows - store.count_correct(*window.train, champion.version).evaluated
+            earlier = (evaluation_log.summary.train_rows
+                       - store.count_correct(train.start, train.end, champion.version).evaluated)
             own, older = store.load_many(query, period_query(
-                window.train, schema, limit=config.max_errors, not_logged_by=champion.version,
+                train, schema, limit=config.max_errors, not_logged_by=champion.version,
                 sample_fraction=sample_fraction(config.max_errors, earlier)))
             rescored, note = errors_it_still_makes(champion_model(champion, artifacts), schema, older,
                                                    config.confidence_threshold)
@@ -341,20 +360,21 @@ def finetune_dataset(
         if reason:
             record_skip(context, store, reason)
             return
-        window, schema, summary = evaluation_log.window, evaluation_log.schema, evaluation_log.summary
+        schema, summary = evaluation_log.schema, evaluation_log.summary
         champion, training = evaluation_log.champion, retraining_config(context)
         model = champion_model(champion, artifacts)
         plan = plan_training(champion, model, error_samples["actual_label"], from_scratch=config.from_scratch,
                              named_learner=training.learner, default_learner=settings.LEARNER,
                              growth=training.update_growth)
-        holdout_query = period_query(window.holdout, schema, limit=config.max_holdout_rows,
+        train = evaluation_log.training_period
+        holdout_query = period_query(evaluation_log.holdout_period, schema, limit=config.max_holdout_rows,
                                      sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows))
-        window_query = period_query(window.train, schema, limit=config.max_training_rows,
+        window_query = period_query(train, schema, limit=config.max_training_rows,
                                     sample_fraction=sample_fraction(config.max_training_rows, summary.train_rows))
         if plan.update:
             wanted = replay_size(len(error_samples), config.replay_ratio, config.max_training_rows)
             replay, sample, holdout = store.load_many(
-                period_query(window.train, schema, limit=wanted, is_correct=True,
+                period_query(train, schema, limit=wanted, is_correct=True,
                              sample_fraction=sample_fraction(wanted, summary.train_correct)),
                 window_query, holdout_query)
             update_labels = pd.concat([error_samples["actual_label"], replay["actual_label"]])
