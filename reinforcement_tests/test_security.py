@@ -30,12 +30,13 @@ TABLES = ("prediction_evaluations", "model_retraining_requests", "model_retraini
           "prediction_evaluation_counts", "prediction_feature_type_sets")
 # The functions the backends call (with arguments any caller could send), for the roles that may not.
 RPC_CALLS = (
-    "select * from summarize_evaluation_window(now() - interval '1 day', now(), now(), '[]', false)",
+    "select * from summarize_evaluation_window(now() - interval '1 day', now(), 0.2, '[]', false)",
     "select * from evaluation_feature_type_sets(now() - interval '1 day', now(), 10)",
     "select * from evaluation_accepted_type_sets(now() - interval '1 day', now(), '[]', false)",
     "select * from judge_feature_types('{}', '[{\"name\": \"x\", \"kind\": \"numeric\"}]', false)",
     "select record_feature_schema('v1', '[]', false)",
     "select * from evaluation_confusion_counts(now() - interval '1 day', now(), null, 10)",
+    "select * from evaluation_holdout_start(now() - interval '1 day', now(), 0.2, '[]', false)",
 )
 SHA = "0" * 64
 _numbers = itertools.count()
@@ -233,13 +234,14 @@ def test_only_service_role_may_execute_the_functions(database_url):
             " from pg_proc p where p.pronamespace = 'public'::regnamespace").fetchall()
     names = {name.split("(")[0] for name, *_ in privileges}
     assert {"promote_model_version", "claim_retraining_requests", "summarize_evaluation_window",
+            "evaluation_holdout_start",
             "update_retraining_run", "evaluation_feature_type_sets", "evaluation_accepted_type_sets",
             "judge_feature_types", "record_feature_schema", "evaluation_row_reject_reason",
             "evaluation_feature_types_hash"} <= names
     # What the feature types replaced is gone: no old signature is left to call.
     assert not names & {"evaluation_feature_key_sets", "evaluation_reject_reason", "evaluation_feature_keys_hash"}
     assert [name for name, *_ in privileges if name.startswith("summarize_evaluation_window(")] == [
-        "summarize_evaluation_window(timestamp with time zone,timestamp with time zone,timestamp with time zone,"
+        "summarize_evaluation_window(timestamp with time zone,timestamp with time zone,double precision,"
         "jsonb,boolean)"]
     assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == []
     # Everything but the owner's maintenance functions, which lock the log for a full recount.
