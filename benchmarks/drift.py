@@ -65,6 +65,7 @@ from reinforcement_assets.core.features import FeatureSchema
 from reinforcement_assets.core.evaluation import classification_metrics
 from reinforcement_assets.core.labels import class_type, predictions_text
 from reinforcement_assets.core.metrics import GATE_METRICS
+from reinforcement_assets.core.outliers import set_aside_outliers
 from reinforcement_assets.core.learners import make_learner
 from reinforcement_assets.core.records import ModelVersion, Window
 from reinforcement_assets.core.rows import rows_from_records
@@ -308,6 +309,7 @@ def pure_cycle(champion: Champion, rows: pd.DataFrame, window: Window, params: P
         if refit_skip_reason(plan, champion.model, sample["actual_label"]):  # as finetune_dataset
             return None, 0.0, False
         plans = race_plans(plan, champion.record, params.challengers)
+    dataset, _ = set_aside_outliers(dataset, schema)
     trained = train_race(plans, champion.record, champion.model, dataset, schema, epochs=params.epochs,
                          learning_rate=params.learning_rate, growth=params.update_growth)
     seconds = sum(t.seconds for t in trained)

@@ -56,6 +56,7 @@ from ..core.dataset import (
 from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogged
 from ..core.learners import check_learner
 from ..core.metrics import check_gate_metric
+from ..core.outliers import OUTLIER_REASON, set_aside_outliers
 from ..core.records import check_holdout_share
 from ..core.rows import check_feature_names
 from ..model import final_estimator
@@ -385,11 +386,15 @@ def finetune_dataset(
         else:
             sample, holdout = store.load_many(window_query, holdout_query)
             dataset = from_scratch_frame(sample, holdout)
+        dataset, outliers = set_aside_outliers(dataset, schema)
+        if outliers:
+            context.log.warning(f"{sum(outliers.values()):,} rows set aside as {OUTLIER_REASON}: {outliers}")
         train_rows = int((dataset["split"] == "train").sum())
         if reason := refit_skip_reason(plan, model, sample["actual_label"]):
             record_skip(context, store, reason)
             return
-        store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update)
+        store.update_run(run_id, dataset_size=train_rows, fine_tune_flag=plan.update,
+                         metrics={"rows_outlying": sum(outliers.values())})
     context.log.info(plan.reason)
     origins = dataset["origin"].value_counts()
     yield dg.Output(
@@ -402,6 +407,8 @@ def finetune_dataset(
             "error_rows": int(origins.get("error", 0)),
             "replay_rows": int(origins.get("replay", 0)),
             "window_sample_rows": int(origins.get("window", 0)),
+            "rows_set_aside": dg.MetadataValue.json({OUTLIER_REASON: sum(outliers.values())} if outliers else {}),
+            "set_aside_by_feature": dg.MetadataValue.json({OUTLIER_REASON: outliers} if outliers else {}),
         },
     )
 

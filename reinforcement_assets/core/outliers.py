@@ -1,0 +1,47 @@
+"""Rows set aside as `feature_outlier`: a numeric value no model can be fitted or judged with.
+
+One such row is enough to ruin a run: a value at 1e6 among values near 1 dominates a StandardScaler's
+mean and variance (every candidate then looks significantly worse), one at 1e200 overflows them (the
+fit fails on NaN). The rule is relative to the run's own rows, so it needs no setting and never
+touches the user's pipeline: a value is an outlier when its magnitude is more than
+`OUTLIER_FACTOR` times the 99th percentile of the feature's nonzero magnitudes among the rows the
+run loaded. That percentile is taken at an observed value below the largest, so a single row can
+never move it; a feature's heavy tail (a lognormal of σ = 3, say) stays well inside the fence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .features import FeatureSchema
+
+OUTLIER_REASON = "feature_outlier"
+OUTLIER_FACTOR = 10_000.0
+
+
+def outlier_fences(rows: pd.DataFrame, schema: FeatureSchema, factor: float = OUTLIER_FACTOR) -> dict[str, float]:
+    """Per numeric feature of `rows`, the magnitude above which a value is an outlier."""
+    fences = {}
+    for feature in schema.features:
+        if feature.kind != "numeric" or feature.name not in rows:
+            continue
+        magnitude = np.abs(pd.to_numeric(rows[feature.name], errors="coerce").to_numpy(dtype=float))
+        nonzero = magnitude[np.isfinite(magnitude) & (magnitude > 0)]
+        if len(nonzero) >= 2:
+            fences[feature.name] = factor * float(np.quantile(nonzero, 0.99, method="lower"))
+    return fences
+
+
+def set_aside_outliers(rows: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`rows` without those holding an outlier, and how many were set aside per feature (the first
+    outlying feature in schema order, as the SQL reject reasons count; a row in the dataset twice, as
+    an error and in the window sample, once)."""
+    outlying = pd.Series(False, index=rows.index)
+    counts: dict[str, int] = {}
+    for name, fence in outlier_fences(rows, schema).items():
+        beyond = (np.abs(pd.to_numeric(rows[name], errors="coerce")) > fence) & ~outlying
+        if beyond.any():
+            counts[name] = int(rows.loc[beyond, "id"].nunique() if "id" in rows else beyond.sum())
+            outlying |= beyond
+    return (rows[~outlying] if counts else rows), counts
