@@ -305,3 +305,36 @@ def test_outcomes_that_arrive_in_batches_still_leave_a_holdout_and_a_repair(stor
         last_batch = conn.execute("select count(*) from prediction_evaluations where evaluated_at = %s"
                                   " and reject_reason is null", (batches[-1],)).fetchone()[0]
     assert last_batch > dataset["holdout_rows"]  # the split fell inside one timestamp
+
+
+def test_a_label_seen_only_among_replayed_rows_still_completes_the_run(store, artifacts, resources, drifted):
+    """Correct rows an earlier model logged with a label the champion lacks reach the update only through
+    the replay: the run completes (the update becomes a refit that learns the label) and says why."""
+    with store.connect("test") as conn:
+        conn.execute("update prediction_evaluations set predicted_label = 'class_new', actual_label = 'class_new',"
+                     " model_version = 'v-older' where id % 5 = 0 and is_correct")
+    result = materialize(resources)
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "completed", run["error_message"]
+    dataset = materialized(result, "finetune_dataset")
+    assert dataset["mode"] == "refit" and "class_new" in dataset["mode_reason"]
+
+
+def test_feature_names_of_any_length_survive_a_model_the_loop_builds_and_its_next_run(store, artifacts, resources):
+    """A first run builds a model on features named past PostgreSQL's 63-byte identifier limit, with
+    spaces, quotes, unicode or no text at all; the next run updates it on the same rows: none set aside."""
+    scenario = drift_scenario(3_000, seed=5)
+    long_names = ["x" * 70 + str(i) for i in range(6)] + ["", "with space", 'quo"te', "é" * 40]
+    X, y = scenario.window
+    X = X.set_axis(long_names, axis=1)
+    model = train_from_scratch(scenario.train[0].set_axis(long_names, axis=1), scenario.train[1])
+    log, _ = log_traffic(model, X, y, START, END, model_version="deployed", bad_row_share=0.0, seed=5)
+    store.insert_evaluations(log)
+    first = materialize(resources)
+    assert first.success and store.get_run(first.run_id)["status"] == "completed"
+    assert set(materialized(first, "evaluation_log")["feature_names"]) == set(long_names)
+    assert store.champion() is not None and set(store.champion().feature_names) == set(long_names)
+    second = materialize(resources)
+    assert second.success and store.get_run(second.run_id)["status"] == "completed"
+    assert materialized(second, "evaluation_log")["rows_rejected"] == 0

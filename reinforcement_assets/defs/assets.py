@@ -8,7 +8,7 @@ cycle's decisions), `rows`, `dataset` and `evaluation`, and records what happene
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -279,7 +279,6 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
     if trains_new_model(champion, named_learner):
         recent = store.feature_type_sets(window.recent_start, window.end) or type_sets
         schema = new_model_schema(recent, named_learner or settings.LEARNER)
-        schema = replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
         return schema, None if champion is None else complete_kinds(champion.schema, type_sets)
     schema = champion.schema
     check_feature_names(schema.names)
