@@ -385,3 +385,15 @@ def test_the_first_steps_own_setting_out_of_range_fails_before_it_runs(store, re
     assert not result.success and not result.get_asset_materialization_events()
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert setting in str(failure.event_specific_data.error.to_string())
+
+
+def test_a_hand_inserted_champion_fails_the_run_naming_it(store, resources, drifted):
+    with store.connect("test") as conn:
+        conn.execute("update model_versions set is_champion = false")
+        conn.execute("insert into model_versions (version, artifact_path, sha256, is_champion)"
+                     " values ('by-hand', 'models/by-hand', repeat('a', 64), true)")
+    result = materialize(resources)
+    assert not result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "failed" and "model_versions row 'by-hand' cannot be used" in run["error_message"]
+    assert "feature_names" in run["error_message"] and "classes" in run["error_message"]

@@ -576,3 +576,19 @@ def test_more_features_than_a_select_list_holds_load(backend, store, project):
     assert loaded["feature_0001"].tolist() == [1.0] * 3 and loaded["feature_0000"].tolist() == ["0"] * 3
     assert loaded["feature_0003"].tolist() == [None] * 3 and loaded["feature_0006"].tolist() == [""] * 3
     assert loaded["feature_0004"].dtype == "float64"
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_a_hand_inserted_registry_row_is_refused_naming_its_version_and_columns(backend, store, project):
+    """A `model_versions` row left at its column defaults (no features, no classes) is refused when read,
+    by version and column, not left to fail later inside numpy."""
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    reader = store if backend == "postgres" else emulated_resources(project)["store"]
+    with store.connect("test") as conn:
+        conn.execute("insert into model_versions (version, artifact_path, sha256, is_champion)"
+                     " values ('by-hand', 'models/by-hand', repeat('a', 64), true)")
+    for read in (reader.champion, lambda: reader.model_version("by-hand"), reader.model_versions):
+        with pytest.raises(StoreError, match=r"model_versions row 'by-hand' cannot be used: feature_names is \[\], "
+                                             r"not a non-empty list.*; classes is \[\]"):
+            read()
