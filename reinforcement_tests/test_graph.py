@@ -305,3 +305,95 @@ def test_outcomes_that_arrive_in_batches_still_leave_a_holdout_and_a_repair(stor
         last_batch = conn.execute("select count(*) from prediction_evaluations where evaluated_at = %s"
                                   " and reject_reason is null", (batches[-1],)).fetchone()[0]
     assert last_batch > dataset["holdout_rows"]  # the split fell inside one timestamp
+
+
+def test_a_label_seen_only_among_replayed_rows_still_completes_the_run(store, artifacts, resources, drifted):
+    """Correct rows an earlier model logged with a label the champion lacks reach the update only through
+    the replay: the run completes (the update becomes a refit that learns the label) and says why."""
+    with store.connect("test") as conn:
+        conn.execute("update prediction_evaluations set predicted_label = 'class_new', actual_label = 'class_new',"
+                     " model_version = 'v-older' where id % 5 = 0 and is_correct")
+    result = materialize(resources)
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "completed", run["error_message"]
+    dataset = materialized(result, "finetune_dataset")
+    assert dataset["mode"] == "refit" and "class_new" in dataset["mode_reason"]
+
+
+def test_feature_names_of_any_length_survive_a_model_the_loop_builds_and_its_next_run(store, artifacts, resources):
+    """A first run builds a model on features named past PostgreSQL's 63-byte identifier limit, with
+    spaces, quotes, unicode or no text at all; the next run updates it on the same rows: none set aside."""
+    scenario = drift_scenario(3_000, seed=5)
+    long_names = ["x" * 70 + str(i) for i in range(6)] + ["", "with space", 'quo"te', "é" * 40]
+    X, y = scenario.window
+    X = X.set_axis(long_names, axis=1)
+    model = train_from_scratch(scenario.train[0].set_axis(long_names, axis=1), scenario.train[1])
+    log, _ = log_traffic(model, X, y, START, END, model_version="deployed", bad_row_share=0.0, seed=5)
+    store.insert_evaluations(log)
+    first = materialize(resources)
+    assert first.success and store.get_run(first.run_id)["status"] == "completed"
+    assert set(materialized(first, "evaluation_log")["feature_names"]) == set(long_names)
+    assert store.champion() is not None and set(store.champion().feature_names) == set(long_names)
+    second = materialize(resources)
+    assert second.success and store.get_run(second.run_id)["status"] == "completed"
+    assert materialized(second, "evaluation_log")["rows_rejected"] == 0
+
+
+def test_a_forced_run_with_no_error_to_learn_is_skipped_with_the_reason(store, artifacts, resources):
+    scenario = drift_scenario(400, drift="none", seed=13)
+    deploy_initial_model(store, artifacts, scenario)
+    log, _ = log_traffic(artifacts.read_value(store.champion().artifact_path, store.champion().sha256),
+                         *scenario.window, START, END, model_version="v0", bad_row_share=0.0, seed=13)
+    log["predicted_label"] = log["actual_label"]  # the champion is never wrong: nothing to learn
+    store.insert_evaluations(log)
+
+    result = materialize(resources, finetune_dataset={"force": True, "min_error_samples": 0})
+    assert result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "skipped" and "no high-confidence errors" in run["error_message"]
+    assert len(store.model_versions()) == 1
+
+
+@pytest.mark.parametrize("asset, setting, value, expected", [
+    ("error_samples", "max_errors", -1, "at least 1"),
+    ("finetune_dataset", "replay_ratio", -0.5, "at least 0"),
+    ("finetune_dataset", "max_training_rows", 0, "at least 1"),
+    ("finetune_dataset", "min_error_samples", -3, "at least 0"),
+    ("retrained_model", "epochs", 0, "at least 1"),
+    ("retrained_model", "learning_rate", 0.0, "more than 0"),
+    ("run_metrics", "significance_level", 1.5, "in (0, 1)"),
+    ("run_metrics", "non_inferiority_margin", -0.1, "in [0, 1)"),
+])
+def test_a_setting_out_of_range_fails_the_first_step_naming_it(store, resources, drifted, asset, setting, value,
+                                                               expected):
+    """Every asset's config is checked when the run starts: nothing is loaded, trained or registered."""
+    result = materialize(resources, **{asset: {setting: value}})
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["evaluation_log"]
+    message = failures[0].event_specific_data.error.to_string()
+    assert f"{asset}.{setting} = {value!r}: must be {expected}" in message
+    assert store.get_run(result.run_id)["status"] == "failed"
+    assert f"{asset}.{setting}" in store.get_run(result.run_id)["error_message"]
+    assert not result.get_asset_materialization_events() and len(store.model_versions()) == 1
+
+
+@pytest.mark.parametrize("setting, value", [("holdout_share", -0.5), ("lookback_days", 0), ("holdout_share", 1.0)])
+def test_the_first_steps_own_setting_out_of_range_fails_before_it_runs(store, resources, setting, value):
+    result = materialize(resources, evaluation_log={setting: value})
+    assert not result.success and not result.get_asset_materialization_events()
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert setting in str(failure.event_specific_data.error.to_string())
+
+
+def test_a_hand_inserted_champion_fails_the_run_naming_it(store, resources, drifted):
+    with store.connect("test") as conn:
+        conn.execute("update model_versions set is_champion = false")
+        conn.execute("insert into model_versions (version, artifact_path, sha256, is_champion)"
+                     " values ('by-hand', 'models/by-hand', repeat('a', 64), true)")
+    result = materialize(resources)
+    assert not result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "failed" and "model_versions row 'by-hand' cannot be used" in run["error_message"]
+    assert "feature_names" in run["error_message"] and "classes" in run["error_message"]

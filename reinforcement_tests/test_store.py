@@ -537,3 +537,58 @@ def test_confusion_counts_count_each_pair_of_labels_as_the_rows_do(backend, stor
             assert capped.sent("POST", "/rest/v1/rpc/evaluation_confusion_counts")
     finally:
         capped.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_feature_names_of_any_length_and_characters_round_trip(backend, store, project):
+    """Names past PostgreSQL's 63-byte identifier limit, with quotes, dots, spaces, commas, arrows,
+    unicode or only digits, load as themselves on both backends."""
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    reader = store if backend == "postgres" else emulated_resources(project)["store"]
+    names = ["a" * 64 + "_one", "a" * 64 + "_two", "é" * 40, "with space", "dot.ted", 'quo"te', "it's", "",
+             "comma,name", "arrow->x", "12", "(paren)", "star*"]
+    schema = FeatureSchema.of({**{n: "numeric" for n in names}, "ü" * 70: "categorical"}, accepts_missing=False)
+    features = {**{n: float(i) for i, n in enumerate(names)}, "ü" * 70: "text"}
+    store.insert_evaluations(pd.DataFrame([row("long", END - timedelta(hours=1), features=features)]))
+    query = RowQuery(END - timedelta(days=7), END, schema, limit=10)
+    loaded = reader.load_rows(query)
+    assert loaded[names].iloc[0].tolist() == [float(i) for i in range(len(names))]
+    assert loaded["ü" * 70].tolist() == ["text"] and reader.count_rows(query) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_more_features_than_a_select_list_holds_load(backend, store, project):
+    """2,000 features (PostgreSQL's target list holds 1,664 columns; a URL some 8 KB) load, typed."""
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    reader = store if backend == "postgres" else emulated_resources(project)["store"]
+    kinds = {f"feature_{i:04d}": ("categorical" if i % 3 == 0 else "numeric") for i in range(2_000)}
+    schema = FeatureSchema.of(kinds, accepts_missing=True)
+    features = {n: (str(i) if k == "categorical" else float(i)) for i, (n, k) in enumerate(kinds.items())}
+    features["feature_0003"] = None
+    features["feature_0006"] = ""
+    store.insert_evaluations(pd.DataFrame([row(f"wide{j}", END - timedelta(hours=j + 1), features=features)
+                                           for j in range(3)]))
+    query = RowQuery(END - timedelta(days=7), END, schema, limit=10)
+    loaded = reader.load_rows(query)
+    assert len(loaded) == 3 and list(loaded.columns[6:]) == list(kinds)
+    assert loaded["feature_0001"].tolist() == [1.0] * 3 and loaded["feature_0000"].tolist() == ["0"] * 3
+    assert loaded["feature_0003"].tolist() == [None] * 3 and loaded["feature_0006"].tolist() == [""] * 3
+    assert loaded["feature_0004"].dtype == "float64"
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_a_hand_inserted_registry_row_is_refused_naming_its_version_and_columns(backend, store, project):
+    """A `model_versions` row left at its column defaults (no features, no classes) is refused when read,
+    by version and column, not left to fail later inside numpy."""
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    reader = store if backend == "postgres" else emulated_resources(project)["store"]
+    with store.connect("test") as conn:
+        conn.execute("insert into model_versions (version, artifact_path, sha256, is_champion)"
+                     " values ('by-hand', 'models/by-hand', repeat('a', 64), true)")
+    for read in (reader.champion, lambda: reader.model_version("by-hand"), reader.model_versions):
+        with pytest.raises(StoreError, match=r"model_versions row 'by-hand' cannot be used: feature_names is \[\], "
+                                             r"not a non-empty list.*; classes is \[\]"):
+            read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import threading
@@ -23,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import PrivateAttr
 
-from ..core.features import FeatureSchema, TypeSetCount, typed_column
+from ..core.features import FeatureSchema, TypeSetCount, feature_frame, typed_column
 from ..defs.request_queue import check_new_request
 from .embedded import EmbeddedServerError, database_url
 from .schema import SchemaError, prepare_database
@@ -49,6 +50,9 @@ from .store import (
 logger = logging.getLogger(__name__)
 _prepared: set[str] = set()
 _prepare_lock = threading.Lock()
+# Past this many columns a load reads each row's whole feature object instead of a column per feature:
+# PostgreSQL's select list holds at most 1,664 entries.
+MAX_FEATURE_COLUMNS = 1_000
 
 
 def redact_credentials(text: str, url: str | None = None) -> str:
@@ -233,11 +237,14 @@ class PostgresStore(Store):
 
         Feature i comes out as column f{i} in its kind's type; a categorical one also as p{i}, whether
         it holds a string, so that an empty string and a missing value stay apart in the CSV. Feature
-        names are parameters (n{i}), never spliced into the SQL.
+        names are parameters (n{i}), never spliced into the SQL, so a name of any length or text loads.
+        With more columns than `MAX_FEATURE_COLUMNS`, the feature object comes out whole as `features`.
         """
         where, params = self._row_filter(conn, query)
         features: list[sql.Composable] = []
-        for i, feature in enumerate(query.schema.features):
+        if packed(query.schema):
+            features.append(sql.SQL("features::text as features"))
+        for i, feature in enumerate(() if packed(query.schema) else query.schema.features):
             params[f"n{i}"] = feature.name
             value = sql.SQL("features -> %({})s").format(sql.SQL(f"n{i}"))
             text = sql.SQL("features ->> %({})s").format(sql.SQL(f"n{i}"))
@@ -279,6 +286,9 @@ class PostgresStore(Store):
                                                   false_values=["f"]),
         )
         frame = raw.select(list(ROW_COLUMNS)).to_pandas()
+        if packed(schema):
+            objects = [json.loads(text) for text in raw.column("features").to_pylist()]
+            return pd.concat([frame, feature_frame(objects, schema).set_axis(frame.index)], axis=1)
         for i, feature in enumerate(schema.features):  # built apart from `raw`: a feature may be named f1
             column = raw.column(f"f{i}")
             if feature.kind == "categorical":
@@ -505,10 +515,18 @@ def _jsonb(value: Any) -> Jsonb:
     return Jsonb(to_json(value))
 
 
+def packed(schema: FeatureSchema) -> bool:
+    """Whether a load of `schema` reads whole feature objects (more columns than `MAX_FEATURE_COLUMNS`)."""
+    return len(ROW_COLUMNS) + len(schema.features) + len(schema.names_of("categorical")) > MAX_FEATURE_COLUMNS
+
+
 def csv_column_types(schema: FeatureSchema) -> dict[str, pa.DataType]:
     """The Arrow type of each column `copy_rows_statement` writes."""
     text = {"categorical": pa.string(), "boolean": pa.bool_()}  # anything else is a float8
-    return {"id": pa.int64(), "prediction_id": pa.string(), "evaluated_at": pa.timestamp("us", tz="UTC"),
-            "predicted_label": pa.string(), "actual_label": pa.string(), "confidence": pa.float64(),
+    rows = {"id": pa.int64(), "prediction_id": pa.string(), "evaluated_at": pa.timestamp("us", tz="UTC"),
+            "predicted_label": pa.string(), "actual_label": pa.string(), "confidence": pa.float64()}
+    if packed(schema):
+        return {**rows, "features": pa.string()}
+    return {**rows,
             **{f"f{i}": text.get(f.kind, pa.float64()) for i, f in enumerate(schema.features)},
             **{f"p{i}": pa.bool_() for i, f in enumerate(schema.features) if f.kind == "categorical"}}

@@ -227,10 +227,6 @@ class Store(dg.ConfigurableResource):
         """`count_correct`, and the confusion matrix of those predictions over their `max_labels` most
         frequent labels (SQL `evaluation_confusion_counts`: from the hourly counts, never the window's rows)."""
 
-    def can_load_feature(self, name: str) -> bool:
-        """Whether this backend can load a feature of this name (a model the loop builds skips others)."""
-        return True
-
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""
         return {"backend": self.backend}

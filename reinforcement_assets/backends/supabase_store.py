@@ -22,7 +22,7 @@ import pandas as pd
 from postgrest.types import CountMethod, ReturnMethod
 from pydantic import Field
 
-from ..core.features import FeatureSchema, TypeSetCount, typed_column
+from ..core.features import FeatureSchema, TypeSetCount, feature_frame, typed_column
 from ..defs.request_queue import check_new_request, queue_order
 from .store import (
     CONFUSION_MAX_LABELS,
@@ -51,9 +51,11 @@ RUNS = "model_retraining_runs"
 REQUESTS = "model_retraining_requests"
 VERSIONS = "model_versions"
 
-# A feature name is spliced into PostgREST paths (`features->x0`): keep to characters with no meaning
-# there, and not only digits (`features->0` is an array index).
+# A feature is selected by name (`f0:features->x0`) only when the name has no meaning in a PostgREST path
+# (not only digits either: `features->0` is an array index) and the select list stays short; else the
+# rows' whole feature objects are read, so names of any text or number load.
 FEATURE_NAME = re.compile(r"(?=.*[A-Za-z_])[A-Za-z0-9_]+")
+MAX_SELECT_CHARACTERS = 2_000
 # Feature type-set hashes (up to 20 characters each) per `in` filter, to keep URLs well under 8 KB.
 TYPE_SETS_PER_REQUEST = 200
 RUN_UUIDS = ("id", "triggered_by", "request_id")
@@ -78,9 +80,6 @@ class SupabaseStore(Store, SupabaseProject):
 
     def describe(self) -> dict[str, str]:
         return {"backend": self.backend, "project": urlsplit(self.url).netloc, "api": "PostgREST via supabase-py"}
-
-    def can_load_feature(self, name: str) -> bool:
-        return bool(FEATURE_NAME.fullmatch(name))
 
     def _call(self, operation: str, table: str, fn: Callable[[], Any], *, idempotent: bool) -> Any:
         return self._call_project(fn, operation=operation, target=table, idempotent=idempotent)
@@ -208,11 +207,9 @@ class SupabaseStore(Store, SupabaseProject):
         return request
 
     def load_rows(self, query: RowQuery) -> pd.DataFrame:
-        check_postgrest_names(query.feature_names)
         sampled = query.sample_key_below is not None
         order: Order = (("sample_key", False), ("id", False)) if sampled else (("evaluated_at", True), ("id", True))
-        columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []),
-                            *(f"f{i}:features->{name}" for i, name in enumerate(query.feature_names))])
+        columns = ",".join([*ROW_COLUMNS, *(["sample_key"] if sampled else []), *feature_select(query.schema)])
         # A URL holds a few hundred type sets: more are read in turns, each up to the limit, then merged.
         parts = [self._read_pages("read", EVALUATIONS, lambda t=type_sets: self._rows_select(query, columns, t),
                                   order, int(query.limit))
@@ -224,7 +221,6 @@ class SupabaseStore(Store, SupabaseProject):
         return rows_frame(rows, query.schema)
 
     def count_rows(self, query: RowQuery) -> int:
-        check_postgrest_names(query.feature_names)
         total = 0
         for type_sets in chunks(self.accepted_type_sets(query), TYPE_SETS_PER_REQUEST):
             response = self._call(
@@ -442,11 +438,17 @@ class SupabaseStore(Store, SupabaseProject):
         return confusion_count(rows[0])
 
 
-def check_postgrest_names(names: tuple[str, ...]) -> None:
-    bad = [name for name in names if not FEATURE_NAME.fullmatch(name)]
-    if bad:
-        raise StoreError(f"feature names {bad} cannot be used in PostgREST filters: use letters, digits and _, "
-                         "not only digits")
+def feature_select(schema: FeatureSchema) -> list[str]:
+    """The select of the features: `f{i}:features->name` each, or the whole object (`features`) when a
+    name could not be spelled in a PostgREST path or the list would be long."""
+    columns = [f"f{i}:features->{name}" for i, name in enumerate(schema.names)]
+    return columns if by_name(schema) else ["features"]
+
+
+def by_name(schema: FeatureSchema) -> bool:
+    """Whether a load selects each feature by name (see `FEATURE_NAME`), not whole feature objects."""
+    return (all(FEATURE_NAME.fullmatch(name) for name in schema.names)
+            and sum(len(name) + 16 for name in schema.names) <= MAX_SELECT_CHARACTERS)
 
 
 def postgrest_value(value: Any) -> str:
@@ -503,6 +505,8 @@ def rows_frame(rows: list[dict[str, Any]], schema: FeatureSchema) -> pd.DataFram
         "actual_label": pd.array([r["actual_label"] for r in rows], dtype="str"),
         "confidence": np.array([r["confidence"] for r in rows], dtype="float64"),
     }, columns=list(ROW_COLUMNS))
+    if not by_name(schema):  # whole feature objects (only accepted rows are loaded: each is an object)
+        return pd.concat([frame, feature_frame([r["features"] for r in rows], schema).set_axis(frame.index)], axis=1)
     for i, feature in enumerate(schema.features):
         frame[feature.name] = typed_column([r[f"f{i}"] for r in rows], feature.kind).set_axis(frame.index)
     return frame

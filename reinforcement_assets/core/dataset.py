@@ -14,7 +14,7 @@ from .records import Window, WindowSummary, holdout_size
 def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n_errors: int, min_errors: int,
                 force: bool, unlogged: Sequence[str] = ()) -> str | None:
     """Why a run has nothing to retrain on, or None: an empty window; a feature of the model that no
-    row logs (`unlogged`); every row set aside; no usable feature; too few errors."""
+    row logs (`unlogged`); every row set aside; no usable feature; no error (even when forced); too few errors."""
     if summary.rows == 0 and not summary.rows_rejected:
         return f"skipped: no evaluated predictions in [{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) UTC"
     if unlogged and schema.features:
@@ -27,6 +27,9 @@ def skip_reason(window: Window, summary: WindowSummary, schema: FeatureSchema, n
     if not schema.features:
         return ("skipped: no row of the window has features a model can take (numbers, strings or booleans "
                 "in a JSON object)")
+    if n_errors == 0:  # even when forced: an update has nothing to learn from, and a refit would repair nothing
+        return (f"skipped: no high-confidence errors in the window{' (force does not apply)' if force else ''}: "
+                "nothing to learn")
     if n_errors < min_errors and not force:
         aside = (f"; {summary.rows_rejected:,} of {summary.rows + summary.rows_rejected:,} evaluated rows set aside: "
                  f"{rejects(summary)}" if summary.rows_rejected else "")

@@ -186,7 +186,13 @@ class ModelVersion:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelVersion:
-        """A `model_versions` row, from psycopg (native types) or PostgREST (JSON), as a `ModelVersion`."""
+        """A `model_versions` row, from psycopg (native types) or PostgREST (JSON), as a `ModelVersion`;
+        a row no model could have written (a hand-inserted one left at its defaults) is an
+        `InvalidRegistryRow` naming the version and each bad column."""
+        problems = registry_row_problems(row)
+        if problems:
+            raise InvalidRegistryRow(f"model_versions row {row.get('version')!r} cannot be used: "
+                                     f"{'; '.join(problems)} (register models with `reinforcement register`)")
         values = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
         values["feature_names"] = tuple(values["feature_names"])
         if row.get("feature_schema") is not None:
@@ -199,6 +205,37 @@ class ModelVersion:
         for key in ("promoted_at", "created_at", "artifact_pruned_at"):
             values[key] = parse_timestamp(values.get(key))
         return cls(**values)
+
+
+class InvalidRegistryRow(StoreError):
+    """A `model_versions` row that does not describe a usable model."""
+
+
+CLASS_TYPES = ("str", "int", "bool", "float")
+
+
+def registry_row_problems(row: dict[str, Any]) -> list[str]:
+    """What is wrong with a `model_versions` row, column by column (empty: nothing)."""
+    problems = []
+    names, classes = row.get("feature_names"), row.get("classes")
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        problems.append(f"feature_names is {names!r}, not a non-empty list of feature names")
+    elif len(set(names)) != len(names):
+        problems.append("feature_names repeats a name")
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        problems.append(f"classes is {classes!r}, not a non-empty list of labels as text")
+    if row.get("class_type") is not None and row["class_type"] not in CLASS_TYPES:
+        problems.append(f"class_type is {row['class_type']!r}, not one of {list(CLASS_TYPES)}")
+    schema = row.get("feature_schema")
+    if schema is not None and isinstance(names, (list, tuple)) and (
+            not isinstance(schema, list) or [f.get("name") if isinstance(f, dict) else None for f in schema] != list(names)):
+        problems.append("feature_schema does not list feature_names in order")
+    if not row.get("artifact_path"):
+        problems.append("artifact_path is empty")
+    base = row.get("base_size")
+    if base is not None and (not isinstance(base, int) or isinstance(base, bool) or base < 1):
+        problems.append(f"base_size is {base!r}, not a positive number of trees or iterations")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ cycle's decisions), `rows`, `dataset` and `evaluation`, and records what happene
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from .. import settings
 from ..backends.artifacts import ArtifactStorage
@@ -109,43 +110,80 @@ class Race:
         return next(c for c in self.candidates if c.name == name)
 
 
+# Every numeric setting has the range of its environment variable (settings.py): Dagster refuses a value
+# out of range when the step reads its config, and `evaluation_log` checks every asset's config of the run
+# before any work (`check_run_config`).
 class EvaluationLogConfig(dg.Config):
-    lookback_days: float = settings.DEFAULT_LOOKBACK_DAYS
-    holdout_share: float = settings.HOLDOUT_SHARE
+    lookback_days: float = settings.POSITIVE.field(settings.DEFAULT_LOOKBACK_DAYS)
+    holdout_share: float = settings.SHARE.field(settings.HOLDOUT_SHARE)
     window_end: Optional[str] = None  # ISO 8601; default: the run's logical time
 
 
 class ErrorSamplesConfig(dg.Config):
-    confidence_threshold: float = settings.ERROR_CONFIDENCE_THRESHOLD
-    max_errors: int = settings.MAX_ERROR_ROWS
+    confidence_threshold: float = settings.PROBABILITY.field(settings.ERROR_CONFIDENCE_THRESHOLD)
+    max_errors: int = settings.POSITIVE_COUNT.field(settings.MAX_ERROR_ROWS)
 
 
 class FinetuneDatasetConfig(dg.Config):
-    min_error_samples: int = settings.MIN_ERROR_SAMPLES_FOR_RETRAINING
-    replay_ratio: float = settings.REPLAY_RATIO
-    max_training_rows: int = settings.MAX_TRAINING_ROWS
-    max_holdout_rows: int = settings.MAX_HOLDOUT_ROWS
+    min_error_samples: int = settings.COUNT.field(settings.MIN_ERROR_SAMPLES_FOR_RETRAINING)
+    replay_ratio: float = settings.NON_NEGATIVE.field(settings.REPLAY_RATIO)
+    max_training_rows: int = settings.POSITIVE_COUNT.field(settings.MAX_TRAINING_ROWS)
+    max_holdout_rows: int = settings.POSITIVE_COUNT.field(settings.MAX_HOLDOUT_ROWS)
     from_scratch: bool = False
-    force: bool = False  # retrain even below min_error_samples
+    force: bool = False  # retrain even below min_error_samples (a window with no error is still skipped)
 
 
 class RetrainedModelConfig(dg.Config):
-    epochs: int = settings.DEFAULT_FINE_TUNE_EPOCHS  # partial_fit passes of an update
-    learning_rate: float = settings.DEFAULT_LEARNING_RATE  # SGD's eta0, MLP's learning_rate_init
-    update_growth: float = settings.UPDATE_GROWTH  # share of the registered size a warm-start update adds
+    epochs: int = settings.POSITIVE_COUNT.field(settings.DEFAULT_FINE_TUNE_EPOCHS)  # partial_fit passes of an update
+    learning_rate: float = settings.POSITIVE.field(settings.DEFAULT_LEARNING_RATE)  # SGD's eta0, MLP's learning_rate_init
+    # Share of the registered size a warm-start update adds.
+    update_growth: float = settings.NON_NEGATIVE.field(settings.UPDATE_GROWTH)
     # A built-in name or package.module:factory: the family of this run's refit. Unset: the champion's
     # family (REINFORCEMENT_LEARNER when there is no champion).
     learner: Optional[str] = None
     # Learners racing beside the update and the refit (names or import paths); default CHALLENGERS.
     challengers: list[str] = list(settings.CHALLENGERS)
-    seed: int = 0
+    seed: int = settings.COUNT.field(0)
 
 
 class RunMetricsConfig(dg.Config):
     gate_metric: str = settings.GATE_METRIC  # accuracy, balanced_accuracy or macro_f1
-    significance_level: float = settings.SIGNIFICANCE_LEVEL
-    non_inferiority_margin: float = settings.NON_INFERIORITY_MARGIN
-    seed: int = 0  # of the paired bootstrap
+    significance_level: float = settings.SHARE.field(settings.SIGNIFICANCE_LEVEL)
+    non_inferiority_margin: float = settings.MARGIN.field(settings.NON_INFERIORITY_MARGIN)
+    seed: int = settings.COUNT.field(0)  # of the paired bootstrap
+
+
+class RunConfigError(ValueError):
+    """A run's config has a value out of range; the message names the asset and the setting."""
+
+
+ASSET_CONFIGS = {"evaluation_log": EvaluationLogConfig, "error_samples": ErrorSamplesConfig,
+                 "finetune_dataset": FinetuneDatasetConfig, "retrained_model": RetrainedModelConfig,
+                 "run_metrics": RunMetricsConfig}
+
+
+def asset_config(context: dg.AssetExecutionContext, asset: str) -> Any:
+    """The config `asset` reads in this run, or a `RunConfigError` naming each bad setting and its range."""
+    ops = (context.run.run_config or {}).get("ops", {})
+    cls = ASSET_CONFIGS[asset]
+    try:
+        return cls(**(ops.get(asset, {}).get("config") or {}))
+    except pydantic.ValidationError as exc:
+        raise RunConfigError("; ".join(config_problem(asset, cls, e) for e in exc.errors())) from None
+
+
+def config_problem(asset: str, cls: type, error: dict[str, Any]) -> str:
+    """One pydantic error as `error_samples.max_errors = -1: must be at least 1`."""
+    name = ".".join(str(part) for part in error["loc"])
+    field = cls.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+    allowed = field.description if field is not None and field.description else error["msg"]
+    return f"{asset}.{name} = {error.get('input')!r}: must be {allowed}"
+
+
+def check_run_config(context: dg.AssetExecutionContext) -> None:
+    """Every asset's config of this run in range, so a bad value fails the first step, before any work."""
+    for asset in ASSET_CONFIGS:
+        asset_config(context, asset)
 
 
 @contextmanager
@@ -193,16 +231,14 @@ def logical_time(context: dg.AssetExecutionContext, window_end: str | None) -> d
 def run_metrics_config(context: dg.AssetExecutionContext) -> RunMetricsConfig:
     """`run_metrics`' config of this run, its gate metric checked (so a typo fails the first step,
     not the last one after every candidate was trained)."""
-    ops = (context.run.run_config or {}).get("ops", {})
-    config = RunMetricsConfig(**(ops.get("run_metrics", {}).get("config") or {}))
+    config = asset_config(context, "run_metrics")
     check_gate_metric(config.gate_metric)
     return config
 
 
 def retraining_config(context: dg.AssetExecutionContext) -> RetrainedModelConfig:
     """`retrained_model`'s config of this run: `finetune_dataset` picks the training set it will need."""
-    ops = (context.run.run_config or {}).get("ops", {})
-    config = RetrainedModelConfig(**(ops.get("retrained_model", {}).get("config") or {}))
+    config = asset_config(context, "retrained_model")
     for learner in [config.learner or settings.LEARNER, *config.challengers]:
         check_learner(learner, allow_import_path=True)  # run config is the launchpad's: trusted
     return config
@@ -235,6 +271,7 @@ def evaluation_log(
             note = check_request_run(store.attach_request_run(request_id, run_id), run_id)
             if note:
                 context.log.warning(note)
+        check_run_config(context)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
                                   check_holdout_share(config.holdout_share))
         run_metrics_config(context)
@@ -280,7 +317,6 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
     if trains_new_model(champion, named_learner):
         recent = store.feature_type_sets(window.recent_start, window.end) or type_sets
         schema = new_model_schema(recent, named_learner or settings.LEARNER)
-        schema = replace(schema, features=tuple(f for f in schema.features if store.can_load_feature(f.name)))
         return schema, None if champion is None else complete_kinds(champion.schema, type_sets)
     schema = champion.schema
     check_feature_names(schema.names)
