@@ -311,3 +311,45 @@ def test_prune_refuses_a_negative_count_and_the_setting_is_checked_when_read(cap
     assert done.stderr.strip().endswith(
         "error: environment variable KEEP_CANDIDATE_ARTIFACTS='-5' is not a valid int: "
         "the number of artifacts to keep must be 0 or more, not -5")
+
+
+HOSTILE_RUN = """
+import dagster as dg
+from reinforcement_assets.cli import main, run_retraining, use_data_dir
+print("status exit", main(["status"]))
+print("demo exit", main(["demo", "--rows", "1000"]))
+use_data_dir(None)
+result = run_retraining({"source": "manual"})
+instance = dg.DagsterInstance.get()
+for entry in instance.all_logs(result.run_id):
+    print("event", entry.message, entry.dagster_event.event_specific_data if entry.dagster_event else "")
+print("run config", instance.get_run_by_id(result.run_id).run_config)
+print("run success", result.success)
+"""
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("postgresql://app:hunter%zz2Secret@127.0.0.1:1/db", "a '%' in the user or password"),
+    ("postgresql://app:hunter 2Secret@127.0.0.1:1/db", "a space in the user or password"),
+    ("postgresql://app:hunter2Secret@[::1/db", "an IPv6 host without its closing ']'"),
+    ("postgresql://app:hunter@2Secret@127.0.0.1:1/db", "more than one '@' before the host"),
+    ("postgresql://app:hunter/2Secret@127.0.0.1:1/db", "a port that is not a number"),
+    ("postgresql://app:hunter2Secret@127.0.0.1:1/db?connect_timeout=1", None),  # well formed, unreachable
+])
+def test_no_password_anywhere_whatever_the_shape_of_the_url(url, problem, tmp_path):
+    """A CLI command, the demo and a real Dagster run with the URL; then every output and every file
+    under DAGSTER_HOME and the data folder is searched for the password's pieces."""
+    home, data = tmp_path / "dagster_home", tmp_path / "data"
+    done = subprocess.run([sys.executable, "-c", HOSTILE_RUN], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "REINFORCEMENT_DATABASE_URL": url,
+                                             "DAGSTER_HOME": str(home), "REINFORCEMENT_DATA_DIR": str(data)})
+    assert "run success False" in done.stdout, done.stderr[-3000:]
+    assert "status exit 1" in done.stdout and "demo exit 1" in done.stdout
+    expected = (f"REINFORCEMENT_DATABASE_URL is not a valid PostgreSQL URL ({problem}" if problem
+                else "Connection refused")
+    assert expected in done.stderr and expected in done.stdout  # the CLI's error and the run's step failure
+    texts = {"stdout": done.stdout, "stderr": done.stderr}
+    texts.update({str(p): p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file()})
+    assert any(name.startswith(str(home)) for name in texts)
+    leaks = {name for name, text in texts.items() if "hunter" in text or "2Secret" in text}
+    assert leaks == set()
