@@ -408,7 +408,7 @@ def migrate(args: argparse.Namespace) -> int:
     import psycopg
 
     from .backends.embedded import EmbeddedServerError, database_url
-    from .backends.postgres_store import redact_credentials
+    from .backends.postgres_store import error_text, redact_credentials
     from .backends.schema import SchemaError, migrate_as_owner, migration_files, version_of
     from .defs.resources import backend_from_environment
 
@@ -420,10 +420,13 @@ def migrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     with environment_resources("store") as (store,):
+        if store.database_url:
+            store.parameters()  # a URL libpq would quote back is refused first, naming what is wrong
         try:
             applied = migrate_as_owner(store.database_url or database_url(store.data_dir))
         except (SchemaError, EmbeddedServerError, psycopg.Error) as exc:
-            print(f"refused: {redact_credentials(' '.join(str(exc).split()), store.database_url)}", file=sys.stderr)
+            text = error_text(exc) if isinstance(exc, psycopg.Error) else one_line(exc)
+            print(f"refused: {redact_credentials(text, store.database_url)}", file=sys.stderr)
             return 1
     newest = version_of(migration_files()[-1])
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied

@@ -244,8 +244,8 @@ def test_store_errors_are_one_line_without_the_password(monkeypatch, capsys):
     monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", "postgresql://app:Pw@s3cretpw@db.invalid/x?connect_timeout=1")
     assert main(["status"]) == 1
     err = capsys.readouterr().err
-    assert err == ("error: REINFORCEMENT_DATABASE_URL is not a valid PostgreSQL URL (more than one '@' before the "
-                   "host: percent-encode '@' in the user or password as %40)\n")
+    assert err == ("error: read model_versions failed: REINFORCEMENT_DATABASE_URL is not a valid PostgreSQL URL "
+                   "(more than one '@' before the host: percent-encode '@' in the user or password as %40)\n")
     monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", "postgresql://app:s3cretpw@db.invalid/x?connect_timeout=1")
     assert main(["status"]) == 1
     err = capsys.readouterr().err

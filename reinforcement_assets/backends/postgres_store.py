@@ -130,7 +130,7 @@ class PostgresStore(Store):
             except EmbeddedServerError as exc:
                 raise StoreError(str(exc)) from None
             if self.database_url:
-                self.parameters()  # refuse a URL libpq would quote back before anything connects
+                connection_parameters(self.database_url)  # refuse a URL libpq would quote back, before connecting
             _prepare(url, embedded=not self.database_url)
             self._url = url
         return self._url
@@ -163,6 +163,8 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(redact_credentials(f"{operation} failed: {error_text(exc)}", self.database_url)) \
                 from None
+        except InvalidDatabaseUrl as exc:
+            raise StoreError(f"{operation} failed: {exc}") from None
 
     def _open(self) -> psycopg.Connection:
         try:
