@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 DEFAULT_DATA_DIR = ".reinforcement"
+# Commands that make a new data folder on purpose; the others refuse one with no database in it
+# (a mistyped --data-dir would otherwise start an empty embedded database).
+CREATES_DATA_DIR = frozenset({"demo", "migrate", "register", "dev"})
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -48,8 +51,21 @@ def use_data_dir(data_dir: str | None) -> Path:
     os.environ["REINFORCEMENT_DATA_DIR"] = str(folder)
     home = Path(os.environ.get("DAGSTER_HOME") or folder / "dagster_home").expanduser().resolve()
     os.environ["DAGSTER_HOME"] = str(home)  # Dagster wants it absolute
-    home.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def missing_database(command_name: str, folder: Path) -> str | None:
+    """Why `command_name` may not run on `folder` (None if it may): the embedded backend's data folder
+    must hold a database unless the command creates one."""
+    from .backends.embedded import pgdata_of
+    from .defs.resources import backend_from_environment
+
+    if command_name in CREATES_DATA_DIR or backend_from_environment(os.environ) != "embedded":
+        return None
+    if pgdata_of(folder).exists():
+        return None
+    return (f"no database in {folder} (no {pgdata_of(folder).name}/ folder): check --data-dir or "
+            "REINFORCEMENT_DATA_DIR; `reinforcement demo` or `reinforcement migrate` creates one")
 
 
 @contextmanager
@@ -185,6 +201,21 @@ def request(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("cancel")
+def cancel(args: argparse.Namespace) -> int:
+    """Cancel a pending retraining request, so that it never runs."""
+    from .backends.store import StoreError
+
+    with environment_resources("store") as (store,):
+        try:
+            cancelled = store.cancel_request(args.request_id)
+        except StoreError as exc:
+            print(f"refused: {one_line(exc)}", file=sys.stderr)
+            return 1
+    print(f"cancelled request {cancelled.id} ({cancelled.priority}: {cancelled.reason}); it will not run")
+    return 0
+
+
 @command("status")
 def status(args: argparse.Namespace) -> int:
     """Print the champion, the latest retraining runs and the latest requests."""
@@ -193,12 +224,19 @@ def status(args: argparse.Namespace) -> int:
     print(f"store: {store.describe()}")
     print(champion_line(champion))
     print()
-    print(table("latest runs", runs, ["created_at", "source", "status", "model_version", "dataset_size",
-                                      "dagster_run_id", "error_message"]))
+    print(table("latest runs", [{**run, "promoted": promoted(run)} for run in runs],
+                ["created_at", "source", "status", "promoted", "model_version", "dataset_size", "dagster_run_id",
+                 "error_message"]))
     print()
     print(table("latest requests", [vars(r) for r in requests],
                 ["created_at", "priority", "status", "reason", "dagster_run_id", "error_message", "id"]))
     return 0
+
+
+def promoted(run: dict) -> str:
+    """Whether a run's challenger became champion: yes, no, or blank for a run that never reached the gate."""
+    flag = (run.get("metrics") or {}).get("promoted")
+    return "" if flag is None else ("yes" if flag else "no")
 
 
 def champion_line(champion) -> str:
@@ -234,36 +272,60 @@ def previous_champion(versions, champion) -> str | None:
 
 @command("rollback")
 def rollback(args: argparse.Namespace) -> int:
-    """Make an earlier model version champion again, recording why."""
+    """Make an earlier model version champion again, recording why; its file must be intact."""
     from .backends.store import StoreError
-    from .core.retention import pruned_message
 
-    with environment_resources("store") as (store,):
+    with environment_resources("store", "artifacts") as (store, artifacts):
         champion = store.champion()
         target = args.version or previous_champion(store.model_versions(limit=1000), champion)
         if target is None:
             print("refused: no earlier champion to roll back to; name a VERSION", file=sys.stderr)
             return 2
-        if champion is not None and target == champion.version:
-            print(f"refused: {target} is already the champion", file=sys.stderr)
-            return 2
         found = store.model_version(target)
-        if found is not None and found.artifact_pruned_at is not None:
-            print(f"refused: {pruned_message(found.version, found.artifact_pruned_at)}", file=sys.stderr)
-            return 2
+        problem = rollback_problem(found, target, champion, artifacts, force=args.force)
+        if problem:
+            print(f"refused: {problem}", file=sys.stderr)
+            return 1 if found is None else 2
         was = champion.version if champion else "none"
         try:
             promoted = store.promote(target, f"rollback from {was}: {args.reason}",
                                      expected_champion=champion.version if champion else None, check_champion=True)
         except StoreError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
+            print(f"refused: {one_line(exc)}", file=sys.stderr)
             return 1
     if promoted is None or promoted.version != target:
         print(f"refused: the champion changed to {promoted.version if promoted else 'none'} meanwhile; try again",
               file=sys.stderr)
         return 1
-    print(f"rolled back: {promoted.version} is the champion again (was {was}); reason recorded: {args.reason}")
+    never = " (it had never been champion: --force)" if found.promoted_at is None else ""
+    print(f"rolled back: {promoted.version} is the champion{'' if never else ' again'} (was {was}){never}; "
+          f"reason recorded: {args.reason}")
     return 0
+
+
+def rollback_problem(found, target: str, champion, artifacts, *, force: bool) -> str | None:
+    """Why `target` may not become champion again (None if it may): unknown, already champion, never
+    champion without `force`, or its file pruned, missing or not the bytes the registry recorded."""
+    from .backends.artifacts import ArtifactIntegrityError
+    from .core.retention import pruned_message
+
+    if found is None:
+        return f"unknown model version {target}"
+    if champion is not None and target == champion.version:
+        return f"{target} is already the champion"
+    if found.artifact_pruned_at is not None:
+        return pruned_message(found.version, found.artifact_pruned_at)
+    try:
+        artifacts.read(found.artifact_path, found.sha256)
+    except ArtifactIntegrityError as exc:
+        return f"{target}'s file does not match the registry: {one_line(exc)}"
+    except OSError as exc:  # FileNotFoundError included
+        return f"{target}'s file {found.artifact_path} cannot be read ({type(exc).__name__}): it cannot be restored"
+    # The registry keeps promoted_at when a champion is replaced: null means never champion.
+    if found.promoted_at is None and not force:
+        return (f"{target} was never champion (a candidate the gate did not promote); add --force to "
+                "promote it anyway")
+    return None
 
 
 @command("prune")
@@ -297,6 +359,35 @@ def prune_lines(report) -> str:
     return "\n".join(lines)
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`."""
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    parse.__name__ = "whole number"  # what argparse names in "invalid whole number value"
+    return parse
+
+
+def number_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with `low_open`)."""
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            bound = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {bound}{low:g}, {high:g}], got {raw}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
 def keep_count(raw: str) -> int:
     """argparse type of --keep: a whole number, 0 or more."""
     from .core.retention import check_keep_count
@@ -317,7 +408,7 @@ def migrate(args: argparse.Namespace) -> int:
     import psycopg
 
     from .backends.embedded import EmbeddedServerError, database_url
-    from .backends.postgres_store import redact_credentials
+    from .backends.postgres_store import error_text, redact_credentials
     from .backends.schema import SchemaError, migrate_as_owner, migration_files, version_of
     from .defs.resources import backend_from_environment
 
@@ -329,10 +420,13 @@ def migrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     with environment_resources("store") as (store,):
+        if store.database_url:
+            store.parameters()  # a URL libpq would quote back is refused first, naming what is wrong
         try:
             applied = migrate_as_owner(store.database_url or database_url(store.data_dir))
         except (SchemaError, EmbeddedServerError, psycopg.Error) as exc:
-            print(f"refused: {redact_credentials(' '.join(str(exc).split()), store.database_url)}", file=sys.stderr)
+            text = error_text(exc) if isinstance(exc, psycopg.Error) else one_line(exc)
+            print(f"refused: {redact_credentials(text, store.database_url)}", file=sys.stderr)
             return 1
     newest = version_of(migration_files()[-1])
     print(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
@@ -408,9 +502,11 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--data-dir", help="folder of the embedded database and artifacts (default .reinforcement)")
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the loop once on a generated week of drifting predictions")
-    p.add_argument("--rows", type=int, default=20_000, help="predictions in the window (default 20000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lookback-days", type=float, default=7.0)
+    p.add_argument("--rows", type=whole_number(100), default=20_000,
+                   help="predictions in the window, 100 or more (default 20000)")
+    p.add_argument("--seed", type=whole_number(0), default=0)
+    p.add_argument("--lookback-days", type=number_in(0, 3650, low_open=True), default=7.0,
+                   help="days in the window (default 7)")
     p = sub.add_parser("request", help="queue a retraining request (run by the retraining_requests sensor)")
     p.add_argument("--reason", required=True, help="why the model should be retrained")
     p.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
@@ -420,10 +516,14 @@ def parser() -> argparse.ArgumentParser:
                                      "hist_gradient_boosting, random_forest)")
     p.add_argument("--requested-by", help="the requesting user's id (UUID)")
     p = sub.add_parser("status", help="print the champion, the latest runs and the latest requests")
-    p.add_argument("--limit", type=int, default=10, help="rows per table (default 10)")
+    p.add_argument("--limit", type=whole_number(1), default=10, help="rows per table, 1 or more (default 10)")
     p = sub.add_parser("rollback", help="make an earlier model version champion again")
     p.add_argument("version", nargs="?", help="the version to restore (default: the previous champion)")
     p.add_argument("--reason", required=True, help="why, recorded as the promotion reason")
+    p.add_argument("--force", action="store_true",
+                   help="also restore a version that was never champion (a candidate the gate did not promote)")
+    p = sub.add_parser("cancel", help="cancel a pending retraining request")
+    p.add_argument("request_id", help="the request's id (see `reinforcement status`)")
     p = sub.add_parser("prune", help="delete old candidates' model files and old runs' asset outputs "
                                      "(registry rows stay)")
     p.add_argument("--keep", type=keep_count, metavar="N",
@@ -444,12 +544,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-names", help="a,b,c: for a model fitted without feature names, in input order")
     p.add_argument("--categorical", help="a,b: features the model takes as text, where its own encoders do not "
                                          "say so (a OneHotEncoder, OrdinalEncoder or categorical HGB does)")
-    p.add_argument("--reference-accuracy", type=float,
+    p.add_argument("--reference-accuracy", type=number_in(0, 1),
                    help="its accuracy on unseen data (default: measured on its logged rows)")
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; its output survives a closed pipe (`reinforcement status | head`)."""
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader went away: say nothing more (Python would otherwise fail flushing at exit).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def run_command(argv: Sequence[str] | None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     root = parser()
     args, dagster_args = root.parse_known_args(argv)
@@ -457,19 +570,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.dagster_args = dagster_args
     elif dagster_args:
         root.error(f"unrecognized arguments: {' '.join(dagster_args)}")
-    use_data_dir(args.data_dir)
+    folder = use_data_dir(args.data_dir)
     try:
         from .backends.store import StoreError
         from .settings import SettingsError  # reading the settings validates them
+        missing = missing_database(args.command, folder)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
+    if missing:
+        print(f"refused: {missing}", file=sys.stderr)
+        return 2
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
     try:
         return COMMANDS[args.command](args)
     except (StoreError, SettingsError) as exc:  # already a clear message: no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

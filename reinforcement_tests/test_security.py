@@ -243,7 +243,9 @@ def test_only_service_role_may_execute_the_functions(database_url):
     assert [name for name, *_ in privileges if name.startswith("summarize_evaluation_window(")] == [
         "summarize_evaluation_window(timestamp with time zone,timestamp with time zone,double precision,"
         "jsonb,boolean)"]
-    assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == []
+    # A signed-in user may cancel their own pending requests; nothing else.
+    assert [(name, anon, user) for name, anon, user, _ in privileges if anon or user] == [
+        ("cancel_my_retraining_request(uuid)", False, True)]
     # Everything but the owner's maintenance functions, which lock the log for a full recount.
     assert sorted(name for name, *_, service in privileges if not service) == [
         "rebuild_confusion_counts()", "rebuild_evaluation_counts()"]
@@ -329,3 +331,89 @@ def test_over_http_a_signed_in_user_queues_a_request_and_reads_no_predictions(da
         assert [r["id"] for r in requests.select("id").execute().data] == [queued["id"]]
     finally:
         project.close()
+
+
+def user_client(project: SupabaseEmulator, user: uuid.UUID):
+    """supabase-py signed in as `user` (a JWT the emulator reads the claims of), as supabase-js would be."""
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": str(user), "role": "authenticated"}).encode()).decode()
+    return create_client(URL, ANON_KEY, ClientOptions(
+        httpx_client=project.http_client(), headers={"Authorization": f"Bearer header.{claims}.signature"}))
+
+
+def test_over_http_a_user_cancels_only_their_own_pending_requests(database_url, project):
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    as_alice = user_client(project, alice)
+    mine, claimed = (as_alice.table("model_retraining_requests").insert(
+        {"requested_by": str(alice), "reason": reason}).execute().data[0]["id"] for reason in ("drift", "claimed"))
+    (theirs,) = user_client(project, bob).table("model_retraining_requests").insert(
+        {"requested_by": str(bob), "reason": "bob's"}).execute().data
+    with acting_as(database_url, "service_role") as conn:
+        conn.execute("update model_retraining_requests set status = 'processing' where id = %s", (claimed,))
+
+    cancelled = as_alice.rpc("cancel_my_retraining_request", {"p_request_id": mine}).execute().data
+    assert (cancelled["status"], cancelled["error_message"]) == ("cancelled", "cancelled by its requester")
+    refusals = [
+        (theirs["id"], f"unknown retraining request {theirs['id']}"),  # another user's: not even its existence
+        (claimed, f"retraining request {claimed} is processing, not pending: only a pending request can be cancelled"),
+    ]
+    for request_id, message in refusals:
+        with pytest.raises(APIError) as raised:
+            as_alice.rpc("cancel_my_retraining_request", {"p_request_id": request_id}).execute()
+        assert raised.value.message == message
+    anonymous = create_client(URL, ANON_KEY, ClientOptions(httpx_client=project.http_client()))
+    with pytest.raises(APIError) as raised:
+        anonymous.rpc("cancel_my_retraining_request", {"p_request_id": theirs["id"]}).execute()
+    assert raised.value.code == "42501"
+    with pytest.raises(APIError) as raised:  # the backend's function stays the backend's
+        as_alice.rpc("cancel_retraining_request", {"p_request_id": theirs["id"]}).execute()
+    assert raised.value.code == "42501"
+    with acting_as(database_url, "service_role") as conn:
+        statuses = dict(conn.execute("select id::text, status from model_retraining_requests"))
+    assert statuses == {mine: "cancelled", claimed: "processing", theirs["id"]: "pending"}
+
+
+def test_the_database_caps_the_pending_requests_of_one_user(database_url, project):
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    with acting_as(database_url, "service_role") as conn:
+        conn.execute("update reinforcement_settings set max_pending_requests_per_user = 2")
+    requests = user_client(project, alice).table("model_retraining_requests")
+    first, _ = (requests.insert({"requested_by": str(alice), "reason": f"r{i}"}).execute().data[0] for i in range(2))
+    with pytest.raises(APIError) as raised:
+        requests.insert({"requested_by": str(alice), "reason": "one too many"}).execute()
+    assert raised.value.code == "23514"
+    assert raised.value.message == (f"user {alice} already has 2 pending retraining requests, the most one user may "
+                                    "hold (max_pending_requests_per_user = 2)")
+    assert "cancel one" in raised.value.hint
+    # Bob has his own cap; the backend's requests (no requester) are not capped.
+    user_client(project, bob).table("model_retraining_requests").insert(
+        {"requested_by": str(bob), "reason": "mine"}).execute()
+    with acting_as(database_url, "service_role") as conn:
+        for _ in range(3):
+            conn.execute("insert into model_retraining_requests (reason) values ('from the CLI')")
+    # A request that ends (or is cancelled) frees a place.
+    user_client(project, alice).rpc("cancel_my_retraining_request", {"p_request_id": first["id"]}).execute()
+    requests.insert({"requested_by": str(alice), "reason": "now it fits"}).execute()
+    with acting_as(database_url, "service_role") as conn:
+        assert conn.execute("select count(*) from model_retraining_requests where requested_by = %s"
+                            " and status = 'pending'", (alice,)).fetchone()[0] == 2
+        with pytest.raises(errors.CheckViolation):
+            conn.execute("update reinforcement_settings set max_pending_requests_per_user = 0")
+    with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", alice) as conn:
+        conn.execute("update reinforcement_settings set max_pending_requests_per_user = 100")
+
+
+def test_the_cap_and_cancel_through_both_stores(store, project):
+    from reinforcement_assets.backends.store import StoreError
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    user = str(uuid.uuid4())
+    supabase = emulated_resources(project)["store"]
+    with psycopg.connect(store.database_url, autocommit=True) as conn:
+        conn.execute("update reinforcement_settings set max_pending_requests_per_user = 1")
+    for backend in (store, supabase):
+        queued = backend.create_request("drift", requested_by=user)
+        with pytest.raises(StoreError, match="already has 1 pending retraining requests") as raised:
+            backend.create_request("again", requested_by=user)
+        assert "\n" not in str(raised.value)
+        assert backend.cancel_request(queued.id).status == "cancelled"
+        assert backend.cancel_request(queued.id).status == "cancelled"  # repeating it is harmless

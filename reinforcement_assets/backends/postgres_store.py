@@ -26,6 +26,7 @@ from pydantic import PrivateAttr
 
 from ..core.features import FeatureSchema, TypeSetCount, feature_frame, typed_column
 from ..defs.request_queue import check_new_request
+from .database_url import InvalidDatabaseUrl, connection_parameters
 from .embedded import EmbeddedServerError, database_url
 from .schema import SchemaError, prepare_database
 from .store import (
@@ -42,6 +43,7 @@ from .store import (
     WindowSummary,
     confusion_count,
     evaluation_frame,
+    request_id_of,
     to_json,
     type_set_counts,
     window_summary,
@@ -67,14 +69,6 @@ def redact_credentials(text: str, url: str | None = None) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
 
 
-def _parses(url: str) -> bool:
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return False
-    return True
-
-
 def password_pieces(url: str) -> set[str]:
     """The password of `url` read every way a parser might (up to the first or the last `@`, decoded
     or not), and its pieces between separators, so no part of it can be quoted back."""
@@ -91,6 +85,21 @@ def password_pieces(url: str) -> set[str]:
             pieces.update({password, urllib.parse.unquote(password)})
     pieces.update(part for piece in list(pieces) for part in re.split(r"[@:/?\s%]", piece))
     return {piece for piece in pieces if len(piece) >= 3}
+
+
+def error_text(exc: psycopg.Error) -> str:
+    """One line for a database error: the server's message with its detail and hint (no PL/pgSQL
+    context lines), or the client's own message (a connection failure)."""
+    diag = exc.diag
+    if diag.message_primary:
+        text = diag.message_primary
+        if diag.message_detail:
+            text += f" ({diag.message_detail})"
+        if diag.message_hint:
+            text += f"; hint: {diag.message_hint}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 def _prepare(url: str, *, embedded: bool) -> None:
@@ -124,32 +133,42 @@ class PostgresStore(Store):
                 url = self.database_url or database_url(self.data_dir)
             except EmbeddedServerError as exc:
                 raise StoreError(str(exc)) from None
+            if self.database_url:
+                connection_parameters(self.database_url)  # refuse a URL libpq would quote back, before connecting
             _prepare(url, embedded=not self.database_url)
             self._url = url
         return self._url
 
+    def parameters(self) -> dict[str, str]:
+        """The configured URL's connection parameters; a `StoreError` naming what is wrong, never the URL."""
+        try:
+            return connection_parameters(self.database_url or "")
+        except InvalidDatabaseUrl as exc:
+            raise StoreError(str(exc)) from None
+
     def describe(self) -> dict[str, str]:
         if not self.database_url:
             return {"backend": "embedded-postgres", "data_dir": str(Path(self.data_dir).resolve())}
-        info = psycopg.conninfo.conninfo_to_dict(self.database_url)
+        try:
+            info = connection_parameters(self.database_url)
+        except InvalidDatabaseUrl:
+            return {"backend": self.backend, "database": "REINFORCEMENT_DATABASE_URL is not a valid URL"}
         return {"backend": self.backend, "database": f"{info.get('host', '')}:{info.get('port', 5432)}/"
                                                       f"{info.get('dbname', '')}"}
 
     @contextmanager
     def connect(self, operation: str) -> Iterator[psycopg.Connection]:
-        """A connection in UTC; database errors become a `StoreError` naming `operation`."""
+        """A connection in UTC; database errors become a one-line `StoreError` naming `operation`, with
+        no password in it (and without psycopg's exception as its cause, whose text may quote one)."""
         logger.debug("%s", operation)
         try:
             with self._open() as conn:
                 yield conn
         except psycopg.Error as exc:
-            if self.database_url and not _parses(self.database_url):  # libpq's message would quote the URL
-                raise StoreError(f"{operation} failed: the database URL is not one libpq can read; percent-encode "
-                                 "special characters in the password (@ as %40, a space as %20, % as %25)") from None
-            message = f"{operation} failed: {type(exc).__name__}: {str(exc).strip()}"
-            redacted = redact_credentials(message, self.database_url)
-            # The original error would show the password in Dagster's cause chain.
-            raise StoreError(redacted) from (exc if redacted == message else None)
+            raise StoreError(redact_credentials(f"{operation} failed: {error_text(exc)}", self.database_url)) \
+                from None
+        except InvalidDatabaseUrl as exc:
+            raise StoreError(f"{operation} failed: {exc}") from None
 
     def _open(self) -> psycopg.Connection:
         try:
@@ -427,6 +446,11 @@ class PostgresStore(Store):
             " values (%s, %s, %s, %s) returning *",
             (reason, priority, Jsonb(parsed.as_json()), requested_by),
         )
+        return request
+
+    def cancel_request(self, request_id: str) -> RetrainingRequest:
+        (request,) = self._requests("cancel model_retraining_requests",
+                                    "select * from public.cancel_retraining_request(%s)", (request_id_of(request_id),))
         return request
 
     def get_request(self, request_id: str) -> RetrainingRequest | None:

@@ -163,6 +163,11 @@ class Store(dg.ConfigurableResource):
         """Queue a request as `pending` (what the web UI does); a bad priority or option raises `ValueError`."""
 
     @abc.abstractmethod
+    def cancel_request(self, request_id: str) -> RetrainingRequest:
+        """Cancel a pending request (SQL `cancel_retraining_request`); one already cancelled is returned as
+        it is. An unknown id, or a request no longer pending, is a `StoreError` saying so."""
+
+    @abc.abstractmethod
     def get_request(self, request_id: str) -> RetrainingRequest | None:
         """The request, or None."""
 
@@ -230,6 +235,14 @@ class Store(dg.ConfigurableResource):
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""
         return {"backend": self.backend}
+
+
+def request_id_of(raw: str) -> str:
+    """A request id as the store takes it, or a `StoreError` for text that is no UUID."""
+    try:
+        return str(uuid.UUID(str(raw).strip()))
+    except ValueError:
+        raise StoreError(f"not a retraining request id (a UUID): {str(raw)[:100]!r}") from None
 
 
 def to_json(value: Any, *, strict: bool = False) -> Any:

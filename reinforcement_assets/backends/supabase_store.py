@@ -40,6 +40,7 @@ from .store import (
     confusion_count,
     evaluation_frame,
     parse_timestamp,
+    request_id_of,
     to_json,
     type_set_counts,
     window_summary,
@@ -402,6 +403,12 @@ class SupabaseStore(Store, SupabaseProject):
     def attach_request_run(self, request_id: str, dagster_run_id: str) -> RetrainingRequest:
         row = self._rpc("attach_retraining_run", {"p_request_id": request_id, "p_dagster_run_id": dagster_run_id},
                         operation="link to its run", idempotent=True)
+        return RetrainingRequest.from_row(row)
+
+    def cancel_request(self, request_id: str) -> RetrainingRequest:
+        # Cancelling twice answers the same: safe to repeat.
+        row = self._rpc("cancel_retraining_request", {"p_request_id": request_id_of(request_id)},
+                        operation="cancel", idempotent=True)
         return RetrainingRequest.from_row(row)
 
     def finish_request(
