@@ -328,12 +328,29 @@ print("run success", result.success)
 """
 
 
-@pytest.mark.parametrize("url, problem", [
+HOSTILE_URLS = [
     ("postgresql://app:hunter%zz2Secret@127.0.0.1:1/db", "a '%' in the user or password"),
     ("postgresql://app:hunter 2Secret@127.0.0.1:1/db", "a space in the user or password"),
     ("postgresql://app:hunter2Secret@[::1/db", "an IPv6 host without its closing ']'"),
     ("postgresql://app:hunter@2Secret@127.0.0.1:1/db", "more than one '@' before the host"),
     ("postgresql://app:hunter/2Secret@127.0.0.1:1/db", "a port that is not a number"),
+]
+
+
+@pytest.mark.parametrize("url, problem", HOSTILE_URLS)
+def test_a_url_libpq_would_quote_is_refused_naming_its_bad_part_not_its_value(url, problem):
+    from reinforcement_assets.backends.database_url import InvalidDatabaseUrl, connection_parameters
+
+    with pytest.raises(InvalidDatabaseUrl) as refused:
+        connection_parameters(url)
+    assert problem in str(refused.value) and "hunter" not in str(refused.value)
+    assert "2Secret" not in str(refused.value) and refused.value.__cause__ is None
+
+
+# End to end for one malformed URL and one well formed but unreachable (each ~30 s: a subprocess
+# running the CLI, the demo and a Dagster run); the test above covers every malformed shape.
+@pytest.mark.parametrize("url, problem", [
+    HOSTILE_URLS[0],
     ("postgresql://app:hunter2Secret@127.0.0.1:1/db?connect_timeout=1", None),  # well formed, unreachable
 ])
 def test_no_password_anywhere_whatever_the_shape_of_the_url(url, problem, tmp_path):
