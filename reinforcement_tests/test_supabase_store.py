@@ -295,14 +295,15 @@ def test_the_registry_behaves_as_on_the_postgres_backend(supabase, store):
     promoted = sb.promote("v1", "first", reference_accuracy=0.8)
     assert promoted.is_champion and promoted.reference_accuracy == 0.8 and promoted.feature_names == ("x0", "x1")
     sb.record_model_metrics("v2", {"accuracy": 0.91})
-    sb.record_feature_schema("v2", MIXED)
+    known = FeatureSchema.of({"x0": "numeric", "x1": "categorical"}, accepts_missing=True)
+    sb.record_feature_schema("v2", known)
     with pytest.raises(StoreError, match="no model version .v9."):  # as on the Postgres backend
-        sb.record_feature_schema("v9", MIXED)
+        sb.record_feature_schema("v9", known)
     sb.promote("v2", "better")
     assert sb.champion() == store.champion() and sb.champion().version == "v2"
     assert sb.model_versions() == store.model_versions()
     assert sb.model_versions()[0].metrics == {"n": 1, "accuracy": 0.91}
-    assert sb.champion().schema == MIXED
+    assert sb.champion().schema == known
     assert store.model_versions()[1].schema == FeatureSchema.of({"x0": None, "x1": None})  # v1: kinds unknown
     with pytest.raises(StoreError, match=r"promote \(rpc/promote_model_version\) failed: .*unknown model version v9"):
         sb.promote("v9", "no such version")
@@ -396,7 +397,7 @@ def test_transient_read_failures_are_retried_with_backoff(supabase, project):
 
 def test_writes_are_not_repeated_blindly(supabase, project):
     sb = supabase["store"]
-    version = ModelVersion(version="v1", artifact_path="m", sha256=SHA, feature_names=(), classes=())
+    version = ModelVersion(version="v1", artifact_path="m", sha256=SHA, feature_names=("x0",), classes=("a",))
     # The insert ran but its answer was lost: repeating it could not tell a duplicate from a success.
     project.fail(method="POST", path="/rest/v1/model_versions", exception=httpx.ReadTimeout, after_executing=True)
     with pytest.raises(StoreError, match=r"insert \(model_versions\) failed: no answer within the 30 s timeout "
@@ -410,7 +411,8 @@ def test_writes_are_not_repeated_blindly(supabase, project):
     project.fail(method="POST", path="/rest/v1/model_versions", status=504,
                  body={"code": "PGRST003", "message": "Timed out acquiring connection from connection pool."})
     project.fail(method="POST", path="/rest/v1/model_versions", exception=httpx.ConnectError)
-    sb.register_model_version(ModelVersion(version="v2", artifact_path="m", sha256=SHA, feature_names=(), classes=()))
+    sb.register_model_version(ModelVersion(version="v2", artifact_path="m", sha256=SHA, feature_names=("x0",),
+                                           classes=("a",)))
     assert len(project.sent("POST", "/rest/v1/model_versions")) == 3
 
     # A claim whose answer is lost is not repeated either: it would claim other requests.
