@@ -10,7 +10,7 @@
 
 drop function if exists public.promote_model_version(text, text, double precision, text, boolean);
 
-create function public.promote_model_version(
+create or replace function public.promote_model_version(
   p_version text, p_reason text, p_reference_accuracy double precision default null,
   p_expected_champion text default null, p_check_champion boolean default false,
   p_dagster_run_id text default null, p_run_fields jsonb default null, p_run_metrics jsonb default null,
