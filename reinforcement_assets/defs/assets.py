@@ -262,12 +262,12 @@ def evaluation_log(
         run_metrics_config(context)
         champion = store.champion()
         model, unusable = read_champion(champion, artifacts)
+        learner = retraining_config(context).learner or (settings.LEARNER if unusable else None)
         if unusable:
-            context.log.warning(f"{unusable}; this run refits {retraining_config(context).learner or settings.LEARNER} "
-                                "and compares it with what was deployed (the logged predictions)")
+            context.log.warning(f"{unusable}; this run refits {learner} and compares it with what was deployed "
+                                "(the logged predictions)")
         type_sets = store.feature_type_sets(window.start, window.end)
-        schema, champion_schema = run_schemas(store, window, type_sets, champion, model,
-                                              retraining_config(context).learner or (settings.LEARNER if unusable else None))
+        schema, champion_schema = run_schemas(store, window, type_sets, champion, model, learner)
         summary = store.summarize_window(window, schema)
         missing = tuple(unlogged(schema, type_sets))
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
