@@ -43,7 +43,7 @@ from reinforcement_assets.backends.schema import apply_migrations
 from reinforcement_assets.backends.store import Window, period_query
 from reinforcement_assets.core.dataset import replay_size, sample_fraction
 from reinforcement_assets.core.features import FeatureSchema
-from reinforcement_assets.defs.assets import asset_checks, assets, run_schemas
+from reinforcement_assets.defs.assets import asset_checks, assets, read_champion, run_schemas
 from reinforcement_assets.defs.automation import retraining_job
 from reinforcement_assets.demo import register_champion
 from reinforcement_assets.model import train_from_scratch
@@ -167,8 +167,9 @@ def champion_model(seed: int = 0, rows: int = 20_000, categorical: int = 0):
 
 def cycle_schema(store: PostgresStore, artifacts: LocalArtifactStorage, window: Window) -> FeatureSchema:
     """The champion's schema as `evaluation_log` completes it (and records it) on the first run."""
-    schema, _ = run_schemas(store, artifacts, window, store.feature_type_sets(window.start, window.end),
-                            store.champion(), None)
+    champion = store.champion()
+    model, _ = read_champion(champion, artifacts)
+    schema, _ = run_schemas(store, window, store.feature_type_sets(window.start, window.end), champion, model, None)
     return schema
 
 

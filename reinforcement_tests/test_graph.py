@@ -1,15 +1,23 @@
 """The whole asset graph materialised on the embedded PostgreSQL, with real models."""
 
 import math
+import os
+import subprocess
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
+from psycopg import conninfo
 
 from reinforcement_assets import settings
+from reinforcement_assets.backends.artifacts import ArtifactIOManager
+from reinforcement_assets.backends.postgres_store import PostgresStore
 from reinforcement_assets.defs.assets import asset_checks, assets
+from reinforcement_assets.defs.sensors import make_write_back_sensors
 from reinforcement_assets.demo import accuracy, deploy_initial_model, drift_scenario, log_traffic
 from reinforcement_assets.model import predict_with_confidence, train_from_scratch
 
@@ -17,12 +25,36 @@ END = pd.Timestamp(datetime(2026, 11, 20, 2, tzinfo=timezone.utc))
 START = END - pd.Timedelta(days=7)
 
 
-def materialize(resources, *, tags=None, **config):
+def materialize(resources, *, tags=None, instance=None, **config):
     run_config = {"evaluation_log": {"config": {"window_end": END.isoformat()}}}
     for asset, values in config.items():
         run_config.setdefault(asset, {"config": {}})["config"].update(values)
     return dg.materialize(assets + asset_checks, resources=resources, run_config=dg.RunConfig(run_config),
-                          tags=tags or {"source": "auto_daily"}, raise_on_error=False)
+                          tags=tags or {"source": "auto_daily"}, raise_on_error=False, instance=instance)
+
+
+DIED: list[str] = []  # the databases DiesAfterPromotion stopped
+
+
+def sensor_tick(sensor, instance, store, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"store": store}) as context:
+        return sensor.evaluate_tick(context)
+
+
+class DiesAfterPromotion(PostgresStore):
+    """The store whose database stops accepting connections (and drops those it has) right after a
+    promotion has committed."""
+
+    server_url: str
+
+    def promote(self, *args, **kwargs):
+        champion = super().promote(*args, **kwargs)
+        name = conninfo.conninfo_to_dict(self.database_url)["dbname"]
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(f"alter database {name} allow_connections false")
+            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (name,))
+        DIED.append(name)
+        return champion
 
 
 def materialized(result, key):
@@ -167,19 +199,113 @@ def test_a_first_refit_on_a_window_of_one_class_is_skipped(store, resources):
     assert store.model_versions() == []
 
 
-def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resources, drifted, tmp_path):
+def test_a_failure_is_recorded_and_the_champion_stays(store, artifacts, resources, drifted):
     champion = store.champion()
-    path = tmp_path / "artifacts" / champion.artifact_path
-    path.write_bytes(path.read_bytes()[:-1] + b"!")  # a corrupted (or swapped) model file
-
-    result = materialize(resources, tags={"source": "manual"})
+    # A challenger learner that does not exist: the first step refuses the run's configuration.
+    result = materialize(resources, tags={"source": "manual"}, retrained_model={"learner": "no_such_learner"})
     assert not result.success
     run = store.get_run(result.run_id)
     assert run["status"] == "failed" and run["completed_at"] is not None
-    # The first run to read the champion stops: here evaluation_log, completing its feature schema.
-    assert run["error_message"].startswith("evaluation_log: ArtifactIntegrityError: refusing to load")
+    assert run["error_message"].startswith("evaluation_log: ") and "no_such_learner" in run["error_message"]
     assert store.champion().version == champion.version
     assert len(store.model_versions()) == 1
+
+
+@contextmanager
+def read_only(folder):
+    """`folder` not writable: chmod, and immutable for root (whom permissions do not stop)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_artifact_storage_that_cannot_be_written_fails_the_run_and_settles_its_request(
+        store, artifacts, resources, drifted, tmp_path):
+    """The failure happens while Dagster's IO manager stores evaluation_log's output, outside the asset's
+    body: the run's row and its request are still settled, by the run itself, with the step and the cause."""
+    champion = store.champion()
+    request = store.create_request("retrain, please")
+    (claimed,) = store.claim_requests(1, "test")
+    with read_only(tmp_path / "artifacts" / "assets"):
+        result = materialize(resources, tags={"source": "manual", "request_id": claimed.id})
+    assert not result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "failed" and run["completed_at"] is not None
+    assert run["error_message"].startswith("evaluation_log: ArtifactStorageError: could not store its output in "
+                                           f"artifact storage at assets/evaluation_log/{result.run_id}.joblib: ")
+    assert "not permitted" in run["error_message"] or "Permission denied" in run["error_message"]
+    settled = store.get_request(request.id)
+    assert (settled.status, settled.error_message) == ("failed", run["error_message"])
+    assert store.champion().version == champion.version and len(store.model_versions()) == 1
+
+
+def test_a_database_that_dies_right_after_the_promotion_leaves_registry_and_run_in_agreement(
+        store, artifacts, database_url, server_url, drifted):
+    """The run's outcome commits with the promotion: the database going away right after it cannot leave
+    a new champion whose run row says `failed` (nor one without its gate)."""
+    name = conninfo.conninfo_to_dict(database_url)["dbname"]
+    dying = DiesAfterPromotion(database_url=database_url, server_url=server_url)
+    failed_sensor = next(s for s in make_write_back_sensors(attempts=1) if s.name == "retraining_run_failed")
+    with dg.instance_for_test() as instance:
+        cursor = sensor_tick(failed_sensor, instance, store).cursor
+        try:
+            result = materialize({"store": dying, "artifacts": artifacts,
+                                  "io_manager": ArtifactIOManager(storage=artifacts)}, instance=instance)
+        finally:
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f"alter database {name} allow_connections true")
+        assert name in DIED
+        # Whatever the run managed, the run-failure sensor (the daemon's) writes back what it saw.
+        tick = sensor_tick(failed_sensor, instance, store, cursor)
+        assert [r.error for r in tick.dagster_run_reactions] == ([] if result.success else [None])
+    champion = store.champion()
+    run = store.get_run(result.run_id)
+    assert champion.version != "v0" and champion.version == run["model_version"]
+    assert run["status"] == "completed" and run["metrics"]["promoted"] is True
+    assert run["metrics"]["gate"]["winner"] and run["metrics"]["challenger_version"] == champion.version
+    assert champion.metrics["gate"]["won"] is True
+
+
+@pytest.mark.parametrize("damage", ["deleted", "changed"])
+def test_an_unusable_champion_file_still_lets_a_run_complete_and_promote(store, artifacts, resources, drifted,
+                                                                         tmp_path, damage):
+    champion = store.champion()
+    path = tmp_path / "artifacts" / champion.artifact_path
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:-1] + b"!")  # a corrupted (or swapped) model file
+
+    for config in ({}, {"finetune_dataset": {"from_scratch": True}}):  # a from-scratch request too
+        result = materialize(resources, tags={"source": "manual"}, **config)
+        assert result.success
+        window = materialized(result, "evaluation_log")
+        why = window["champion_unusable"]
+        assert why.startswith(f"the champion {champion.version}'s file is unusable: ")
+        assert ("not found" if damage == "deleted" else "refusing to load") in why
+        dataset = materialized(result, "finetune_dataset")
+        assert dataset["mode"] == "refit" and why in dataset["mode_reason"]
+        assert settings.LEARNER in dataset["mode_reason"]
+        assert materialized(result, "retrained_model")["champion_unusable"] == why
+        metrics = materialized(result, "run_metrics")
+        assert metrics["baseline"] == f"{why}: compared with what was deployed"
+        run = store.get_run(result.run_id)
+        assert run["status"] == "completed" and run["metrics"]["champion_unusable"] == why
+        if metrics["promoted"]:
+            break
+    assert metrics["promoted"] and config == {}  # the first run already replaced the broken champion
+    assert store.champion().version == run["model_version"] != champion.version
+    # The baseline was what was deployed: the logged predictions of the holdout.
+    new = store.champion()
+    assert artifacts.read_value(new.artifact_path, new.sha256) is not None and new.fine_tuned is False
 
 
 def test_training_from_scratch_when_asked(store, artifacts, resources, drifted):

@@ -604,3 +604,53 @@ def test_a_batch_of_outcomes_with_one_timestamp_splits_on_the_row_id_as_on_the_p
     assert set(loaded["train"]["id"]) | set(loaded["holdout"]["id"]) == set(everything["id"])
     at_batch = [frame.loc[frame["evaluated_at"] == batch_at, "id"] for frame in (loaded["train"], loaded["holdout"])]
     assert len(at_batch[0]) and len(at_batch[1]) and at_batch[0].max() < at_batch[1].min()
+
+
+def drifted_week(supabase) -> str:
+    """A champion deployed through Supabase and a drifting week of its predictions; returns its version."""
+    scenario = drift_scenario(5_000, seed=11)
+    model = deploy_initial_model(supabase["store"], supabase["artifacts"], scenario)
+    log, _ = log_traffic(model, *scenario.window, START, END, model_version="v0", seed=11)
+    supabase["store"].insert_evaluations(log)
+    return supabase["store"].champion().version
+
+
+def cycle(supabase, tags):
+    return dg.materialize(assets + asset_checks, resources=supabase, tags=tags, raise_on_error=False,
+                          run_config=dg.RunConfig({"evaluation_log": {"config": {"window_end": END.isoformat()}}}))
+
+
+def test_a_storage_bucket_refusing_an_output_fails_the_run_and_its_request_without_the_key(project, supabase, store):
+    champion = drifted_week(supabase)
+    request = store.create_request("retrain, please")
+    (claimed,) = store.claim_requests(1, "test")
+    refusal = {"statusCode": "403", "error": "Unauthorized", "message": "new row violates row-level security policy"}
+    project.fail(method="POST", path="/storage/v1/object/reinforcement-artifacts/assets/error_samples/", status=403,
+                 body=refusal, times=10)
+
+    result = cycle(supabase, {"source": "manual", "request_id": claimed.id})
+    assert not result.success
+    run = store.get_run(result.run_id)
+    assert run["status"] == "failed" and run["completed_at"] is not None
+    assert run["error_message"].startswith("error_samples: ArtifactStorageError: could not store its output in "
+                                           f"artifact storage at assets/error_samples/{result.run_id}.parquet: ")
+    assert "row-level security" in run["error_message"] and SERVICE_KEY not in run["error_message"]
+    settled = store.get_request(request.id)
+    assert (settled.status, settled.error_message) == ("failed", run["error_message"])
+    assert store.champion().version == champion
+
+
+def test_a_promotion_whose_answer_is_lost_leaves_registry_and_run_in_agreement(project, supabase, store):
+    """The promotion commits, then its answer is lost (the run fails there): the run's row was written in the
+    promotion's transaction, and the failure recorded afterwards does not undo it."""
+    drifted_week(supabase)
+    project.fail(method="POST", path="/rest/v1/rpc/promote_model_version", exception=httpx.ReadTimeout,
+                 after_executing=True)
+
+    result = cycle(supabase, {"source": "auto_daily"})
+    assert not result.success
+    champion, run = store.champion(), store.get_run(result.run_id)
+    assert champion.version != "v0" and champion.version == run["model_version"]
+    assert run["status"] == "completed" and run["metrics"]["promoted"] is True
+    assert run["metrics"]["gate"]["winner"] and champion.metrics["gate"]["won"] is True
+    assert run["error_message"].startswith("after the cycle was recorded: run_metrics: StoreError: promote")

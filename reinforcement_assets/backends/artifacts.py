@@ -14,9 +14,15 @@ import dagster as dg
 import joblib
 import pandas as pd
 
+from ..core.records import StoreError
+
 
 class ArtifactIntegrityError(RuntimeError):
     """An artifact's bytes do not match the sha256 recorded when it was written."""
+
+
+class ArtifactStorageError(StoreError):
+    """Artifact storage could not store or load an asset's value (a folder not writable, a bucket refusing)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         key = "/".join(context.asset_key.path)
-        stored = self.storage.write_value(f"{self.prefix}/{key}/{context.run_id}", obj)
+        data, extension, content_type = encode(obj)
+        path = f"{self.prefix}/{key}/{context.run_id}.{extension}"
+        try:
+            stored = self.storage.write(path, data, content_type)
+        except Exception as exc:  # a folder not writable, a full disk, a bucket refusing: say where
+            raise ArtifactStorageError(f"could not store its output in artifact storage at {path}: "
+                                       f"{storage_problem(exc)}") from exc
         context.add_output_metadata(
             {**stored.metadata(), "path": dg.MetadataValue.path(stored.path), "uri": dg.MetadataValue.url(stored.uri)}
         )
@@ -182,7 +194,20 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             raise ArtifactIntegrityError(
                 f"no recorded artifact for {context.asset_key.to_user_string()}: materialise it first"
             )
-        return self.storage.read_value(metadata["path"].value, metadata["sha256"].value)
+        path = metadata["path"].value
+        try:
+            data = self.storage.read(path, metadata["sha256"].value)
+        except (OSError, StoreError) as exc:  # a mismatching sha256 stays an ArtifactIntegrityError
+            raise ArtifactStorageError(f"could not load its input {context.asset_key.to_user_string()} from "
+                                       f"artifact storage at {path}: {storage_problem(exc)}") from exc
+        return decode(data, path)
+
+
+def storage_problem(error: BaseException) -> str:
+    """What went wrong in artifact storage, in words (a file system error without its errno prefix)."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    return f"{type(error).__name__}: {error}" if not isinstance(error, StoreError) else str(error)
 
 
 def recorded_output(instance: dg.DagsterInstance, asset_key: dg.AssetKey, run_id: str) -> dict[str, Any]:

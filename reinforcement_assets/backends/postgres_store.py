@@ -36,6 +36,7 @@ from .store import (
     ConfusionCount,
     ModelVersion,
     RetrainingRequest,
+    RunOutcome,
     RowQuery,
     Store,
     StoreError,
@@ -383,12 +384,14 @@ class PostgresStore(Store):
 
     def promote(
         self, version: str, reason: str, reference_accuracy: float | None = None, *,
-        expected_champion: str | None = None, check_champion: bool = False,
+        expected_champion: str | None = None, check_champion: bool = False, outcome: RunOutcome | None = None,
     ) -> ModelVersion | None:
         with self.connect("promote in model_versions") as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                "select * from public.promote_model_version(%s, %s, %s, %s, %s)",
-                (version, reason, reference_accuracy, expected_champion, check_champion),
+                "select * from public.promote_model_version(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (version, reason, reference_accuracy, expected_champion, check_champion,
+                 *((outcome.dagster_run_id, _jsonb(outcome.fields), _jsonb(outcome.metrics),
+                    _jsonb(outcome.model_metrics)) if outcome else (None, None, None, None))),
             ).fetchone()
         return ModelVersion.from_row(row) if row and row["version"] else None
 

@@ -36,6 +36,7 @@ from ..core.records import (  # noqa: F401  (re-exported: the backends and calle
     RetrainingRequest,
     RowKey,
     RowQuery,
+    RunOutcome,
     StoreError,
     Window,
     WindowSummary,
@@ -119,12 +120,14 @@ class Store(dg.ConfigurableResource):
     @abc.abstractmethod
     def promote(
         self, version: str, reason: str, reference_accuracy: float | None = None, *,
-        expected_champion: str | None = None, check_champion: bool = False,
+        expected_champion: str | None = None, check_champion: bool = False, outcome: RunOutcome | None = None,
     ) -> ModelVersion | None:
         """Make `version` the only champion, atomically; returns the champion afterwards.
 
         With `check_champion`, only while the champion is still `expected_champion` (None: no
-        champion), so a run never replaces a model it was not compared with.
+        champion), so a run never replaces a model it was not compared with. `outcome` is written in
+        the same transaction when the promotion happens (not when the swap is lost): the registry and
+        the run's row agree whatever fails afterwards.
         """
 
     @abc.abstractmethod

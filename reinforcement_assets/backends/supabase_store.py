@@ -31,6 +31,7 @@ from .store import (
     ConfusionCount,
     ModelVersion,
     RetrainingRequest,
+    RunOutcome,
     RowKey,
     RowQuery,
     Store,
@@ -295,12 +296,14 @@ class SupabaseStore(Store, SupabaseProject):
 
     def promote(
         self, version: str, reason: str, reference_accuracy: float | None = None, *,
-        expected_champion: str | None = None, check_champion: bool = False,
+        expected_champion: str | None = None, check_champion: bool = False, outcome: RunOutcome | None = None,
     ) -> ModelVersion | None:
-        row = self._rpc("promote_model_version",
-                        {"p_version": version, "p_reason": reason, "p_reference_accuracy": reference_accuracy,
-                         "p_expected_champion": expected_champion, "p_check_champion": check_champion},
-                        operation="promote", idempotent=False)
+        params = {"p_version": version, "p_reason": reason, "p_reference_accuracy": reference_accuracy,
+                  "p_expected_champion": expected_champion, "p_check_champion": check_champion}
+        if outcome is not None:
+            params.update(p_dagster_run_id=outcome.dagster_run_id, p_run_fields=outcome.fields,
+                          p_run_metrics=outcome.metrics, p_model_metrics=outcome.model_metrics)
+        row = self._rpc("promote_model_version", params, operation="promote", idempotent=False)
         row = row[0] if isinstance(row, list) else row
         return ModelVersion.from_row(row) if row and row.get("version") else None
 

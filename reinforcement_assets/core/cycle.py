@@ -57,10 +57,18 @@ class TrainingPlan:
         return "update" if self.update else (self.learner or "refit")
 
 
-def trains_new_model(champion: ModelVersion | None, named_learner: str | None) -> bool:
-    """Whether a run builds a model of its own (no champion, or the run names a learner) rather than
-    continue or refit the champion's family: then it takes the features the log has now."""
-    return champion is None or bool(named_learner)
+def trains_new_model(champion: ModelVersion | None, named_learner: str | None,
+                     champion_unusable: str | None = None) -> bool:
+    """Whether a run builds a model of its own (no champion, the run names a learner, or the champion's
+    file is unusable) rather than continue or refit the champion's family: then it takes the features
+    the log has now."""
+    return champion is None or bool(named_learner) or bool(champion_unusable)
+
+
+def unusable_champion(champion: ModelVersion, problem: str) -> str:
+    """Why a run cannot use the champion's model (its file is missing, or fails its sha256): it cannot be
+    updated or cloned, so the run refits the default learner and compares with what was deployed."""
+    return f"the champion {champion.version}'s file is unusable: {problem}"
 
 
 def new_model_schema(type_sets: Sequence[TypeSetCount], learner: str) -> FeatureSchema:
@@ -82,12 +90,16 @@ def completed_schema(champion: ModelVersion, champion_model: Any, type_sets: Seq
 
 def plan_training(
     champion: ModelVersion | None, champion_model: Any, error_labels: Sequence[str], *, from_scratch: bool,
-    named_learner: str | None, default_learner: str, growth: float,
+    named_learner: str | None, default_learner: str, growth: float, champion_unusable: str | None = None,
 ) -> TrainingPlan:
     """Update when the champion supports it and no error label is new to it; else refit.
 
-    A learner the run names replaces the family; with no champion the default learner is the family.
+    A learner the run names replaces the family; with no champion, or one whose file is unusable, the
+    default learner is the family.
     """
+    if champion is not None and champion_unusable:
+        learner = named_learner or default_learner
+        return TrainingPlan(False, f"refit with the learner {learner}: {champion_unusable}", learner)
     if champion is None:
         return TrainingPlan(False, f"refit: no champion yet, learner {named_learner or default_learner}",
                             named_learner or default_learner)
@@ -128,11 +140,11 @@ def refit_skip_reason(plan: TrainingPlan, champion_model: Any, train_labels: Seq
 
 
 def plan_of_dataset(is_update_set: bool, champion: ModelVersion | None, *, named_learner: str | None,
-                    default_learner: str) -> TrainingPlan:
+                    default_learner: str, champion_unusable: str | None = None) -> TrainingPlan:
     """The plan a fine-tuning set was built for, read back from it (a window sample means a refit)."""
-    if is_update_set and champion is not None:
+    if is_update_set and champion is not None and not champion_unusable:
         return TrainingPlan(True, f"update of the champion {champion.version}")
-    learner = named_learner or (None if champion else default_learner)
+    learner = named_learner or (None if champion and not champion_unusable else default_learner)
     return TrainingPlan(False, "refit", learner)
 
 
@@ -218,13 +230,15 @@ def holdout_truth(holdout: pd.DataFrame, kind: str) -> np.ndarray:
 
 
 def baseline_predictions(champion_model: Any, champion_schema: FeatureSchema | None, holdout: pd.DataFrame,
-                         kind: str) -> tuple[np.ndarray, str]:
+                         kind: str, champion_unusable: str | None = None) -> tuple[np.ndarray, str]:
     """What the challenger is compared with, and a note saying which: the champion's predictions, or
     what the deployed model actually predicted (the log's `predicted_label`) with no champion, when
     the holdout lacks the champion's features (a run that built a model on the features the log has
-    now), or when the champion cannot predict the holdout (a category its encoder refuses, say)."""
+    now), when the champion cannot predict the holdout (a category its encoder refuses, say), or when its
+    file is unusable (`champion_unusable`: why)."""
     if champion_model is None:
-        return canonical_text(holdout["predicted_label"], kind), "no champion: compared with what was deployed"
+        note = champion_unusable or "no champion"
+        return canonical_text(holdout["predicted_label"], kind), f"{note}: compared with what was deployed"
     if not set(champion_schema.names) <= set(holdout.columns):
         note = "the holdout lacks the champion's features: compared with what was deployed"
     else:

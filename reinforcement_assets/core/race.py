@@ -105,15 +105,16 @@ class RaceVerdict:
 def judge_race(candidates: Sequence[tuple[str, Any]], schema: FeatureSchema, champion_model: Any,
                champion_schema: FeatureSchema | None, holdout: pd.DataFrame, *, metric: str,
                significance_level: float, margin: float, seed: int = 0,
-               failures: dict[str, str] | None = None) -> RaceVerdict:
+               failures: dict[str, str] | None = None, champion_unusable: str | None = None) -> RaceVerdict:
     """Score every (name, model) candidate and the baseline (the champion, or what was deployed) on the
     holdout, and the gate's decision, in the candidates' class type (the champion's). `failures`:
-    candidates that could not be trained (name -> why), which lose untested."""
+    candidates that could not be trained (name -> why), which lose untested. `champion_unusable`: why the
+    champion's file could not be read (then `champion_model` is None), shown as the baseline's note."""
     if not candidates:
         raise ValueError("a race needs at least one trained candidate")
     kind = class_type(candidates[0][1].classes_)
     y_true = holdout_truth(holdout, kind)
-    champion_pred, baseline = baseline_predictions(champion_model, champion_schema, holdout, kind)
+    champion_pred, baseline = baseline_predictions(champion_model, champion_schema, holdout, kind, champion_unusable)
     frame = as_model_frame(holdout, schema)
     comparisons, scores, failures = {}, {}, {name: f"not trained ({why})" for name, why in (failures or {}).items()}
     for name, model in candidates:

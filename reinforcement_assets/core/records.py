@@ -34,6 +34,17 @@ class StoreError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, as written with the promotion it earned (one transaction): its row's columns
+    and metrics (merged), and each candidate's registry metrics (version -> metrics, merged)."""
+
+    dagster_run_id: str
+    fields: dict[str, Any]
+    metrics: dict[str, Any]
+    model_metrics: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Window:
     """The evaluated window [start, end). Its holdout is the newest `holdout_share` of its usable rows,
     in (`evaluated_at`, `id`) order: where it starts is found by the store (`WindowSummary.holdout_start`)."""

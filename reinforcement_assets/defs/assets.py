@@ -17,9 +17,9 @@ import pandas as pd
 import pydantic
 
 from .. import settings
-from ..backends.artifacts import ArtifactStorage
+from ..backends.artifacts import ArtifactIntegrityError, ArtifactStorage
 from ..backends.store import (
-    RUN_SOURCES, ModelVersion, Period, Store, StoreError, Window, WindowSummary, period_query,
+    RUN_SOURCES, ModelVersion, Period, RunOutcome, Store, StoreError, Window, WindowSummary, period_query,
 )
 from ..core.cycle import (
     challenger_record,
@@ -33,6 +33,7 @@ from ..core.cycle import (
     refit_skip_reason,
     trains_new_model,
     training_log,
+    unusable_champion,
 )
 from ..core.race import (
     RaceVerdict,
@@ -54,6 +55,7 @@ from ..core.dataset import (
     sample_fraction,
     skip_reason,
 )
+from ..core.evaluation import RaceDecision
 from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogged
 from ..core.learners import check_learner
 from ..core.metrics import check_gate_metric
@@ -63,6 +65,7 @@ from ..core.rows import check_feature_names
 from ..model import final_estimator
 from ..pruning import prune_artifacts
 from .request_queue import check_request_run
+from .run_end import record_step_failure
 
 GROUP = "reinforcement_loop"
 
@@ -79,6 +82,9 @@ class EvaluatedWindow:
     champion: ModelVersion | None
     unlogged: tuple[str, ...] = ()  # features of the schema no row of the window logs with a value
     champion_schema: FeatureSchema | None = None  # the champion's, its kinds completed from the log
+    # Why the champion's file cannot be used (missing, or failing its sha256): every step then refits
+    # REINFORCEMENT_LEARNER and compares with what was deployed. None: usable (or no champion).
+    champion_unusable: str | None = None
 
     @property
     def training_period(self) -> Period:
@@ -105,6 +111,7 @@ class Race:
     baseline: ModelVersion | None
     baseline_schema: FeatureSchema | None = None  # the champion's features, kinds completed from the log
     failed: tuple[tuple[str, str], ...] = ()  # (candidate, why it could not be trained)
+    baseline_unusable: str | None = None  # why the champion's file could not be used (EvaluatedWindow)
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
@@ -190,24 +197,17 @@ def check_run_config(context: dg.AssetExecutionContext) -> None:
 def run_record(context: dg.AssetExecutionContext, store: Store) -> Iterator[str]:
     """The run's row in `model_retraining_runs`, created or resumed as `running`; yields its id.
 
-    Every asset enters it, so a run re-executed from any step has its row. If the body raises,
-    the row is marked failed with the error; the champion is untouched.
+    Every asset enters it, so a run re-executed from any step has its row. A failure, in the body or
+    outside it (loading inputs, storing the output), is recorded by every asset's failure hook
+    (`run_end.record_step_failure`): the row failed with the error, its request settled, the champion
+    untouched.
     """
     tags = context.run.tags
     source = tags.get("source", "manual")
     if source not in RUN_SOURCES:
         raise ValueError(f"run tag source={source!r} is not one of {RUN_SOURCES}")
-    row_id = store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
-                             request_id=tags.get("request_id"))
-    try:
-        yield row_id
-    except Exception as exc:
-        message = f"{context.asset_key.to_user_string()}: {type(exc).__name__}: {exc}"
-        try:
-            store.update_run(context.run.run_id, status="failed", error_message=message[:4000])
-        except Exception as write_error:  # the run-failure sensor writes it back later
-            context.log.warning(f"could not record the failure: {write_error}")
-        raise
+    yield store.start_run(context.run.run_id, source, triggered_by=tags.get("triggered_by"),
+                          request_id=tags.get("request_id"))
 
 
 def holdout_start_text(summary: WindowSummary) -> str:
@@ -251,13 +251,36 @@ def record_skip(context: dg.AssetExecutionContext, store: Store, reason: str) ->
     context.log.info(reason)
 
 
-def champion_model(champion: ModelVersion | None, artifacts: ArtifactStorage) -> Any:
-    """The champion's model, its sha256 checked, or None with no champion."""
-    return artifacts.read_value(champion.artifact_path, champion.sha256) if champion else None
+def read_champion(champion: ModelVersion | None, artifacts: ArtifactStorage) -> tuple[Any, str | None]:
+    """The champion's model (its sha256 checked) and None; or None and why its file is unusable (missing,
+    or its bytes differ from those registered). The one place that decides it: `evaluation_log` records
+    the answer and every later step follows it. Other storage errors (unreachable) fail the run."""
+    if champion is None:
+        return None, None
+    try:
+        return artifacts.read_value(champion.artifact_path, champion.sha256), None
+    except (ArtifactIntegrityError, FileNotFoundError) as exc:
+        return None, unusable_champion(champion, str(exc))
+
+
+def champion_model(window: EvaluatedWindow, artifacts: ArtifactStorage) -> Any:
+    """The champion's model for this run: None with no champion, or when `evaluation_log` found its file
+    unusable."""
+    champion = window.champion
+    if champion is None or window.champion_unusable:
+        return None
+    return artifacts.read_value(champion.artifact_path, champion.sha256)
+
+
+def run_learner(context: dg.AssetExecutionContext, window: EvaluatedWindow) -> str | None:
+    """The learner the run builds its own model with: the one it names, else REINFORCEMENT_LEARNER when the
+    champion's file is unusable (it cannot be cloned), else None (the champion's family)."""
+    return retraining_config(context).learner or (settings.LEARNER if window.champion_unusable else None)
 
 
 @dg.asset(
     group_name=GROUP,
+    hooks={record_step_failure},
     kinds={"postgres", "sql"},
     description="The evaluated predictions of the lookback window ending at the run's logical time: bounds, "
     "feature schema, accuracy and rows set aside by reason. The rows stay in the database.",
@@ -276,15 +299,20 @@ def evaluation_log(
                                   check_holdout_share(config.holdout_share))
         run_metrics_config(context)
         champion = store.champion()
+        model, unusable = read_champion(champion, artifacts)
+        learner = retraining_config(context).learner or (settings.LEARNER if unusable else None)
+        if unusable:
+            context.log.warning(f"{unusable}; this run refits {learner} and compares it with what was deployed "
+                                "(the logged predictions)")
         type_sets = store.feature_type_sets(window.start, window.end)
-        schema, champion_schema = run_schemas(store, artifacts, window, type_sets, champion,
-                                              retraining_config(context).learner)
+        schema, champion_schema = run_schemas(store, window, type_sets, champion, model, learner)
         summary = store.summarize_window(window, schema)
         missing = tuple(unlogged(schema, type_sets))
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
-                                          "rows_rejected": summary.rows_rejected})
+                                          "rows_rejected": summary.rows_rejected,
+                                          **({"champion_unusable": unusable} if unusable else {})})
     return dg.Output(
-        EvaluatedWindow(window, schema, summary, champion, missing, champion_schema),
+        EvaluatedWindow(window, schema, summary, champion, missing, champion_schema, unusable),
         metadata={
             "rows": summary.rows,
             "rows_rejected": summary.rows_rejected,
@@ -300,14 +328,14 @@ def evaluation_log(
             "accepts_missing": bool(schema.accepts_missing),
             "features_not_logged": dg.MetadataValue.json(list(missing)),
             "champion": champion.version if champion else "",
+            "champion_unusable": unusable or "",
             "store": dg.MetadataValue.json(store.describe()),
         },
     )
 
 
-def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_sets: list[TypeSetCount],
-                champion: ModelVersion | None, named_learner: str | None
-                ) -> tuple[FeatureSchema, FeatureSchema | None]:
+def run_schemas(store: Store, window: Window, type_sets: list[TypeSetCount], champion: ModelVersion | None,
+                model: Any, named_learner: str | None) -> tuple[FeatureSchema, FeatureSchema | None]:
     """The features a run judges and loads rows by, and the champion's (None: no champion).
 
     A model the run builds takes those of the log now. Otherwise they are the champion's, completed
@@ -321,7 +349,7 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
     schema = champion.schema
     check_feature_names(schema.names)
     if not schema.complete:
-        completed = completed_schema(champion, champion_model(champion, artifacts), type_sets)
+        completed = completed_schema(champion, model, type_sets)
         if not unlogged(schema, type_sets):
             store.record_feature_schema(champion.version, completed)
         schema = completed
@@ -330,6 +358,7 @@ def run_schemas(store: Store, artifacts: ArtifactStorage, window: Window, type_s
 
 @dg.asset(
     group_name=GROUP,
+    hooks={record_step_failure},
     kinds={"postgres", "pandas"},
     description="Confident mistakes the champion makes, in the training part of the window, newest first: "
     "rows it predicted wrong with confidence above the threshold, and rows earlier versions predicted that it "
@@ -343,7 +372,7 @@ def error_samples(
     with run_record(context, store):
         rescored = older = pd.DataFrame(columns=["id"])
         note = None
-        if trains_new_model(champion, retraining_config(context).learner):  # no update: the log's errors
+        if trains_new_model(champion, run_learner(context, evaluation_log)):  # no update: the log's errors
             query = period_query(train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold)
             own = store.load_rows(query)
@@ -355,7 +384,7 @@ def error_samples(
             own, older = store.load_many(query, period_query(
                 train, schema, limit=config.max_errors, not_logged_by=champion.version,
                 sample_fraction=sample_fraction(config.max_errors, earlier)))
-            rescored, note = errors_it_still_makes(champion_model(champion, artifacts), schema, older,
+            rescored, note = errors_it_still_makes(champion_model(evaluation_log, artifacts), schema, older,
                                                    config.confidence_threshold)
             if note:
                 context.log.warning(note)
@@ -380,6 +409,7 @@ def error_samples(
 
 @dg.asset(
     group_name=GROUP,
+    hooks={record_step_failure},
     kinds={"pandas", "parquet"},
     output_required=False,
     description="The rows of the race: the update's (errors relabelled with the true label plus replayed correct "
@@ -399,10 +429,10 @@ def finetune_dataset(
             return
         schema, summary = evaluation_log.schema, evaluation_log.summary
         champion, training = evaluation_log.champion, retraining_config(context)
-        model = champion_model(champion, artifacts)
+        model = champion_model(evaluation_log, artifacts)
         plan = plan_training(champion, model, error_samples["actual_label"], from_scratch=config.from_scratch,
                              named_learner=training.learner, default_learner=settings.LEARNER,
-                             growth=training.update_growth)
+                             growth=training.update_growth, champion_unusable=evaluation_log.champion_unusable)
         train = evaluation_log.training_period
         holdout_query = period_query(evaluation_log.holdout_period, schema, limit=config.max_holdout_rows,
                                      sample_fraction=sample_fraction(config.max_holdout_rows, summary.holdout_rows))
@@ -438,6 +468,7 @@ def finetune_dataset(
         metadata={
             "mode": plan.mode,
             "mode_reason": plan.reason,
+            "champion_unusable": evaluation_log.champion_unusable or "",
             "train_rows": train_rows,
             "holdout_rows": int(origins.get("holdout", 0)),
             "error_rows": int(origins.get("error", 0)),
@@ -458,6 +489,7 @@ def holdout_is_disjoint(finetune_dataset: pd.DataFrame) -> dg.AssetCheckResult:
 
 @dg.asset(
     group_name=GROUP,
+    hooks={record_step_failure},
     kinds={"scikitlearn"},
     description="The race's candidates, each registered in model_versions with the sha256 of its file: the "
     "champion's update (partial_fit passes, or a warm-start continuation), a refit of its family (a clone) on a "
@@ -470,9 +502,11 @@ def retrained_model(
     run_id = context.run.run_id
     with run_record(context, store) as row_id:
         schema, baseline = evaluation_log.schema, evaluation_log.champion
-        model = champion_model(baseline, artifacts)
+        model = champion_model(evaluation_log, artifacts)
+        if evaluation_log.champion_unusable:
+            context.log.warning(evaluation_log.champion_unusable)
         first = plan_of_dataset(is_update_set(finetune_dataset), baseline, named_learner=config.learner,
-                                default_learner=settings.LEARNER)
+                                default_learner=settings.LEARNER, champion_unusable=evaluation_log.champion_unusable)
         trained = train_race(race_plans(first, baseline, config.challengers), baseline, model, finetune_dataset,
                              schema, epochs=config.epochs, learning_rate=config.learning_rate,
                              growth=config.update_growth, seed=config.seed)
@@ -501,7 +535,8 @@ def retrained_model(
         updated = any(c.model.fine_tuned for c in candidates)
         store.update_run(run_id, fine_tune_flag=updated, log_url=log.uri, model_version=candidates[0].model.version)
     return dg.Output(
-        Race(tuple(candidates), baseline, evaluation_log.champion_schema, tuple((t.plan.name, t.error) for t in failed)),
+        Race(tuple(candidates), baseline, evaluation_log.champion_schema, tuple((t.plan.name, t.error) for t in failed),
+             evaluation_log.champion_unusable),
         metadata={
             "candidates": dg.MetadataValue.md(candidates_table(trained, candidates)),
             "race": dg.MetadataValue.json([{"candidate": t.plan.name, "reason": t.plan.reason, "train_rows": t.train_rows,
@@ -517,6 +552,7 @@ def retrained_model(
             "training_seconds": sum(t.seconds for t in trained),
             "training_log": dg.MetadataValue.url(log.uri),
             "training_log_sha256": log.sha256,
+            "champion_unusable": evaluation_log.champion_unusable or "",
         },
     )
 
@@ -553,6 +589,7 @@ def _cell(text: str) -> str:
 
 @dg.asset(
     group_name=GROUP,
+    hooks={record_step_failure},
     kinds={"scipy"},
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="run_metrics",
                                    description="A candidate is shown better than the champion (minus the margin) on "
@@ -571,28 +608,28 @@ def run_metrics(
         check_gate_metric(config.gate_metric)
         schema = race.candidates[0].model.schema
         models = [(c.name, artifacts.read_value(c.model.artifact_path, c.model.sha256)) for c in race.candidates]
-        verdict = judge_race(models, schema, champion_model(baseline, artifacts), race.baseline_schema,
-                             holdout_of(finetune_dataset), metric=config.gate_metric,
+        unusable = race.baseline_unusable
+        verdict = judge_race(models, schema, None if unusable else baseline_model(baseline, artifacts),
+                             race.baseline_schema, holdout_of(finetune_dataset), metric=config.gate_metric,
                              significance_level=config.significance_level, margin=config.non_inferiority_margin,
-                             seed=config.seed, failures=dict(race.failed))
+                             seed=config.seed, failures=dict(race.failed), champion_unusable=unusable)
         decision = verdict.decision
         if verdict.baseline != "the champion":
             context.log.warning(f"baseline: {verdict.baseline}")
         if decision.winner:
+            # The run's outcome commits with the promotion, so registry and run row agree whatever fails next.
             winner = race.candidate(decision.winner).model.version
             now = store.promote(winner, decision.reason, reference_accuracy=verdict.scores[decision.winner]["accuracy"],
-                                expected_champion=baseline.version if baseline else None, check_champion=True)
+                                expected_champion=baseline.version if baseline else None, check_champion=True,
+                                outcome=cycle_outcome(context.run.run_id, verdict, decision, race))
             decision = settle_promotion(decision, now, winner)
-        for c in race.candidates:
-            store.record_model_metrics(c.model.version, {**verdict.scores.get(c.name, {}),
-                                                         "gate": decision.standing(c.name).as_dict()})
-        shown = race.candidate(decision.winner or best_candidate(verdict, race))
+        if not decision.promote:  # nothing promoted (or the swap was lost): the outcome is written here
+            outcome = cycle_outcome(context.run.run_id, verdict, decision, race)
+            for version, metrics in outcome.model_metrics.items():
+                store.record_model_metrics(version, metrics)
+            store.update_run(outcome.dagster_run_id, **outcome.fields, metrics=outcome.metrics)
+        shown = shown_candidate(verdict, decision, race)
         scores = verdict.scores.get(shown.name, {})
-        store.update_run(context.run.run_id, status="completed", model_version=shown.model.version,
-                         fine_tune_flag=shown.model.fine_tuned, metrics={
-            **scores, "champion": verdict.champion, "champion_version": baseline.version if baseline else None,
-            "challenger_version": shown.model.version, "candidate": shown.name, "promoted": decision.promote,
-            "gate_metric": decision.metric, "gate": decision.as_dict(), "baseline": verdict.baseline})
     try:
         pruned = prune_artifacts(store, artifacts, settings.KEEP_CANDIDATE_ARTIFACTS, protect_runs=[context.run.run_id])
     except (StoreError, OSError) as exc:  # the cycle is done and recorded; the next run prunes again
@@ -622,6 +659,32 @@ def run_metrics(
                       **{f"{s.name}_holm_p_value": s.adjusted_p_value for s in decision.standings}},
         )],
     )
+
+
+def baseline_model(baseline: ModelVersion | None, artifacts: ArtifactStorage) -> Any:
+    """The champion the race was run against, its sha256 checked (None: there was none)."""
+    return artifacts.read_value(baseline.artifact_path, baseline.sha256) if baseline else None
+
+
+def shown_candidate(verdict: RaceVerdict, decision: RaceDecision, race: Race) -> Candidate:
+    """The candidate a run reports: the winner, else the best estimate of the gate metric."""
+    return race.candidate(decision.winner or best_candidate(verdict, race))
+
+
+def cycle_outcome(run_id: str, verdict: RaceVerdict, decision: RaceDecision, race: Race) -> RunOutcome:
+    """What the run records once judged: its row `completed` with the shown candidate's scores and the gate,
+    and every candidate's scores and standing in the registry."""
+    baseline, shown = race.baseline, shown_candidate(verdict, decision, race)
+    metrics = {
+        **verdict.scores.get(shown.name, {}), "champion": verdict.champion,
+        "champion_version": baseline.version if baseline else None, "challenger_version": shown.model.version,
+        "candidate": shown.name, "promoted": decision.promote, "gate_metric": decision.metric,
+        "gate": decision.as_dict(), "baseline": verdict.baseline,
+        **({"champion_unusable": race.baseline_unusable} if race.baseline_unusable else {})}
+    return RunOutcome(
+        run_id, {"status": "completed", "model_version": shown.model.version, "fine_tune_flag": shown.model.fine_tuned},
+        metrics, {c.model.version: {**verdict.scores.get(c.name, {}), "gate": decision.standing(c.name).as_dict()}
+                  for c in race.candidates})
 
 
 def best_candidate(verdict: RaceVerdict, race: Race) -> str:

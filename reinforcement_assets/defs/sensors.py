@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
@@ -17,11 +16,12 @@ from typing import TypeVar
 import dagster as dg
 
 from .. import settings
-from ..backends.store import RUN_SOURCES, RetrainingRequest, Store, StoreError
+from ..backends.store import RetrainingRequest, Store, StoreError
 from ..core.decay import DecayThresholds, assess_decay, cooling_down, reference_for
 from ..core.metrics import check_gate_metric
 from .automation import retraining_job
 from .request_queue import InvalidRequest, run_request_for
+from .run_end import as_uuid, record_failed_run
 
 T = TypeVar("T")
 
@@ -38,14 +38,6 @@ def utc_now() -> datetime:
 def claimant(sensor_name: str) -> str:
     """Who claims: recorded in `model_retraining_requests.claimed_by` for diagnosis."""
     return f"{sensor_name}@{socket.gethostname()}:{os.getpid()}"
-
-
-def as_uuid(value: str | None) -> str | None:
-    """`value` if it is a UUID (the type of the request and user id columns), else None."""
-    try:
-        return str(uuid.UUID(value)) if value else None
-    except ValueError:
-        return None
 
 
 # Write-back: make `model_retraining_runs` and `model_retraining_requests` agree with Dagster.
@@ -65,10 +57,7 @@ def write_back(store: Store, run: dg.DagsterRun, status: dg.DagsterRunStatus, er
     cancelled = status == dg.DagsterRunStatus.CANCELED
     message = (f"cancelled in Dagster{': ' + error if error else ''}" if cancelled
                else error or f"the Dagster run {run.run_id} failed")
-    source = tags.get("source") if tags.get("source") in RUN_SOURCES else "manual"
-    store.record_run_end(run.run_id, "failed", message[:4000], source=source, request_id=request_id,
-                         triggered_by=as_uuid(tags.get("triggered_by")),
-                         request_status=("cancelled" if cancelled else "failed") if request_id else None)
+    record_failed_run(store, run.run_id, tags, message, cancelled=cancelled)
     return f"run {run.run_id} {'cancelled' if cancelled else 'failed'}: {message[:200]}"
 
 
