@@ -4,7 +4,7 @@ import dagster as dg
 
 from . import settings
 from .defs.assets import asset_checks, assets
-from .defs.automation import auto_daily, retraining_job
+from .defs.automation import auto_daily, retraining_job, run_executor
 from .defs.resources import default_resources
 from .defs.sensors import sensors
 
@@ -17,4 +17,5 @@ defs = dg.Definitions(
     schedules=[auto_daily],
     sensors=sensors,
     resources=default_resources(),
+    executor=run_executor(),  # also for the UI's "Materialize" (Dagster's implicit asset job)
 )

@@ -76,6 +76,12 @@ def _from_env(name: str, default: T, parse: Callable[[str], T], allowed: Range |
     return value
 
 
+def _choice(raw: str, choices: tuple[str, ...]) -> str:
+    if raw.strip().lower() not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    return raw.strip().lower()
+
+
 def _flag(raw: str) -> bool:
     if raw.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -123,6 +129,9 @@ DECAY_MIN_SAMPLES = _from_env("DECAY_MIN_SAMPLES", 200, int, POSITIVE_COUNT)
 DECAY_MIN_DROP = _from_env("DECAY_MIN_DROP", 0.05, float, PROBABILITY)
 DECAY_SIGNIFICANCE_LEVEL = _from_env("DECAY_SIGNIFICANCE_LEVEL", 0.01, float, SHARE)
 DECAY_COOLDOWN_HOURS = _from_env("DECAY_COOLDOWN_HOURS", 24.0, float, NON_NEGATIVE)
+
+# How a run executes its steps: "in_process" (one process, the default) or "multiprocess" (a process per step).
+RUN_EXECUTOR = _from_env("RUN_EXECUTOR", "in_process", lambda raw: _choice(raw, ("in_process", "multiprocess")))
 
 DEBUG = _from_env("DEBUG", False, _flag)
 LOG_LEVEL = "DEBUG" if DEBUG else _from_env("LOG_LEVEL", "INFO", str).upper()

@@ -22,3 +22,19 @@ def a_class():
 
 def broken():
     raise RuntimeError("the feature store is down")
+
+
+class Hanging(ExtraTreesClassifier):
+    """A classifier whose fit never returns: it writes `$HANGING_MARKER` and blocks until its process is killed."""
+
+    def fit(self, X, y, sample_weight=None):
+        import os
+        import threading
+        from pathlib import Path
+
+        Path(os.environ["HANGING_MARKER"]).write_text(str(os.getpid()))
+        threading.Event().wait()
+
+
+def hanging():
+    return Hanging(n_estimators=5, random_state=0)

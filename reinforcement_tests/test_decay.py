@@ -28,6 +28,7 @@ from reinforcement_assets.core.decay import (
 )
 from reinforcement_assets.core.evaluation import classification_metrics
 from reinforcement_assets.core.metrics import confusion, metric_of
+from reinforcement_assets.defs.instance import CYCLE_TAG, CYCLE_TAG_VALUE
 from reinforcement_assets.defs.sensors import make_decay_sensor
 from reinforcement_assets.demo import accuracy, drift_scenario, log_traffic, register_champion
 from reinforcement_assets.model import train_from_scratch
@@ -238,7 +239,8 @@ def test_a_real_drift_fires_one_run(store, artifacts, instance):
 def test_a_decayed_champion_waits_for_a_retraining_run_in_progress(store, artifacts, instance, resources, stand_in):
     drift_at = deploy(store, artifacts, "abrupt", seed=1)
 
-    running = instance.create_run_for_job(stand_in, status=dg.DagsterRunStatus.STARTED)
+    running = instance.create_run_for_job(stand_in, status=dg.DagsterRunStatus.STARTED,
+                                          tags={CYCLE_TAG: CYCLE_TAG_VALUE})
     ((_, result),) = ticks(store, instance, lambda clock: make_decay_sensor(clock=clock),
                            [drift_at + timedelta(hours=20)])
     assert result.run_requests == []

@@ -20,6 +20,7 @@ from ..backends.store import RetrainingRequest, Store, StoreError
 from ..core.decay import DecayThresholds, assess_decay, cooling_down, reference_for
 from ..core.metrics import check_gate_metric
 from .automation import retraining_job
+from .instance import CYCLE_TAG, CYCLE_TAG_VALUE, is_cycle_run
 from .request_queue import InvalidRequest, run_request_for
 from .run_end import as_uuid, record_failed_run
 
@@ -29,6 +30,11 @@ WAITING_OR_RUNNING = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def cycles_in_progress() -> dg.RunsFilter:
+    """The retraining runs (those carrying the cycle tag) that are queued or running."""
+    return dg.RunsFilter(statuses=WAITING_OR_RUNNING, tags={CYCLE_TAG: CYCLE_TAG_VALUE})
 
 
 def utc_now() -> datetime:
@@ -92,15 +98,19 @@ def failure_message(context: dg.RunFailureSensorContext) -> str:
 
 
 def make_write_back_sensors(
-    *, attempts: int = settings.WRITE_BACK_ATTEMPTS, first_delay: float = 0.5,
+    *, attempts: int = settings.WRITE_BACK_ATTEMPTS, first_delay: float = 0.5, minimum_interval_seconds: int = 30,
 ) -> list[dg.RunStatusSensorDefinition]:
     """Sensors writing a retraining run's end into its row and its request: success, failure, cancellation."""
-    # Every job of the code location: runs launched from the UI ("Materialize all") use Dagster's
-    # implicit asset job, not retraining_job, and their rows need the write-back just as much.
-    common = dict(default_status=dg.DefaultSensorStatus.RUNNING)
+    # Every retraining run on the instance, whatever launched it: the UI's "Materialize all" (Dagster's
+    # implicit asset job), and the CLI's in-process runs, which belong to no code location — the
+    # run monitoring daemon fails those too when their process died.
+    common = dict(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
+                  minimum_interval_seconds=minimum_interval_seconds)
 
     def record(context: dg.RunStatusSensorContext, store: Store, status: dg.DagsterRunStatus,
                error: str | None = None) -> None:
+        if not is_cycle_run(context.dagster_run):
+            return
         done = with_retries(lambda: write_back(store, context.dagster_run, status, error),
                             attempts=attempts, first_delay=first_delay, log=context.log)
         context.log.info(done)
@@ -258,7 +268,7 @@ def make_decay_sensor(
         fired = last_fired(context.cursor)
         if cooling_down(fired, now, thresholds.cooldown):
             return dg.SkipReason(f"{seen}; cooling down: a run was requested at {fired.isoformat()}")
-        busy = context.instance.get_runs(filters=dg.RunsFilter(statuses=WAITING_OR_RUNNING), limit=1)
+        busy = context.instance.get_runs(filters=cycles_in_progress(), limit=1)
         if busy:
             return dg.SkipReason(f"{seen}; retraining run {busy[0].run_id} is already {busy[0].status.value}")
         context.log.info(seen)
