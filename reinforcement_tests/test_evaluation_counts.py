@@ -140,6 +140,11 @@ as $$
          count(*) filter (where (j.evaluated_at, j.id) < (s.at, s.id) and j.is_correct), s.at, s.id
     from judged j cross join split s
    group by 1, 2, s.at, s.id
+  union all
+  select 'evaluated_at_missing', null, count(*), 0, count(*), 0, s.at, s.id
+    from public.prediction_evaluations e cross join split s
+   where e.actual_label is not null and e.evaluated_at is null and e.predicted_at >= p_start and e.predicted_at < p_end
+   group by s.at, s.id
 $$;
 """
 
@@ -222,6 +227,9 @@ def write_random_traffic(conn: psycopg.Connection, rng: np.random.Generator, sta
         "update prediction_evaluations set actual_label = case actual_label when 'a' then 'b' else 'a' end"
         " where random() < 0.1",
         "update prediction_evaluations set evaluated_at = evaluated_at - interval '37 minutes' where random() < 0.1",
+        # Outcomes written without their time: counted by when they were predicted.
+        "update prediction_evaluations set evaluated_at = null, predicted_at = %(end)s - make_interval(secs =>"
+        " 8 * 86400 * random()) where actual_label is not null and random() < 0.03",
         "update prediction_evaluations set features = '{\"x1\": 3}' where random() < 0.02",
         "update prediction_evaluations set features = features || '{\"c\": true, \"x0\": \"1\"}'"
         " where jsonb_typeof(features) = 'object' and random() < 0.02",
@@ -293,7 +301,7 @@ def test_statistics_from_counts_equal_the_row_by_row_functions_they_replaced(dat
     assert {reason for reason, _ in verdicts} == {
         None, "label_missing", "confidence_missing", "confidence_out_of_range", "features_empty",
         "features_json_text", "features_not_object", "feature_missing", "feature_not_numeric",
-        "feature_not_categorical", "feature_not_boolean"}
+        "feature_not_categorical", "feature_not_boolean", "evaluated_at_missing"}
     assert {("feature_missing", "x0"), ("feature_missing", "x1"), ("feature_missing", "c"), ("feature_missing", "b"),
             ("feature_not_numeric", "x0"), ("feature_not_numeric", "x1"), ("feature_not_categorical", "c"),
             ("feature_not_boolean", "b")} <= verdicts

@@ -592,3 +592,40 @@ def test_a_hand_inserted_registry_row_is_refused_naming_its_version_and_columns(
         with pytest.raises(StoreError, match=r"model_versions row 'by-hand' cannot be used: feature_names is \[\], "
                                              r"not a non-empty list.*; classes is \[\]"):
             read()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "supabase"])
+def test_a_batch_the_log_cannot_take_as_given_is_reported_and_its_timeless_outcomes_counted(backend, store, project):
+    """Rows repeating a prediction_id of the same batch, outcomes with no evaluated_at and rows
+    evaluated before they were predicted: the insert says how many of each; the window summary
+    counts the timeless outcomes (by when they were predicted) as `evaluated_at_missing`."""
+    import logging
+
+    from reinforcement_tests.supabase_transport import emulated_resources
+
+    target = store if backend == "postgres" else emulated_resources(project)["store"]
+    early = row("early", END - timedelta(hours=3))
+    early["predicted_at"] = END - timedelta(hours=2)  # predicted after its outcome: kept, reported
+    timeless = [{**row(f"timeless-{i}", None), "predicted_at": END - timedelta(days=1)} for i in range(3)]
+    log = pd.DataFrame([row("twice", END - timedelta(hours=1)), row("twice", END - timedelta(hours=2)),
+                        early, *timeless])
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("reinforcement_assets.store")
+    logger.addHandler(handler)
+    try:
+        assert target.insert_evaluations(log) == 5
+    finally:
+        logger.removeHandler(handler)
+    assert warnings == ["prediction_evaluations batch of 6 rows: duplicate_prediction_id 1, "
+                        "evaluated_at_missing 3, evaluated_before_predicted 1"]
+    window = Window.ending_at(END, 7, 0.2)
+    summary = target.summarize_window(window, SCHEMA)
+    assert (summary.rows, summary.rejected) == (2, {"evaluated_at_missing": 3})
+    assert summary == store.summarize_window(window, SCHEMA)
+    # Once their time is set, they are in the window like any other outcome.
+    with store.connect("test") as conn:
+        conn.execute("update prediction_evaluations set evaluated_at = %s where evaluated_at is null",
+                     (END - timedelta(hours=5),))
+    assert store.summarize_window(window, SCHEMA).rows == 5

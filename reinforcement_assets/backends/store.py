@@ -8,6 +8,7 @@ here).
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import uuid
 from decimal import Decimal
@@ -291,6 +292,32 @@ def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
     return frame
+
+
+def batch_problems(frame: pd.DataFrame) -> dict[str, int]:
+    """What a batch for `insert_evaluations` (an `evaluation_frame`) holds that the log cannot take as
+    given, by kind, kinds with no row left out: `duplicate_prediction_id` (rows repeating an earlier
+    row's id: only the first is written), `evaluated_at_missing` (an outcome with no time: kept, in no
+    window until it is set, counted by the window summary), `evaluated_before_predicted` (kept)."""
+    ids = frame["prediction_id"]
+    predicted = pd.to_datetime(frame["predicted_at"], errors="coerce", utc=True)
+    evaluated = pd.to_datetime(frame["evaluated_at"], errors="coerce", utc=True)
+    problems = {
+        "duplicate_prediction_id": int((ids.notna() & ids.duplicated()).sum()),
+        "evaluated_at_missing": int((frame["actual_label"].notna() & frame["evaluated_at"].isna()).sum()),
+        "evaluated_before_predicted": int((evaluated < predicted).sum()),
+    }
+    return {kind: n for kind, n in problems.items() if n}
+
+
+def warn_about_batch(frame: pd.DataFrame) -> dict[str, int]:
+    """`batch_problems` of `frame`, logged as one warning when there are any."""
+    problems = batch_problems(frame)
+    if problems:
+        logging.getLogger("reinforcement_assets.store").warning(
+            "prediction_evaluations batch of %d rows: %s", len(frame),
+            ", ".join(f"{kind} {n:,}" for kind, n in problems.items()))
+    return problems
 
 
 def feature_json(value: Any) -> Any:

@@ -72,11 +72,18 @@ begin
 end
 $$;
 
+-- Outcomes written without an evaluated_at (a bug in a user's pipeline) are counted, not lost: few
+-- rows, so a small index. Building it reads the log once, writers waiting (a SHARE lock).
+create index if not exists prediction_evaluations_unevaluated_idx
+  on public.prediction_evaluations (predicted_at)
+  where actual_label is not null and evaluated_at is null;
+
 drop function if exists public.summarize_evaluation_window(timestamptz, timestamptz, timestamptz, jsonb, boolean);
 
 -- Counts over the evaluated rows of [p_start, p_end) by why a row is set aside (null: usable) and
 -- on which feature, judged against p_schema; the rows before the holdout (`evaluation_holdout_start`)
--- apart, and the holdout's first key in every row.
+-- apart, and the holdout's first key in every row. Rows with an outcome but no evaluated_at, predicted
+-- in the window, are counted as `evaluated_at_missing`.
 create or replace function public.summarize_evaluation_window(
   p_start timestamptz, p_end timestamptz, p_holdout_share double precision, p_schema jsonb, p_accepts_missing boolean
 ) returns table (reason text, feature text, row_count bigint, correct bigint, train_rows bigint,
@@ -103,6 +110,11 @@ begin
       from public.prediction_evaluations e
      cross join (values (1::bigint, true), (-1::bigint, false)) side(n, train)
      where e.actual_label is not null and e.evaluated_at = split_at and e.id < split_id
+    union all  -- outcomes with no evaluated_at are in no window by it: counted by when they were predicted
+    select null::text, 'evaluated_at_missing'::text, null::bigint, count(*)::bigint, 0::bigint, true
+      from public.prediction_evaluations e
+     where e.actual_label is not null and e.evaluated_at is null
+       and e.predicted_at >= p_start and e.predicted_at < p_end
   ), type_sets as (
     select c.reject_reason, c.feature_types_hash, sum(c.row_count) as n, sum(c.correct_count) as right_n,
            coalesce(sum(c.row_count) filter (where c.train), 0) as train_n,
