@@ -12,7 +12,6 @@ from pydantic import Field
 
 from .core.learners import check_learner
 from .core.metrics import check_gate_metric
-from .core.records import check_holdout_share
 from .core.retention import check_keep_count
 
 T = TypeVar("T")
@@ -105,7 +104,7 @@ CHALLENGERS = _from_env("CHALLENGERS", (), lambda raw: tuple(
 # A warm-start update adds this share of the registered size (trees, iterations); never past twice it.
 UPDATE_GROWTH = _from_env("UPDATE_GROWTH", 0.25, float, NON_NEGATIVE)
 # The holdout: the newest share of the window's usable rows, in (evaluated_at, id) order.
-HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, lambda raw: check_holdout_share(float(raw)), SHARE)
+HOLDOUT_SHARE = _from_env("HOLDOUT_SHARE", 0.2, float, SHARE)
 SIGNIFICANCE_LEVEL = _from_env("SIGNIFICANCE_LEVEL", 0.05, float, SHARE)
 NON_INFERIORITY_MARGIN = _from_env("NON_INFERIORITY_MARGIN", 0.0, float, MARGIN)
 # What the gate compares and the decay trigger watches: accuracy, balanced_accuracy or macro_f1.

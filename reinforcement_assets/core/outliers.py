@@ -20,13 +20,18 @@ OUTLIER_REASON = "feature_outlier"
 OUTLIER_FACTOR = 10_000.0
 
 
+def magnitudes(rows: pd.DataFrame, name: str) -> np.ndarray:
+    """|value| of a numeric feature, NaN where it is missing."""
+    return np.abs(pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float))
+
+
 def outlier_fences(rows: pd.DataFrame, schema: FeatureSchema, factor: float = OUTLIER_FACTOR) -> dict[str, float]:
     """Per numeric feature of `rows`, the magnitude above which a value is an outlier."""
     fences = {}
     for feature in schema.features:
         if feature.kind != "numeric" or feature.name not in rows:
             continue
-        magnitude = np.abs(pd.to_numeric(rows[feature.name], errors="coerce").to_numpy(dtype=float))
+        magnitude = magnitudes(rows, feature.name)
         nonzero = magnitude[np.isfinite(magnitude) & (magnitude > 0)]
         if len(nonzero) >= 2:
             fences[feature.name] = factor * float(np.quantile(nonzero, 0.99, method="lower"))
@@ -37,10 +42,10 @@ def set_aside_outliers(rows: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Da
     """`rows` without those holding an outlier, and how many were set aside per feature (the first
     outlying feature in schema order, as the SQL reject reasons count; a row in the dataset twice, as
     an error and in the window sample, once)."""
-    outlying = pd.Series(False, index=rows.index)
+    outlying = np.zeros(len(rows), dtype=bool)
     counts: dict[str, int] = {}
     for name, fence in outlier_fences(rows, schema).items():
-        beyond = (np.abs(pd.to_numeric(rows[name], errors="coerce")) > fence) & ~outlying
+        beyond = (magnitudes(rows, name) > fence) & ~outlying
         if beyond.any():
             counts[name] = int(rows.loc[beyond, "id"].nunique() if "id" in rows else beyond.sum())
             outlying |= beyond

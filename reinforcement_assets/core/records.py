@@ -84,13 +84,6 @@ class Period:
     before_key: RowKey | None = None
 
 
-def check_holdout_share(share: float) -> float:
-    """`share` if it is a holdout share (strictly between 0 and 1), else a `ValueError` naming it."""
-    if not 0 < share < 1:
-        raise ValueError(f"holdout_share must be strictly between 0 and 1, not {share!r}")
-    return share
-
-
 def holdout_size(usable_rows: int, share: float) -> int:
     """How many of a window's usable rows are its holdout: the share, rounded up (SQL
     `evaluation_holdout_start` counts the same way)."""

@@ -60,7 +60,6 @@ from ..core.features import FeatureSchema, TypeSetCount, complete_kinds, unlogge
 from ..core.learners import check_learner
 from ..core.metrics import check_gate_metric
 from ..core.outliers import OUTLIER_REASON, set_aside_outliers
-from ..core.records import check_holdout_share
 from ..core.rows import check_feature_names
 from ..model import final_estimator
 from ..pruning import prune_artifacts
@@ -296,7 +295,7 @@ def evaluation_log(
                 context.log.warning(note)
         check_run_config(context)
         window = Window.ending_at(logical_time(context, config.window_end), config.lookback_days,
-                                  check_holdout_share(config.holdout_share))
+                                  config.holdout_share)
         run_metrics_config(context)
         champion = store.champion()
         model, unusable = read_champion(champion, artifacts)
