@@ -32,9 +32,16 @@ def test_the_fence_is_a_multiple_of_a_percentile_no_single_row_can_move():
         assert outlier_fences(with_it, SCHEMA)["x"] == pytest.approx(fences["x"], rel=0.02)
         kept, counts = set_aside_outliers(with_it, SCHEMA)
         assert counts == {"x": 1} and len(kept) == 200 and extreme not in kept["x"].to_numpy()
-    # A heavy tail is not an outlier: 100,000 lognormal values of sigma 3 stay.
-    heavy = pd.DataFrame({"x": rng.lognormal(0, 3, size=100_000), "sparse": 0.0, "country": "US"})
-    assert set_aside_outliers(heavy, SCHEMA)[1] == {}
+    # A heavy tail is not an outlier: 100,000 lognormal values of sigma 3, or Pareto of alpha 1.1, stay.
+    for tail in (rng.lognormal(0, 3, size=100_000), rng.pareto(1.1, size=100_000) + 1):
+        assert set_aside_outliers(pd.DataFrame({"x": tail, "sparse": 0.0, "country": "US"}), SCHEMA)[1] == {}
+    # A sentinel repeated, among 30 rows; a single value that overflows, among zeros.
+    small = rows.iloc[:28].assign(x=rows["x"].iloc[:28])
+    repeated = pd.concat([small, pd.DataFrame({"x": [-999_999.0] * 2, "sparse": [0.0] * 2, "country": "US"})],
+                         ignore_index=True)
+    assert set_aside_outliers(repeated, SCHEMA)[1] == {"x": 2}
+    zeros = pd.DataFrame({"x": [0.0] * 999 + [1e200], "sparse": 0.0, "country": "US"})
+    assert set_aside_outliers(zeros, SCHEMA)[1] == {"x": 1}
     # Missing values and a row outlying on two features are counted once, under the first.
     two = pd.DataFrame({"x": [1.0, np.nan, 2.0, 1e9], "sparse": [1.0, 1.0, 1.0, 1e9], "country": "US"})
     assert set_aside_outliers(two, SCHEMA)[1] == {"x": 1}

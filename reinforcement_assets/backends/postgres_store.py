@@ -47,7 +47,6 @@ from .store import (
     request_id_of,
     to_json,
     type_set_counts,
-    warn_about_batch,
     window_summary,
 )
 
@@ -184,7 +183,6 @@ class PostgresStore(Store):
     # The prediction log.
     def insert_evaluations(self, log: pd.DataFrame) -> int:
         frame = evaluation_frame(log)
-        warn_about_batch(frame)
         frame["features"] = [None if f is None else Jsonb(f) for f in frame["features"]]
         with self.connect("insert into prediction_evaluations") as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute(

@@ -241,12 +241,20 @@ class Store(dg.ConfigurableResource):
         return {"backend": self.backend}
 
 
+def as_uuid(value: Any) -> str | None:
+    """`value` as the text of a UUID (the type of the request and user id columns), or None."""
+    try:
+        return str(uuid.UUID(str(value).strip())) if value else None
+    except ValueError:
+        return None
+
+
 def request_id_of(raw: str) -> str:
     """A request id as the store takes it, or a `StoreError` for text that is no UUID."""
-    try:
-        return str(uuid.UUID(str(raw).strip()))
-    except ValueError:
-        raise StoreError(f"not a retraining request id (a UUID): {str(raw)[:100]!r}") from None
+    request_id = as_uuid(raw)
+    if request_id is None:
+        raise StoreError(f"not a retraining request id (a UUID): {str(raw)[:100]!r}")
+    return request_id
 
 
 def to_json(value: Any, *, strict: bool = False) -> Any:
@@ -281,8 +289,10 @@ def to_json(value: Any, *, strict: bool = False) -> Any:
 
 
 def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
-    """`log` with exactly `EVALUATION_COLUMNS`, as objects, missing values as None, labels as text
-    (`label_text`: 3, 3.0 and '3' are all stored as '3'), features as `rows.storable_features` keeps them."""
+    """`log` as every backend inserts it: exactly `EVALUATION_COLUMNS`, as objects, missing values as
+    None, labels as text (`label_text`: 3, 3.0 and '3' are all stored as '3'), features as
+    `rows.storable_features` keeps them. What it holds that the log cannot take as given is logged
+    (`warn_about_batch`)."""
     frame = log.reindex(columns=list(EVALUATION_COLUMNS))
     frame = frame.astype(object).where(frame.notna(), None)
     frame["features"] = pd.Series([feature_json(v) for v in frame["features"]], index=frame.index, dtype=object)
@@ -291,6 +301,7 @@ def evaluation_frame(log: pd.DataFrame) -> pd.DataFrame:
                                     dtype=object)
     for column in ("predicted_label", "actual_label"):
         frame[column] = pd.Series([label_text(v) for v in frame[column]], index=frame.index, dtype=object)
+    warn_about_batch(frame)
     return frame
 
 

@@ -40,7 +40,6 @@ from .store import (
     WindowSummary,
     confusion_count,
     evaluation_frame,
-    warn_about_batch,
     parse_timestamp,
     request_id_of,
     to_json,
@@ -493,7 +492,6 @@ def evaluation_records(log: pd.DataFrame) -> list[dict[str, Any]]:
     A missing feature object or predicted label is kept (and set aside by `reject_reason`), not lost.
     """
     frame = evaluation_frame(log)
-    warn_about_batch(frame)
     now = datetime.now(timezone.utc).isoformat()
     records = []
     for row in frame.to_dict(orient="records"):

@@ -4,9 +4,10 @@ One such row is enough to ruin a run: a value at 1e6 among values near 1 dominat
 mean and variance (every candidate then looks significantly worse), one at 1e200 overflows them (the
 fit fails on NaN). The rule is relative to the run's own rows, so it needs no setting and never
 touches the user's pipeline: a value is an outlier when its magnitude is more than
-`OUTLIER_FACTOR` times the 99th percentile of the feature's nonzero magnitudes among the rows the
-run loaded. That percentile is taken at an observed value below the largest, so a single row can
-never move it; a feature's heavy tail (a lognormal of σ = 3, say) stays well inside the fence.
+`OUTLIER_FACTOR` times the 90th percentile of the feature's nonzero magnitudes among the rows the
+run loaded (taken at an observed value, so up to a tenth of the rows repeating one extreme value
+cannot move it), or at least `OVERFLOW_MAGNITUDE`, where its square overflows a float whatever the
+other rows hold. A feature's heavy tail (a lognormal of σ = 3, a Pareto of α = 1.1) stays inside.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pandas as pd
 from .features import FeatureSchema
 
 OUTLIER_REASON = "feature_outlier"
-OUTLIER_FACTOR = 10_000.0
+OUTLIER_FACTOR = 100_000.0
+OVERFLOW_MAGNITUDE = 1e150
 
 
 def magnitudes(rows: pd.DataFrame, name: str) -> np.ndarray:
@@ -33,8 +35,8 @@ def outlier_fences(rows: pd.DataFrame, schema: FeatureSchema, factor: float = OU
             continue
         magnitude = magnitudes(rows, feature.name)
         nonzero = magnitude[np.isfinite(magnitude) & (magnitude > 0)]
-        if len(nonzero) >= 2:
-            fences[feature.name] = factor * float(np.quantile(nonzero, 0.99, method="lower"))
+        scale = float(np.quantile(nonzero, 0.9, method="lower")) if len(nonzero) >= 2 else np.inf
+        fences[feature.name] = min(factor * scale, OVERFLOW_MAGNITUDE)
     return fences
 
 
@@ -45,8 +47,8 @@ def set_aside_outliers(rows: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Da
     outlying = np.zeros(len(rows), dtype=bool)
     counts: dict[str, int] = {}
     for name, fence in outlier_fences(rows, schema).items():
-        beyond = (magnitudes(rows, name) > fence) & ~outlying
+        beyond = (magnitudes(rows, name) >= fence) & ~outlying
         if beyond.any():
-            counts[name] = int(rows.loc[beyond, "id"].nunique() if "id" in rows else beyond.sum())
+            counts[name] = int(rows.loc[beyond, "id"].nunique(dropna=False) if "id" in rows else beyond.sum())
             outlying |= beyond
     return (rows[~outlying] if counts else rows), counts

@@ -271,10 +271,10 @@ def champion_model(window: EvaluatedWindow, artifacts: ArtifactStorage) -> Any:
     return artifacts.read_value(champion.artifact_path, champion.sha256)
 
 
-def run_learner(context: dg.AssetExecutionContext, window: EvaluatedWindow) -> str | None:
+def run_learner(context: dg.AssetExecutionContext, champion_unusable: str | None) -> str | None:
     """The learner the run builds its own model with: the one it names, else REINFORCEMENT_LEARNER when the
     champion's file is unusable (it cannot be cloned), else None (the champion's family)."""
-    return retraining_config(context).learner or (settings.LEARNER if window.champion_unusable else None)
+    return retraining_config(context).learner or (settings.LEARNER if champion_unusable else None)
 
 
 @dg.asset(
@@ -299,7 +299,7 @@ def evaluation_log(
         run_metrics_config(context)
         champion = store.champion()
         model, unusable = read_champion(champion, artifacts)
-        learner = retraining_config(context).learner or (settings.LEARNER if unusable else None)
+        learner = run_learner(context, unusable)
         if unusable:
             context.log.warning(f"{unusable}; this run refits {learner} and compares it with what was deployed "
                                 "(the logged predictions)")
@@ -371,7 +371,7 @@ def error_samples(
     with run_record(context, store):
         rescored = older = pd.DataFrame(columns=["id"])
         note = None
-        if trains_new_model(champion, run_learner(context, evaluation_log)):  # no update: the log's errors
+        if trains_new_model(champion, run_learner(context, evaluation_log.champion_unusable)):  # no update: the log's errors
             query = period_query(train, schema, limit=config.max_errors, is_correct=False,
                                  min_confidence=config.confidence_threshold)
             own = store.load_rows(query)

@@ -7,20 +7,11 @@ never turns a run already recorded `completed` or `skipped` into a failure.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 
 import dagster as dg
 
-from ..backends.store import RUN_SOURCES, Store
-
-
-def as_uuid(value: str | None) -> str | None:
-    """`value` if it is a UUID (the type of the request and user id columns), else None."""
-    try:
-        return str(uuid.UUID(value)) if value else None
-    except ValueError:
-        return None
+from ..backends.store import RUN_SOURCES, Store, as_uuid
 
 
 def step_failure_message(step: str, error: BaseException) -> str:

@@ -16,13 +16,13 @@ from typing import TypeVar
 import dagster as dg
 
 from .. import settings
-from ..backends.store import RetrainingRequest, Store, StoreError
+from ..backends.store import RetrainingRequest, Store, StoreError, as_uuid
 from ..core.decay import DecayThresholds, assess_decay, cooling_down, reference_for
 from ..core.metrics import check_gate_metric
 from .automation import retraining_job
 from .instance import CYCLE_TAG, CYCLE_TAG_VALUE, is_cycle_run
 from .request_queue import InvalidRequest, run_request_for
-from .run_end import as_uuid, record_failed_run
+from .run_end import record_failed_run
 
 T = TypeVar("T")
 
