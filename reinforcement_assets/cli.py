@@ -209,14 +209,16 @@ def report(result, run: dict) -> str:
 @command("request")
 def request(args: argparse.Namespace) -> int:
     """Queue a retraining request, as a user would from the web UI; the request sensor starts its run."""
-    from .defs.request_queue import OPTION_NAMES, InvalidRequest
+    from .defs.request_queue import OPTION_NAMES, InvalidRequest, check_reason
 
-    if not args.reason.strip():
-        print("refused: --reason must say why the model should be retrained", file=sys.stderr)
+    try:
+        reason = check_reason(args.reason)
+    except InvalidRequest as exc:
+        print(f"refused: {exc} (--reason)", file=sys.stderr)
         return 2
     with environment_resources("store") as (store,):
         try:
-            queued = store.create_request(args.reason.strip(), priority=args.priority, requested_by=args.requested_by,
+            queued = store.create_request(reason, priority=args.priority, requested_by=args.requested_by,
                                           options={"from_scratch": args.from_scratch, "force": args.force,
                                                    **({"learner": args.learner} if args.learner else {})})
         except InvalidRequest as exc:
@@ -290,68 +292,46 @@ def table(title: str, rows: list[dict], columns: list[str], width: int = 48) -> 
     return f"{title}:\n{frame.to_string(index=False)}"
 
 
-def previous_champion(versions, champion) -> str | None:
-    """The most recently promoted version other than the champion: where a rollback goes by default."""
-    earlier = [v for v in versions if v.promoted_at is not None and (champion is None or v.version != champion.version)]
-    return max(earlier, key=lambda v: v.promoted_at).version if earlier else None
-
-
 @command("rollback")
 def rollback(args: argparse.Namespace) -> int:
     """Make an earlier model version champion again, recording why; its file must be intact."""
-    from .backends.store import StoreError
+    from .rollback import RollbackRefused, roll_back
 
     with environment_resources("store", "artifacts") as (store, artifacts):
-        champion = store.champion()
-        target = args.version or previous_champion(store.model_versions(limit=1000), champion)
-        if target is None:
-            print("refused: no earlier champion to roll back to; name a VERSION", file=sys.stderr)
-            return 2
-        found = store.model_version(target)
-        problem = rollback_problem(found, target, champion, artifacts, force=args.force)
-        if problem:
-            print(f"refused: {problem}", file=sys.stderr)
-            return 1 if found is None else 2
-        was = champion.version if champion else "none"
         try:
-            promoted = store.promote(target, f"rollback from {was}: {args.reason}",
-                                     expected_champion=champion.version if champion else None, check_champion=True)
-        except StoreError as exc:
+            done = roll_back(store, artifacts, args.version, args.reason, force=args.force)
+        except RollbackRefused as exc:
             print(f"refused: {one_line(exc)}", file=sys.stderr)
-            return 1
-    if promoted is None or promoted.version != target:
-        print(f"refused: the champion changed to {promoted.version if promoted else 'none'} meanwhile; try again",
-              file=sys.stderr)
-        return 1
-    never = " (it had never been champion: --force)" if found.promoted_at is None else ""
-    print(f"rolled back: {promoted.version} is the champion{'' if never else ' again'} (was {was}){never}; "
-          f"reason recorded: {args.reason}")
+            return 1 if exc.not_found else 2
+    never = " (it had never been champion: --force)" if done.never_champion_before else ""
+    print(f"rolled back: {done.version} is the champion{'' if never else ' again'} (was {done.previous or 'none'})"
+          f"{never}; reason recorded: {done.reason}")
     return 0
 
 
-def rollback_problem(found, target: str, champion, artifacts, *, force: bool) -> str | None:
-    """Why `target` may not become champion again (None if it may): unknown, already champion, never
-    champion without `force`, or its file pruned, missing or not the bytes the registry recorded."""
-    from .backends.artifacts import ArtifactIntegrityError
-    from .core.retention import pruned_message
+@command("monitor")
+def monitor(args: argparse.Namespace) -> int:
+    """Serve the Monitoring page and its JSON API for the configured store, until Ctrl-C."""
+    from . import settings
+    from .defs.request_queue import InvalidRequest, check_requester
+    from .monitor import Access, MonitorRefused, MonitorSettings, create_app, serve
 
-    if found is None:
-        return f"unknown model version {target}"
-    if champion is not None and target == champion.version:
-        return f"{target} is already the champion"
-    if found.artifact_pruned_at is not None:
-        return pruned_message(found.version, found.artifact_pruned_at)
     try:
-        artifacts.read(found.artifact_path, found.sha256)
-    except ArtifactIntegrityError as exc:
-        return f"{target}'s file does not match the registry: {one_line(exc)}"
-    except OSError as exc:  # FileNotFoundError included
-        return f"{target}'s file {found.artifact_path} cannot be read ({type(exc).__name__}): it cannot be restored"
-    # The registry keeps promoted_at when a champion is replaced: null means never champion.
-    if found.promoted_at is None and not force:
-        return (f"{target} was never champion (a candidate the gate did not promote); add --force to "
-                "promote it anyway")
-    return None
+        access = Access.for_bind(args.host, args.port, os.environ.get("REINFORCEMENT_MONITOR_TOKEN"),
+                                 args.allowed_host or ())
+        requested_by = check_requester(args.requested_by)
+    except (MonitorRefused, InvalidRequest) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    page = MonitorSettings(refresh_seconds=settings.MONITOR_REFRESH_SECONDS, poll_seconds=settings.MONITOR_POLL_SECONDS,
+                           lookback_days=settings.DEFAULT_LOOKBACK_DAYS, requested_by=requested_by)
+    with environment_resources("store", "artifacts") as (store, artifacts):
+        app = create_app(store, artifacts, access, page)
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"Monitoring page on http://{shown}:{args.port}/ ({store.describe()['backend']}; "
+              f"{'token required' if access.token else 'loopback only, no token'}); Ctrl-C stops it", flush=True)
+        serve(app, args.host, args.port)
+    return 0
 
 
 @command("prune")
@@ -550,6 +530,14 @@ def parser() -> argparse.ArgumentParser:
                    help="also restore a version that was never champion (a candidate the gate did not promote)")
     p = sub.add_parser("cancel", help="cancel a pending retraining request")
     p.add_argument("request_id", help="the request's id (see `reinforcement status`)")
+    p = sub.add_parser("monitor", help="serve the Monitoring page (runs, the gate's reasons, a retrain button) "
+                                       "and its JSON API")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs REINFORCEMENT_MONITOR_TOKEN)")
+    p.add_argument("--port", type=whole_number(1), default=8765, help="port (default 8765)")
+    p.add_argument("--requested-by", help="the user id (UUID) the page's requests carry")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name users reach the server by (e.g. behind a proxy); repeatable")
     p = sub.add_parser("prune", help="delete old candidates' model files and old runs' asset outputs "
                                      "(registry rows stay)")
     p.add_argument("--keep", type=keep_count, metavar="N",

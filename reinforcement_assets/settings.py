@@ -130,6 +130,8 @@ DECAY_SIGNIFICANCE_LEVEL = _from_env("DECAY_SIGNIFICANCE_LEVEL", 0.01, float, SH
 DECAY_COOLDOWN_HOURS = _from_env("DECAY_COOLDOWN_HOURS", 24.0, float, NON_NEGATIVE)
 
 # How a run executes its steps: "in_process" (one process, the default) or "multiprocess" (a process per step).
+MONITOR_REFRESH_SECONDS = _from_env("MONITOR_REFRESH_SECONDS", 30.0, float, POSITIVE)
+MONITOR_POLL_SECONDS = _from_env("MONITOR_POLL_SECONDS", 2.0, float, POSITIVE)
 RUN_EXECUTOR = _from_env("RUN_EXECUTOR", "in_process", lambda raw: _choice(raw, ("in_process", "multiprocess")))
 
 DEBUG = _from_env("DEBUG", False, _flag)

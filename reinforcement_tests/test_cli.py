@@ -74,7 +74,7 @@ def test_bad_requests_are_refused_and_nothing_is_queued(store, capsys):
     assert main(["request", "--reason", "x", "--requested-by", "alice"]) == 2
     assert "requested_by must be a user id (UUID), got 'alice'" in capsys.readouterr().err
     assert main(["request", "--reason", "  "]) == 2
-    assert "--reason must say why" in capsys.readouterr().err
+    assert "a request needs a reason: say why the model should be retrained (--reason)" in capsys.readouterr().err
     assert store.latest_requests() == []
 
 

@@ -94,6 +94,12 @@ class ArtifactStorage(dg.ConfigurableResource):
             )
         return data
 
+    def read_text(self, path: str, limit: int = 1_000_000) -> str:
+        """A text file no registry row holds a hash for (a run's training log), up to its last `limit`
+        bytes, undecodable bytes replaced."""
+        data = self._get(clean_path(path))
+        return data[-limit:].decode("utf-8", errors="replace")
+
     def write_value(self, path_without_extension: str, value: Any) -> StoredArtifact:
         data, extension, content_type = encode(value)
         return self.write(f"{path_without_extension}.{extension}", data, content_type)

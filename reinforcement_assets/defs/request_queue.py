@@ -70,6 +70,18 @@ def check_request_learner(value: Any) -> str:
         raise InvalidRequest(f"option 'learner': {exc}") from None
 
 
+MAX_REASON_LENGTH = 2_000
+
+
+def check_reason(reason: Any) -> str:
+    """A request's reason, stripped: required, so that every run says why it was asked for."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidRequest("a request needs a reason: say why the model should be retrained")
+    if len(reason.strip()) > MAX_REASON_LENGTH:
+        raise InvalidRequest(f"the reason is {len(reason.strip()):,} characters long; at most {MAX_REASON_LENGTH:,}")
+    return reason.strip()
+
+
 def check_priority(priority: Any) -> str:
     if priority not in REQUEST_PRIORITIES:
         raise InvalidRequest(f"unknown priority {priority!r}; allowed: {', '.join(REQUEST_PRIORITIES)}")
