@@ -37,6 +37,9 @@ RPC_CALLS = (
     "select record_feature_schema('v1', '[]', false)",
     "select * from evaluation_confusion_counts(now() - interval '1 day', now(), null, 10)",
     "select * from evaluation_holdout_start(now() - interval '1 day', now(), 0.2, '[]', false)",
+    "select * from evaluation_daily_accuracy(now() - interval '1 day', now())",
+    "select * from evaluation_outcome_coverage(now() - interval '1 day', now())",
+    "select * from evaluation_early_count(now() - interval '1 day', now())",
 )
 SHA = "0" * 64
 _numbers = itertools.count()
@@ -248,7 +251,7 @@ def test_only_service_role_may_execute_the_functions(database_url):
         ("cancel_my_retraining_request(uuid)", False, True)]
     # Everything but the owner's maintenance functions, which lock the log for a full recount.
     assert sorted(name for name, *_, service in privileges if not service) == [
-        "rebuild_confusion_counts()", "rebuild_evaluation_counts()"]
+        "rebuild_confusion_counts()", "rebuild_evaluation_counts()", "rebuild_prediction_counts()"]
     for call in ("select * from claim_retraining_requests(1, 'me')", "select * from promote_model_version('v', 'r')",
                  *RPC_CALLS):
         with pytest.raises(errors.InsufficientPrivilege), acting_as(database_url, "authenticated", uuid.uuid4()) \

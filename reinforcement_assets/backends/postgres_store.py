@@ -34,6 +34,8 @@ from .store import (
     ROW_COLUMNS,
     AccuracyCount,
     ConfusionCount,
+    DailyAccuracy,
+    DailyCoverage,
     ModelVersion,
     RetrainingRequest,
     RunOutcome,
@@ -43,6 +45,8 @@ from .store import (
     Window,
     WindowSummary,
     confusion_count,
+    daily_accuracies,
+    daily_coverages,
     evaluation_frame,
     request_id_of,
     to_json,
@@ -217,7 +221,7 @@ class PostgresStore(Store):
             rows = cur.execute("select * from public.summarize_evaluation_window(%s, %s, %s, %s, %s)",
                                (window.start, window.end, window.holdout_share, Jsonb(schema.as_json()),
                                 bool(schema.accepts_missing))).fetchall()
-        return window_summary(rows)
+        return window_summary(rows, self.evaluated_early(window.start, window.end))
 
     def _row_filter(self, conn: psycopg.Connection, query: RowQuery) -> tuple[sql.Composable, dict[str, Any]]:
         # Rows are judged once per feature type set, not in every row's jsonb: the accepted sets first.
@@ -536,6 +540,21 @@ class PostgresStore(Store):
             row = cur.execute("select * from public.evaluation_confusion_counts(%s, %s, %s, %s)",
                               (start, end, model_version, max_labels)).fetchone()
         return confusion_count(row)
+
+    def daily_accuracy(self, start: datetime, end: datetime) -> list[DailyAccuracy]:
+        with self.connect("count prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("select * from public.evaluation_daily_accuracy(%s, %s)", (start, end)).fetchall()
+        return daily_accuracies(rows)
+
+    def outcome_coverage(self, start: datetime, end: datetime) -> list[DailyCoverage]:
+        with self.connect("count prediction_evaluations") as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("select * from public.evaluation_outcome_coverage(%s, %s)", (start, end)).fetchall()
+        return daily_coverages(rows)
+
+    def evaluated_early(self, start: datetime, end: datetime) -> int:
+        with self.connect("count prediction_evaluations") as conn:
+            (n,) = conn.execute("select * from public.evaluation_early_count(%s, %s)", (start, end)).fetchone()
+        return int(n)
 
 
 def _jsonb(value: Any) -> Jsonb:

@@ -32,6 +32,8 @@ from ..core.records import (  # noqa: F401  (re-exported: the backends and calle
     TERMINAL_REQUEST_STATUSES,
     AccuracyCount,
     ConfusionCount,
+    DailyAccuracy,
+    DailyCoverage,
     ModelVersion,
     Period,
     RetrainingRequest,
@@ -236,6 +238,21 @@ class Store(dg.ConfigurableResource):
         """`count_correct`, and the confusion matrix of those predictions over their `max_labels` most
         frequent labels (SQL `evaluation_confusion_counts`: from the hourly counts, never the window's rows)."""
 
+    # The monitoring page: from the hourly counts, never the window's rows.
+    @abc.abstractmethod
+    def daily_accuracy(self, start: datetime, end: datetime) -> list[DailyAccuracy]:
+        """`count_correct` per UTC day overlapping [start, end), every day (zeros where none); the first and
+        last day count only the rows inside [start, end) (SQL `evaluation_daily_accuracy`)."""
+
+    @abc.abstractmethod
+    def outcome_coverage(self, start: datetime, end: datetime) -> list[DailyCoverage]:
+        """Predictions per UTC day of predicted_at overlapping [start, end), every day, and how many have an
+        outcome by now; in whole hours, start and end rounded down to the hour (SQL `evaluation_outcome_coverage`)."""
+
+    @abc.abstractmethod
+    def evaluated_early(self, start: datetime, end: datetime) -> int:
+        """Rows predicted in [start, end) (whole hours, rounded down) evaluated before they were predicted."""
+
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""
         return {"backend": self.backend}
@@ -350,7 +367,7 @@ def _finite(value: Any) -> bool:
         return True
 
 
-def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
+def window_summary(rows: list[dict[str, Any]], evaluated_early: int = 0) -> WindowSummary:
     """A `WindowSummary` from the rows of `summarize_evaluation_window` (one per reject reason and
     feature; reason null: usable; each carries the key of the first holdout row)."""
     usable = next((r for r in rows if r["reason"] is None), None) or {}
@@ -368,7 +385,23 @@ def window_summary(rows: list[dict[str, Any]]) -> WindowSummary:
                      if first.get("holdout_evaluated_at") is not None else None)
     return WindowSummary(rows=n, correct=usable.get("correct", 0), train_rows=train,
                          train_correct=usable.get("train_correct", 0), holdout_rows=n - train,
-                         holdout_start=holdout_start, rejected=rejected, rejected_on=rejected_on)
+                         holdout_start=holdout_start, rejected=rejected, rejected_on=rejected_on,
+                         evaluated_early=evaluated_early)
+
+
+def daily_accuracies(rows: list[dict[str, Any]]) -> list[DailyAccuracy]:
+    """`DailyAccuracy`s from the rows of `evaluation_daily_accuracy`."""
+    return [DailyAccuracy(as_date(r["day"]), int(r["evaluated"]), int(r["correct"])) for r in rows]
+
+
+def daily_coverages(rows: list[dict[str, Any]]) -> list[DailyCoverage]:
+    """`DailyCoverage`s from the rows of `evaluation_outcome_coverage`."""
+    return [DailyCoverage(as_date(r["day"]), int(r["predictions"]), int(r["evaluated"])) for r in rows]
+
+
+def as_date(value: date | str) -> date:
+    """A date, from psycopg (a date) or PostgREST (ISO text)."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def type_set_counts(rows: list[dict[str, Any]]) -> list[TypeSetCount]:

@@ -29,6 +29,8 @@ from .store import (
     ROW_COLUMNS,
     AccuracyCount,
     ConfusionCount,
+    DailyAccuracy,
+    DailyCoverage,
     ModelVersion,
     RetrainingRequest,
     RunOutcome,
@@ -39,6 +41,8 @@ from .store import (
     Window,
     WindowSummary,
     confusion_count,
+    daily_accuracies,
+    daily_coverages,
     evaluation_frame,
     parse_timestamp,
     request_id_of,
@@ -163,7 +167,7 @@ class SupabaseStore(Store, SupabaseProject):
              "p_schema": schema.as_json(), "p_accepts_missing": bool(schema.accepts_missing)},
             operation="summarise window", idempotent=True,
         )
-        return window_summary(rows)
+        return window_summary(rows, self.evaluated_early(window.start, window.end))
 
     def accepted_type_sets(self, query: RowQuery) -> list[int]:
         """The feature type sets of the query's period whose rows its schema accepts, a page at a time."""
@@ -446,6 +450,19 @@ class SupabaseStore(Store, SupabaseProject):
                           "p_max_labels": max_labels},
                          operation="count confusion", idempotent=True)
         return confusion_count(rows[0])
+
+    def daily_accuracy(self, start: datetime, end: datetime) -> list[DailyAccuracy]:
+        return daily_accuracies(self._rpc("evaluation_daily_accuracy", {"p_start": start, "p_end": end},
+                                          operation="count daily accuracy", idempotent=True))
+
+    def outcome_coverage(self, start: datetime, end: datetime) -> list[DailyCoverage]:
+        return daily_coverages(self._rpc("evaluation_outcome_coverage", {"p_start": start, "p_end": end},
+                                         operation="count outcome coverage", idempotent=True))
+
+    def evaluated_early(self, start: datetime, end: datetime) -> int:
+        rows = self._rpc("evaluation_early_count", {"p_start": start, "p_end": end},
+                         operation="count evaluated early", idempotent=True)
+        return int(rows[0]["evaluated_early"])
 
 
 def feature_select(schema: FeatureSchema) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,9 @@ class WindowSummary:
     holdout_start: RowKey | None = None
     rejected: dict[str, int] = field(default_factory=dict)  # rows set aside, by reason
     rejected_on: dict[str, dict[str, int]] = field(default_factory=dict)  # reason -> feature -> rows
+    # Rows predicted in the window's whole hours that were evaluated before they were predicted (a clock
+    # or pipeline bug; still usable), from the counts by predicted_at.
+    evaluated_early: int = 0
 
     @property
     def accuracy(self) -> float | None:
@@ -294,6 +297,32 @@ class AccuracyCount:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.evaluated if self.evaluated else None
+
+
+@dataclass(frozen=True)
+class DailyAccuracy:
+    """Usable evaluated predictions of one UTC day (by evaluated_at) and how many were right."""
+
+    day: date
+    evaluated: int = 0
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.evaluated if self.evaluated else None
+
+
+@dataclass(frozen=True)
+class DailyCoverage:
+    """Predictions made on one UTC day (by predicted_at) and how many of them have an outcome by now."""
+
+    day: date
+    predictions: int = 0
+    evaluated: int = 0
+
+    @property
+    def share(self) -> float | None:
+        return self.evaluated / self.predictions if self.predictions else None
 
 
 @dataclass(frozen=True)

@@ -307,6 +307,10 @@ def evaluation_log(
         schema, champion_schema = run_schemas(store, window, type_sets, champion, model, learner)
         summary = store.summarize_window(window, schema)
         missing = tuple(unlogged(schema, type_sets))
+        if summary.evaluated_early:
+            context.log.warning(f"{summary.evaluated_early} rows predicted in the window were evaluated before they "
+                                "were predicted (evaluated_at < predicted_at): a clock or pipeline bug; they are "
+                                "still used")
         store.update_run(run_id, metrics={"window_rows": summary.rows, "window_accuracy": summary.accuracy,
                                           "rows_rejected": summary.rows_rejected,
                                           **({"champion_unusable": unusable} if unusable else {})})
@@ -322,6 +326,7 @@ def evaluation_log(
             "window_end": window.end.isoformat(),
             "holdout_rows": summary.holdout_rows,
             "holdout_start": holdout_start_text(summary),
+            "evaluated_before_predicted": summary.evaluated_early,
             "feature_names": dg.MetadataValue.json(list(schema.names)),
             "feature_schema": dg.MetadataValue.json(schema.as_json()),
             "accepts_missing": bool(schema.accepts_missing),
