@@ -7,6 +7,7 @@ open page follow the request from pending to processing to completed.
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import socket
@@ -15,12 +16,14 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
 from reinforcement_assets.backends.artifacts import LocalArtifactStorage
 from reinforcement_assets.cli import main
+from reinforcement_assets.demo import deploy_initial_model, drift_scenario, log_traffic
 from reinforcement_assets.defs.sensors import make_request_sensor, make_write_back_sensors
 from reinforcement_assets.monitor import Access, MonitorRefused, MonitorSettings, create_app
 from reinforcement_assets.monitor.security import host_name
@@ -33,20 +36,23 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture
-def demo_store(monkeypatch, database_url, store, tmp_path):
-    """The store after `reinforcement demo`: a champion, a week of predictions, one completed run."""
-    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", database_url)
-    monkeypatch.setenv("REINFORCEMENT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("reinforcement_assets.settings.DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert main(["demo", "--rows", "1200"]) == 0
-    return store
+def artifacts(tmp_path) -> LocalArtifactStorage:
+    return LocalArtifactStorage(base_dir=str(tmp_path / "artifacts"))
 
 
 @pytest.fixture
-def artifacts(tmp_path) -> LocalArtifactStorage:
-    """The demo's artifact storage (the data folder's), also behind the `resources` fixture's runs."""
-    return LocalArtifactStorage(base_dir=str(tmp_path / "data" / "artifacts"))
+def demo_store(store, artifacts, resources):
+    """The demo's world, as `reinforcement demo` makes it: the deployed model as champion, a drifting
+    week of its predictions (2% broken), and one completed cycle that promoted a challenger."""
+    scenario = drift_scenario(1200, seed=0)
+    model = deploy_initial_model(store, artifacts, scenario, version="demo-v0")
+    end = pd.Timestamp.now(tz="UTC")
+    log, _ = log_traffic(model, *scenario.window, end - pd.Timedelta(days=7), end, model_version="demo-v0",
+                         bad_row_share=0.02, seed=0)
+    store.insert_evaluations(log)
+    with dg.instance_for_test() as instance:
+        assert retraining(resources).execute_in_process(instance=instance, tags={"source": "manual"}).success
+    return store
 
 
 @pytest.fixture
@@ -90,7 +96,7 @@ def test_requests_are_queued_as_the_cli_queues_them_and_bad_input_writes_nothing
     queued = demo_store.get_request(made.json()["id"])
     assert (queued.status, queued.priority, queued.reason, queued.requested_by) == ("pending", "low",
                                                                                     "drift on Monday", USER)
-    assert queued.options == {"from_scratch": True}
+    assert queued.options.get("from_scratch") is True and not queued.options.get("force")
     before = len(demo_store.latest_requests(100))
     for body, message in [({"reason": "  "}, "needs a reason"), ({"reason": "x", "priority": "urgent"},
                                                                    "unknown priority 'urgent'"),
@@ -120,9 +126,10 @@ def test_the_host_header_must_name_the_bind(demo_store, files):
     assert host_name("[::1]:8765") == ("::1", 8765) and host_name("x:y") == ("x", -1)
 
 
-def test_a_bind_beyond_loopback_needs_a_token(demo_store, files, capsys, monkeypatch):
+def test_a_bind_beyond_loopback_needs_a_token(database_url, capsys, monkeypatch):
     with pytest.raises(MonitorRefused, match="without a token"):
         Access.for_bind("0.0.0.0", 8765, None)
+    monkeypatch.setenv("REINFORCEMENT_DATABASE_URL", database_url)
     monkeypatch.delenv("REINFORCEMENT_MONITOR_TOKEN", raising=False)
     assert main(["monitor", "--host", "0.0.0.0", "--port", "8765"]) == 2
     assert "refusing to serve on 0.0.0.0 without a token" in capsys.readouterr().err
@@ -168,7 +175,7 @@ def test_run_page_shows_the_gate_and_the_training_log(demo_store, files):
     (row,) = demo_store.latest_runs(1)
     page = api.get(f"/runs/{row['dagster_run_id']}")
     assert page.status_code == 200
-    assert row["metrics"]["gate"]["reason"] in page.text.replace("&#39;", "'")
+    assert row["metrics"]["gate"]["reason"] in html.unescape(page.text)
     log = api.get(f"/runs/{row['dagster_run_id']}/log")
     assert log.status_code == 200 and "\"epoch\": 1" in log.text
     assert api.get("/runs/no-such-run").status_code == 404
