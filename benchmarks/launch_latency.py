@@ -5,8 +5,8 @@ against an in-process run of the same job.
 
 On a fresh database of the embedded PostgreSQL, the demo's world (a model trained before a drift,
 `--rows` of its predictions over 7 days). *Launched*: the UI's GraphQL mutation
-`launchPipelineExecution` on a real instance (a temporary DAGSTER_HOME) with Dagster's default run
-launcher and a real code location (`reinforcement_assets.definitions`, served by a code server
+`launchPipelineExecution` on a real instance (a temporary DAGSTER_HOME) with the data folder's run
+launcher (`--launcher warm`: workers forked warm; `default`: Dagster's default path) and a real code location (`reinforcement_assets.definitions`, served by a code server
 process, as `dagster dev` runs it); timed from the mutation to the run's SUCCESS in the instance.
 The run queue's dequeue interval and a sensor's interval are not counted (the instance launches
 at once). *In process*: `execute_in_process` of the same job in this process, on the same data.
@@ -67,8 +67,21 @@ def wait_until_finished(instance, run_id: str, timeout: float = 600.0):
     raise RuntimeError(f"run {run_id} did not finish within {timeout:g} s")
 
 
-def launched_run(workspace, instance, run_config: dict) -> float:
-    """Seconds from the UI's launch mutation to the run's SUCCESS."""
+PHASES = ("RUN_STARTING", "RUN_START", "STEP_START", "RUN_SUCCESS")
+
+
+def phases(instance, run_id: str, launched_at: float) -> dict[str, float]:
+    """Seconds from the launch to the run's first event of each of PHASES."""
+    seen: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        kind = entry.dagster_event.event_type.name if entry.dagster_event else None
+        if kind in PHASES and kind not in seen:
+            seen[kind] = round(entry.timestamp - launched_at, 3)
+    return seen
+
+
+def launched_run(workspace, instance, run_config: dict, timeline: list) -> float:
+    """Seconds from the UI's launch mutation to the run's SUCCESS (its phases appended to `timeline`)."""
     import dagster as dg
     from dagster_graphql.test.utils import execute_dagster_graphql
 
@@ -78,7 +91,7 @@ def launched_run(workspace, instance, run_config: dict) -> float:
                            "pipelineName": "retraining_job"},
               "runConfigData": run_config, "mode": "default",
               "executionMetadata": {"tags": [{"key": "source", "value": "manual"}]}}
-    started = time.perf_counter()
+    started, launched_at = time.perf_counter(), time.time()
     result = execute_dagster_graphql(context, LAUNCH, {"executionParams": params})
     answer = result.data["launchPipelineExecution"]
     if answer["__typename"] != "LaunchRunSuccess":
@@ -87,6 +100,8 @@ def launched_run(workspace, instance, run_config: dict) -> float:
     seconds = time.perf_counter() - started
     if run.status != dg.DagsterRunStatus.SUCCESS:
         raise RuntimeError(f"run {run.run_id} ended {run.status.value}")
+    timeline.append(phases(instance, run.run_id, launched_at))
+    print(f"  {seconds:.2f} s; events after launch: {timeline[-1]}", flush=True)
     return seconds
 
 
@@ -109,15 +124,22 @@ def code_location(instance, working_directory: str):
     return WorkspaceProcessContext(instance, target)
 
 
-def bench(server_url: str, rows: int, repeats: int, executors: Sequence[str]) -> dict[str, Any]:
+def instance_yaml(launcher: str) -> str:
+    """Dagster's default run coordinator (the launch happens in the mutation) and the data folder's
+    run launcher: run workers forked warm (`warm`), or Dagster's default path (`default`)."""
+    return ("run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
+            "run_launcher:\n  module: reinforcement_assets.defs.instance\n  class: LocalRunLauncher\n"
+            f"  config:\n    warm_workers: {str(launcher == 'warm').lower()}\n"
+            "telemetry:\n  enabled: false\n")
+
+
+def bench(server_url: str, rows: int, repeats: int, executors: Sequence[str], launcher: str) -> dict[str, Any]:
     import dagster as dg
 
     with scratch_database(server_url, "bench_launch") as url, tempfile.TemporaryDirectory() as folder:
         data_dir, home = Path(folder) / "data", Path(folder) / "dagster_home"
         home.mkdir(parents=True)
-        # Dagster's default run coordinator and launcher: the launch happens in the mutation.
-        (home / "dagster.yaml").write_text("run_coordinator:\n  module: dagster._core.run_coordinator\n"
-                                            "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n")
+        (home / "dagster.yaml").write_text(instance_yaml(launcher))
         os.environ.update(REINFORCEMENT_DATABASE_URL=url, REINFORCEMENT_DATA_DIR=str(data_dir),
                           DAGSTER_HOME=str(home))
         store, end = seed(url, data_dir, rows)
@@ -125,7 +147,8 @@ def bench(server_url: str, rows: int, repeats: int, executors: Sequence[str]) ->
 
         from reinforcement_assets.definitions import defs
         job = defs.resolve_job_def("retraining_job")
-        results: dict[str, Any] = {"rows": rows, "repeats": repeats, "launched": {}}
+        results: dict[str, Any] = {"rows": rows, "repeats": repeats, "launcher": launcher, "launched": {},
+                                   "load_average_before": os.getloadavg()}
         with dg.DagsterInstance.get() as instance:
             def fresh(run) -> float:
                 store.promote("v0", "benchmark: every run starts from the deployed model")
@@ -137,12 +160,16 @@ def bench(server_url: str, rows: int, repeats: int, executors: Sequence[str]) ->
             print(f"in process: median {statistics.median(times):.2f} s of {times}", flush=True)
             for executor in executors:
                 os.environ["RUN_EXECUTOR"] = executor  # read by the code server when it loads the location
+                timeline: list = []
                 with code_location(instance, os.getcwd()) as workspace:
-                    times = [fresh(lambda: launched_run(workspace, instance, run_config)) for _ in range(repeats)]
+                    times = [fresh(lambda: launched_run(workspace, instance, run_config, timeline))
+                             for _ in range(repeats)]
                 results["launched"][executor] = times
+                results.setdefault("phases", {})[executor] = timeline
                 print(f"launched, {executor} executor: median {statistics.median(times):.2f} s of {times}",
                       flush=True)
             os.environ.pop("RUN_EXECUTOR", None)
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
@@ -154,7 +181,8 @@ def table(results: dict[str, Any]) -> str:
              f"{min(results['in_process_seconds']):.2f} | {max(results['in_process_seconds']):.2f} | 1.00x |"]
     for executor, times in results["launched"].items():
         median = statistics.median(times)
-        lines.append(f"| launched (UI mutation, default run launcher) | {executor} | {median:.2f} | "
+        launcher = {"warm": "LocalRunLauncher, warm worker", "default": "LocalRunLauncher, warm_workers: false"}
+        lines.append(f"| launched (UI mutation, {launcher[results.get('launcher', 'default')]}) | {executor} | {median:.2f} | "
                      f"{min(times):.2f} | {max(times):.2f} | {median / base:.2f}x |")
     return "\n".join(lines)
 
@@ -165,12 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=3_000, help="predictions in the window (default 3000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--executors", nargs="+", choices=["in_process", "multiprocess"], default=["in_process"])
+    parser.add_argument("--launcher", choices=["warm", "default"], default="warm",
+                        help="run workers forked from the warm process, or Dagster's default path")
     parser.add_argument("--output", default="launch_latency")
     args = parser.parse_args(argv)
     begin_benchmark()
     logging.getLogger("dagster").setLevel(logging.WARNING)
     with embedded_server() as (server_url, _):
-        results = bench(server_url, args.rows, args.repeats, args.executors)
+        results = bench(server_url, args.rows, args.repeats, args.executors, args.launcher)
     print(table(results))
     print(f"results: {save(args.output, results)}")
     return 0

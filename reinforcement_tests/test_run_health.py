@@ -313,3 +313,85 @@ def test_runs_execute_their_steps_in_one_process_unless_configured():
     bad = subprocess.run([sys.executable, "-c", probe], env={**env, "RUN_EXECUTOR": "threads"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "RUN_EXECUTOR='threads'" in bad.stderr and "in_process, multiprocess" in bad.stderr
+
+
+# Run workers forked warm by LocalRunLauncher.
+WARM_LOCATION = """
+import os, pathlib, time
+import dagster as dg
+
+@dg.op
+def wait_for_release() -> int:
+    folder = pathlib.Path(os.environ["WARM_TEST_DIR"])
+    (folder / "started").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()
+
+@dg.job(executor_def=dg.in_process_executor)  # the step runs in the run worker, as the loop's do
+def warm_job():
+    wait_for_release()
+
+defs = dg.Definitions(jobs=[warm_job])
+"""
+
+
+def launch_warm(instance, workspace, module) -> dg.DagsterRun:
+    """A run of the module location's `warm_job`, launched through the instance (as the run queue does)."""
+    location = workspace.create_request_context().get_code_location("warm")
+    remote = next(iter(location.get_repositories().values())).get_full_job("warm_job")
+    run = instance.create_run_for_job(module.warm_job, remote_job_origin=remote.get_remote_origin(),
+                                      job_code_origin=remote.get_python_origin())
+    return instance.launch_run(run.run_id, workspace.create_request_context())
+
+
+def test_a_launched_run_is_forked_warm_goes_through_dagsters_lifecycle_and_is_health_checked(
+        tmp_path, local_home, monkeypatch):
+    import importlib
+
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+
+    name = f"warm_location_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(WARM_LOCATION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WARM_TEST_DIR", str(tmp_path))
+    module = importlib.import_module(name)
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name=name, attribute="defs", working_directory=str(tmp_path)),
+        location_name="warm")
+    started, release = tmp_path / "started", tmp_path / "release"
+    with dg.DagsterInstance.from_config(str(local_home)) as instance, \
+            WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as workspace:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, LocalRunLauncher) and launcher.warm_workers
+
+        run = launch_warm(instance, workspace, module)
+        pid = int(wait_for(lambda: started.exists() and started.read_text(), "the run's step to start"))
+        assert pid != os.getpid()
+        health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+        assert health.status.value == "RUNNING" and f"process {pid} is alive" in health.msg
+        release.write_text("go")
+        done = wait_for(lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r, "the run to end")
+        assert done.status == dg.DagsterRunStatus.SUCCESS
+        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+        kinds = [e.event_type for e in events]
+        lifecycle = [dg.DagsterEventType.RUN_STARTING, dg.DagsterEventType.RUN_START,
+                     dg.DagsterEventType.RUN_SUCCESS]
+        assert [k for k in kinds if k in lifecycle] == lifecycle
+        assert any("Forked warm run worker" in (e.message or "") for e in events)
+        assert next(e for e in events if e.event_type == dg.DagsterEventType.RUN_START).pid == pid
+        wait_for(lambda: launcher.check_run_worker_health(done).status.value == "FAILED",
+                 "the finished worker to be seen gone")
+
+        # Terminated from the UI: the worker is interrupted and the run ends CANCELED.
+        release.unlink()
+        started.unlink()
+        run = launch_warm(instance, workspace, module)
+        wait_for(started.exists, "the second run's step to start")
+        assert launcher.terminate(run.run_id)
+        canceled = wait_for(lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r, "the cancel")
+        assert canceled.status == dg.DagsterRunStatus.CANCELED

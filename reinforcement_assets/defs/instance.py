@@ -8,7 +8,13 @@ nothing of the loop beyond the standard library and Dagster.
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -42,11 +48,15 @@ concurrency:
       - key: reinforcement/cycle
         limit: 1
 
-# Dagster's default launcher (a worker process per run), which also checks that a run's worker
-# process is alive: run monitoring fails the run of a worker that died (killed, machine restarted).
+# Dagster's default launcher, whose run workers are forked from a warm process that has already
+# imported the code location (warm_workers: false for a fresh `dagster api execute_run` per run). It
+# also checks that a run's worker process is alive: run monitoring fails the run of a worker that
+# died (killed, machine restarted).
 run_launcher:
   module: reinforcement_assets.defs.instance
   class: LocalRunLauncher
+  config:
+    warm_workers: true
 
 run_monitoring:
   enabled: true
@@ -59,6 +69,8 @@ run_monitoring:
 
 
 CYCLE_JOB = "retraining_job"
+# On the runs whose worker LocalRunLauncher forked warm (its `terminate` interrupts that worker).
+WARM_WORKER_TAG = "reinforcement/run_worker"
 
 
 def is_cycle_run(run: dg.DagsterRun) -> bool:
@@ -113,13 +125,145 @@ def process_alive(pid: int, started_at: float) -> bool:
         return False
 
 
-class LocalRunLauncher(dg.DefaultRunLauncher):
-    """Dagster's default run launcher, which also answers run monitoring's worker health check.
+# Imported once by the warm process the run workers are forked from (the code location's module
+# is added from each run's origin).
+# Dagster's run body and the instance's storage are preloaded too: they are a run worker's other
+# import cost (about 2.5 s before its RUN_START). A module that is not installed is skipped.
+WARM_MODULES = ("pandas", "scipy.stats", "sklearn.ensemble", "sklearn.linear_model", "dagster._cli.api",
+                "dagster._core.storage.sqlite_storage", "dagster._core.storage.runs.sqlite.sqlite_run_storage",
+                "dagster._core.storage.event_log.sqlite.sqlite_event_log",
+                "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage", "dagster_postgres")
 
-    A run's worker is the process that emitted its RUN_START event: the run worker the code server
-    started, or the CLI's own process for `reinforcement demo`. For one machine only (`reinforcement
-    dev`): a worker on another host would look dead.
+logger = logging.getLogger(__name__)
+
+
+def execute_run(instance_ref: str, run_id: str) -> None:
+    """A run worker's body: what `dagster api execute_run` does for the run, in a forked process."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._serdes import deserialize_value
+    from dagster._utils.interrupts import capture_interrupts
+
+    with capture_interrupts(), dg.DagsterInstance.from_ref(deserialize_value(instance_ref)) as instance:
+        _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
+
+
+def source_stamp(working_directory: str | None, module: str) -> float:
+    """The newest modification time of the code location's Python files (0 when not found)."""
+    package = Path(working_directory or os.getcwd()) / module.split(".")[0]
+    files = package.rglob("*.py") if package.is_dir() else [package.with_suffix(".py")]
+    return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+
+
+class WarmWorkers:
+    """Run workers forked from a `multiprocessing` forkserver that has imported the code location.
+
+    The forkserver starts with the first run, inheriting this process's environment and sys.path;
+    `stale` says when the code location's files changed since then (the launcher then takes
+    Dagster's default path until this process restarts).
     """
+
+    def __init__(self, module: str, working_directory: str | None, preload: Iterable[str]):
+        import sys
+
+        if working_directory and working_directory not in sys.path:
+            sys.path.insert(0, working_directory)
+        self.module, self.working_directory = module, working_directory
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload([*preload, module])
+        self.stamp = source_stamp(working_directory, module)
+
+    @property
+    def stale(self) -> bool:
+        return source_stamp(self.working_directory, self.module) != self.stamp
+
+    def start(self, instance_ref: str, run_id: str) -> int:
+        """Fork a run worker for `run_id`; its pid."""
+        multiprocessing.active_children()  # reaps finished workers
+        process = self.context.Process(target=execute_run, args=(instance_ref, run_id),
+                                       name=f"dagster-run-{run_id}")
+        process.start()
+        return process.pid
+
+
+def module_origin(run: dg.DagsterRun) -> tuple[str, str | None] | None:
+    """(module, working directory) of the run's code location when it is loaded from a module."""
+    from dagster._core.code_pointer import ModuleCodePointer
+
+    origin = run.job_code_origin
+    pointer = origin.repository_origin.code_pointer if origin else None
+    if isinstance(pointer, ModuleCodePointer):
+        return pointer.module, pointer.working_directory
+    return None
+
+
+class LocalRunLauncher(dg.DefaultRunLauncher):
+    """Dagster's default run launcher, whose run workers start warm, and which answers run
+    monitoring's worker health check.
+
+    With `warm_workers` (the default) a run's worker is forked from a process that has already imported
+    the code location and the heavy libraries, and runs Dagster's own `execute_run` body: same events,
+    same lifecycle, no import cost. On any problem (a code location not loaded from a module, its
+    files changed since the warm process started, a failed fork) the run takes Dagster's default
+    path: a fresh `dagster api execute_run` process started by the code server.
+
+    A run's worker is the process that emitted its RUN_START event. For one machine only
+    (`reinforcement dev`): a worker on another host would look dead.
+    """
+
+    def __init__(self, inst_data=None, warm_workers: bool = True, preload_modules: Iterable[str] = WARM_MODULES):
+        super().__init__(inst_data=inst_data)
+        self.warm_workers = warm_workers
+        self.preload_modules = tuple(preload_modules)
+        self._warm: dict[tuple[str, str | None], WarmWorkers] = {}
+
+    @classmethod
+    def config_type(cls):
+        return {"warm_workers": dg.Field(bool, is_required=False, default_value=True),
+                "preload_modules": dg.Field([str], is_required=False, default_value=list(WARM_MODULES))}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value: Mapping[str, Any]) -> LocalRunLauncher:
+        return cls(inst_data=inst_data, **config_value)
+
+    def launch_run(self, context) -> None:
+        if self.warm_workers:
+            try:
+                if self._launch_warm(context.dagster_run):
+                    return
+            except Exception:  # noqa: BLE001 - any problem: Dagster's default path
+                logger.warning("warm run worker failed to start; using Dagster's default launch",
+                               exc_info=True)
+        super().launch_run(context)
+
+    def _launch_warm(self, run: dg.DagsterRun) -> bool:
+        """Fork the run's worker from the warm process; False when the default path should be taken."""
+        from dagster._serdes import serialize_value
+
+        origin = module_origin(run)
+        if origin is None:
+            return False
+        workers = self._warm.get(origin)
+        if workers is None:
+            workers = self._warm[origin] = WarmWorkers(*origin, self.preload_modules)
+        if workers.stale:
+            return False
+        self._instance.add_run_tags(run.run_id, {WARM_WORKER_TAG: "warm"})
+        pid = workers.start(serialize_value(self._instance.get_ref()), run.run_id)
+        self._instance.report_engine_event(f"Forked warm run worker (pid: {pid}).", run,
+                                           cls=self.__class__)
+        return True
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        worker = worker_process(self._instance, run_id) if run and not run.is_finished else None
+        if worker is None or run.tags.get(WARM_WORKER_TAG) != "warm":  # not forked here, or not started
+            return super().terminate(run_id)
+        pid, started_at = worker
+        if not process_alive(pid, started_at):
+            return False
+        self._instance.report_run_canceling(run)
+        os.kill(pid, signal.SIGINT)  # as Dagster interrupts its run workers: the run ends CANCELED
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:
