@@ -183,7 +183,7 @@ def test_both_backends_answer_the_same(store, project, database_url):
     window = Window.ending_at(end, 7, 0.25)
     assert supabase.summarize_window(window, schema) == store.summarize_window(window, schema)
     assert store.summarize_window(window, schema).evaluated_early == store.evaluated_early(start, end)
-    assert store.daily_accuracy(end, start) == [] and DailyAccuracy(date(2026, 1, 1)).accuracy is None
+    assert store.daily_accuracy(end, start) == [] and DailyAccuracy(day=date(2026, 1, 1)).accuracy is None
     assert DailyCoverage(date(2026, 1, 1)).share is None
 
 

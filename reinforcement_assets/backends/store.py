@@ -391,7 +391,7 @@ def window_summary(rows: list[dict[str, Any]], evaluated_early: int = 0) -> Wind
 
 def daily_accuracies(rows: list[dict[str, Any]]) -> list[DailyAccuracy]:
     """`DailyAccuracy`s from the rows of `evaluation_daily_accuracy`."""
-    return [DailyAccuracy(as_date(r["day"]), int(r["evaluated"]), int(r["correct"])) for r in rows]
+    return [DailyAccuracy(int(r["evaluated"]), int(r["correct"]), day=as_date(r["day"])) for r in rows]
 
 
 def daily_coverages(rows: list[dict[str, Any]]) -> list[DailyCoverage]:

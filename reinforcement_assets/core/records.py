@@ -300,16 +300,10 @@ class AccuracyCount:
 
 
 @dataclass(frozen=True)
-class DailyAccuracy:
-    """Usable evaluated predictions of one UTC day (by evaluated_at) and how many were right."""
+class DailyAccuracy(AccuracyCount):
+    """The `AccuracyCount` of one UTC day (by evaluated_at)."""
 
-    day: date
-    evaluated: int = 0
-    correct: int = 0
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.evaluated if self.evaluated else None
+    day: date = field(kw_only=True)
 
 
 @dataclass(frozen=True)
