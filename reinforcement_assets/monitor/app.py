@@ -8,6 +8,7 @@ are the CLI's own: a request is queued as `reinforcement request` queues it, a r
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ class BadInput(ValueError):
 async def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, read up to `MAX_BODY_BYTES` (a form post is accepted too)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared and whole(declared) and int(declared) > MAX_BODY_BYTES:
         raise BadInput(f"the body is larger than {MAX_BODY_BYTES:,} bytes", 413)
     body = b""
     async for chunk in request.stream():
@@ -66,11 +67,16 @@ async def json_body(request: Request) -> dict[str, Any]:
         return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", errors="replace")).items()}
     try:
         data = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep (16 KB of brackets)
         raise BadInput("the body is not JSON") from None
     if not isinstance(data, dict):
         raise BadInput("the body must be a JSON object")
     return data
+
+
+def whole(text: str) -> bool:
+    """Whether `text` is ASCII digits only (`str.isdigit` also takes "²", which `int` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def flag(data: dict[str, Any], name: str) -> bool:
@@ -108,9 +114,13 @@ def create_app(store: Store, artifacts: ArtifactStorage, access: Access,
     async def dashboard_partial(request: Request) -> Response:
         return page("_dashboard.html", board=await run_in_threadpool(dashboard, store, settings.lookback_days))
 
+    def get_run(run_id: str) -> dict[str, Any] | None:
+        """The run's row; None for an id no row can have (PostgreSQL text holds no NUL), not a 503."""
+        return None if "\x00" in run_id else store.get_run(run_id)
+
     async def run_page(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        row = await run_in_threadpool(store.get_run, run_id)
+        row = await run_in_threadpool(get_run, run_id)
         if row is None:
             return page("missing.html", 404, what=f"run {run_id}")
         log, log_link = await run_in_threadpool(training_log, run_id)
@@ -121,7 +131,7 @@ def create_app(store: Store, artifacts: ArtifactStorage, access: Access,
         path = f"logs/{run_id}.log"
         try:
             text = artifacts.read_text(path, LOG_BYTES_SHOWN)
-        except (OSError, StoreError):
+        except (OSError, ValueError, StoreError):  # ValueError: a run id no file name can hold
             return None, None
         try:
             link = artifacts.uri(path)
@@ -150,17 +160,17 @@ def create_app(store: Store, artifacts: ArtifactStorage, access: Access,
 
     async def api_runs(request: Request) -> Response:
         limit = request.query_params.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        if not whole(limit) or not 1 <= int(limit) <= 500:
             return error("limit must be a whole number from 1 to 500")
         rows = await run_in_threadpool(store.latest_runs, int(limit))
         return JSONResponse(as_json([run_view(r) for r in rows]))
 
     async def api_run(request: Request) -> Response:
-        row = await run_in_threadpool(store.get_run, request.path_params["run_id"])
+        row = await run_in_threadpool(get_run, request.path_params["run_id"])
         return error("unknown run", 404) if row is None else JSONResponse(as_json(run_view(row)))
 
     async def api_requests(request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET or HEAD: HEAD is no write, and skips the Origin check
             found = await run_in_threadpool(store.latest_requests, 20)
             return JSONResponse(as_json([request_view(r) for r in found]))
         try:
@@ -223,8 +233,8 @@ def create_app(store: Store, artifacts: ArtifactStorage, access: Access,
             data = await json_body(request)
         except BadInput as exc:
             return error(str(exc), exc.status)
-        given = str(data.get("token", ""))
-        if given.strip() != access.token:
+        given = str(data.get("token", "")).strip()
+        if not hmac.compare_digest(given.encode(), access.token.encode()):
             return page("login.html", 401, failed=True)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, access.session_value(), httponly=True, samesite="strict",

@@ -54,7 +54,7 @@ def host_name(header: str) -> tuple[str, int | None]:
         name, port = header, None
     if port is None:
         return name, None
-    return name, int(port) if port.isdigit() else -1
+    return name, int(port) if port.isascii() and port.isdigit() else -1  # "²".isdigit() is true
 
 
 @dataclass(frozen=True)
