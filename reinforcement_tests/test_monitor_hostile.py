@@ -232,14 +232,14 @@ def test_ctrl_c_stops_the_cli_within_2_s_while_a_page_polls(database_url, tmp_pa
     env = {**os.environ, "REINFORCEMENT_DATABASE_URL": database_url, "REINFORCEMENT_DATA_DIR": str(tmp_path),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("REINFORCEMENT_MONITOR_TOKEN", None)
-    server = subprocess.Popen(monitor_command("--host", "::1", "--port", str(port), "--requested-by", USER), env=env,
+    server = subprocess.Popen(monitor_command("--port", str(port), "--requested-by", USER), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "Monitoring page on http://[::1]" in server.stdout.readline()
+        assert "Monitoring page on http://127.0.0.1" in server.stdout.readline()
         polling = threading.Event()
 
         def poll():  # a page's poll, over one kept-alive connection
-            with httpx.Client(base_url=f"http://[::1]:{port}", timeout=5) as page:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as page:
                 while True:
                     try:
                         assert page.get("/api/changes").status_code == 200
