@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reinforcement_assets.core.learners import BUILT_IN_LEARNERS
 
-from . import drift, drift_sweep, migration, scale, sensor_tick, supabase_pages, write_cost
+from . import drift, drift_sweep, migration, monitor, scale, sensor_tick, supabase_pages, write_cost
 from .machine import RESULTS_DIR, machine_line
 
 
@@ -38,6 +38,8 @@ def main() -> int:
         parts.append(section("Supabase pagination", record, body))
     if record := load("sensor_tick"):
         parts.append(section("Request sensor tick", record, sensor_tick.table(record["results"])))
+    if record := load("monitor"):
+        parts.append(section("The Monitoring page", record, monitor.table(record["result"])))
     if record := load("drift"):
         parts.append(section("Drift recovery", record, drift.table(record["aggregate"], len(record["per_seed"]))))
     if record := load("drift_byom"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import drift, migration, race, scale, sensor_tick, supabase_pages, write_cost
+from benchmarks import drift, migration, monitor, race, scale, sensor_tick, supabase_pages, write_cost
 from benchmarks.machine import PeakMemory, machine, save
 
 
@@ -159,3 +159,15 @@ def test_write_cost_with_and_without_the_counts(server_url):
     assert [w["write"] for w in result["writes"]] == list(write_cost.WRITES)
     assert all(w["with_counts_seconds"] > 0 and w["without_counts_seconds"] > 0 for w in result["writes"])
     assert "| bulk insert | 2,000 | 1 |" in write_cost.table(result)
+
+
+def test_the_monitoring_page_with_a_history_and_its_live_latency(server_url, tmp_path):
+    result = monitor.bench(server_url, tmp_path, predictions=4_000, runs=50, requests=10, repeats=2,
+                           live_repeats=1, poll_seconds=0.2)
+    assert (result["predictions"], result["runs"], result["requests"]) == (4_000, 50, 11)  # + 1 live request
+    assert result["metrics_bytes"] > 0 and result["real_cycle_seconds"] > 0
+    assert {"/", "/partials/dashboard", "/api/status", "/api/changes", "/api/runs?limit=20"} <= set(result["routes"])
+    assert all(r["n"] == 2 and 0 < r["median_ms"] <= r["max_ms"] for r in result["routes"].values())
+    live = result["live"]
+    assert all(len(v) == 1 and 0 < v[0] < 10 for v in live["samples"].values())
+    assert "| `/api/changes` |" in monitor.table(result) and "Live latency (poll every 0.2 s" in monitor.table(result)

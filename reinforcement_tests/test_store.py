@@ -1,6 +1,8 @@
 """The PostgreSQL store against a real (embedded) PostgreSQL."""
 
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -389,6 +391,31 @@ def test_run_rows_go_running_then_terminal(store):
     assert run["completed_at"] >= run["started_at"]
     with pytest.raises(StoreError, match="model_retraining_runs"):
         store.start_run("dagster-2", "sometimes")
+
+
+def test_a_session_shares_one_connection_per_thread_and_closes_it(store):
+    def backend_pid(_=None) -> int:
+        with store.connect("read the backend pid") as conn:
+            return conn.execute("select pg_backend_pid()").fetchone()[0]
+
+    assert backend_pid() != backend_pid()  # one connection per call outside a session
+    with store.session():
+        inside = backend_pid()
+        with store.session():  # nested: the same connection
+            assert backend_pid() == inside
+        store.start_run("dagster-s", "manual")
+        assert store.get_run("dagster-s")["status"] == "running"
+        with pytest.raises(StoreError, match="model_retraining_runs"):
+            store.start_run("dagster-t", "sometimes")
+        assert backend_pid() == inside  # an error leaves the session usable
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(backend_pid).result() != inside  # another thread has its own
+    assert backend_pid() != inside
+    with psycopg.connect(store.url, autocommit=True) as conn:  # closed on exit (the server notices at once)
+        deadline = time.monotonic() + 5
+        while conn.execute("select count(*) from pg_stat_activity where pid = %s", (inside,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the session's connection was left open"
+            time.sleep(0.05)
 
 
 def version(name, parent=None):

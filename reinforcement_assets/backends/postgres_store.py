@@ -9,7 +9,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -118,6 +118,16 @@ def _prepare(url: str, *, embedded: bool) -> None:
             _prepared.add(url)
 
 
+_sessions = threading.local()
+
+
+def _held_connections() -> dict[int, psycopg.Connection]:
+    """This thread's session connections, by the id of the store that opened them."""
+    if not hasattr(_sessions, "held"):
+        _sessions.held = {}
+    return _sessions.held
+
+
 class PostgresStore(Store):
     """`Store` on PostgreSQL: the database at `database_url`, else the embedded server in `data_dir`.
 
@@ -166,14 +176,30 @@ class PostgresStore(Store):
         """A connection in UTC; database errors become a one-line `StoreError` naming `operation`, with
         no password in it (and without psycopg's exception as its cause, whose text may quote one)."""
         logger.debug("%s", operation)
+        held = _held_connections().get(id(self))
         try:
-            with self._open() as conn:
+            with nullcontext(held) if held is not None and not held.closed else self._open() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise StoreError(redact_credentials(f"{operation} failed: {error_text(exc)}", self.database_url)) \
                 from None
         except InvalidDatabaseUrl as exc:
             raise StoreError(f"{operation} failed: {exc}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Every call in this thread inside the block uses one connection (opened on entry, closed on
+        exit) instead of one each: a connection costs about 10 ms, a page's indexed read less."""
+        held = _held_connections()
+        if id(self) in held:
+            yield
+            return
+        with self.connect("open a session") as conn:
+            held[id(self)] = conn
+            try:
+                yield
+            finally:
+                del held[id(self)]
 
     def _open(self) -> psycopg.Connection:
         try:

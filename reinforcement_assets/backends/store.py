@@ -11,8 +11,10 @@ import abc
 import logging
 import math
 import uuid
-from decimal import Decimal
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from decimal import Decimal
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -256,6 +258,12 @@ class Store(dg.ConfigurableResource):
     def describe(self) -> dict[str, str]:
         """What the Dagster UI shows about this backend (never a secret)."""
         return {"backend": self.backend}
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Several reads in a row, such as one look at the Monitoring page, share what they can (one
+        database connection on PostgreSQL); nothing to share by default."""
+        yield
 
 
 def as_uuid(value: Any) -> str | None:

@@ -36,22 +36,25 @@ class Dashboard:
 
 
 def live(store: Store, runs: int = RUNS_SHOWN) -> Live:
-    rows = [run_view(r) for r in store.latest_runs(runs)]
-    requests = [request_view(r) for r in store.latest_requests(REQUESTS_SHOWN)]
-    champion = store.champion()
+    with store.session():
+        found = store.latest_runs(runs)
+        requests = [request_view(r) for r in store.latest_requests(REQUESTS_SHOWN)]
+        champion = store.champion()
+    rows = [run_view(r) for r in found]
     return Live(runs=rows, requests=requests, champion=version_view(champion) if champion else None,
                 fingerprint=fingerprint(rows[:RUNS_SHOWN], requests, champion.version if champion else None))
 
 
 def dashboard(store: Store, lookback_days: float, now: datetime | None = None) -> Dashboard:
     now = now or datetime.now(timezone.utc)
-    current = live(store, RUNS_CHARTED)
-    charted = current.runs
-    shown = Live(runs=charted[:RUNS_SHOWN], requests=current.requests, champion=current.champion,
-                 fingerprint=current.fingerprint)
-    versions = [version_view(v) for v in store.model_versions(VERSIONS_SHOWN)]
-    return Dashboard(live=shown, versions=versions, charts=charts(store, charted, versions, now, lookback_days),
-                     backend=store.describe(), refreshed_at=now)
+    with store.session():  # one connection for the whole look
+        current = live(store, RUNS_CHARTED)
+        charted = current.runs
+        shown = Live(runs=charted[:RUNS_SHOWN], requests=current.requests, champion=current.champion,
+                     fingerprint=current.fingerprint)
+        versions = [version_view(v) for v in store.model_versions(VERSIONS_SHOWN)]
+        drawn = charts(store, charted, versions, now, lookback_days)
+    return Dashboard(live=shown, versions=versions, charts=drawn, backend=store.describe(), refreshed_at=now)
 
 
 def charts(store: Store, runs: list[RunView], versions: list[VersionView], now: datetime,
