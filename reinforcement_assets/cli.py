@@ -1,5 +1,5 @@
 """The `reinforcement` command: run the demo, register a model, queue retraining requests, show status, roll back,
-prune old artifacts."""
+prune old artifacts, serve the Monitoring page."""
 
 from __future__ import annotations
 
